@@ -1,0 +1,196 @@
+"""Named scenarios, declared as data, in one explicit registry.
+
+A scenario is a fault kind, the times of its phases (as fractions of the window, so the
+same incident can be laid over 30 minutes or 2 hours) and knobs. Knobs are validated
+here, once, so the simulation can trust them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+class ScenarioError(ValueError):
+    """A scenario name or knob is not valid; the message says what would be."""
+
+
+# Every knob, with its default and its valid range. Scenarios override defaults.
+KNOB_DEFAULTS: Mapping[str, float] = MappingProxyType(
+    {
+        "rps_post_payment": 8.0,  # POST /payment, requests per second
+        "rps_get_payment": 5.0,  # GET /payments/{id}
+        "rps_health": 0.2,  # GET /health (a probe every 5 s)
+        "app_p50_ms": 9.0,  # request handling outside the database
+        "app_sigma": 0.45,  # log-normal sigma of handling time
+        "select_p50_ms": 2.2,  # SELECT payments by idempotency key, indexed
+        "select_peak_ms": 1800.0,  # the same SELECT at peak when the index is gone
+        "insert_p50_ms": 1.6,
+        "query_sigma": 0.35,
+        "hold_extra_peak_ms": 0.0,  # extra time a transaction holds its connection at peak
+        "pool_size": 5,
+        "max_overflow": 10,
+        "pool_timeout_s": 30.0,
+        "statement_timeout_ms": 0,  # PostgreSQL statement_timeout; 0 = off
+        "log_min_duration_statement_ms": 1000,
+        "trace_sample_ratio": 0.1,  # kept besides every error and every request over 1 s
+        "not_found_ratio": 0.02,  # GET /payments/{id} answering 404
+    }
+)
+
+_INT_KNOBS = frozenset({"pool_size", "max_overflow", "statement_timeout_ms",
+                        "log_min_duration_statement_ms"})
+_RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {
+        "rps_post_payment": (0.0, 5000.0),
+        "rps_get_payment": (0.0, 5000.0),
+        "rps_health": (0.0, 100.0),
+        "app_p50_ms": (0.1, 60000.0),
+        "app_sigma": (0.0, 3.0),
+        "select_p50_ms": (0.01, 600000.0),
+        "select_peak_ms": (0.01, 600000.0),
+        "insert_p50_ms": (0.01, 600000.0),
+        "query_sigma": (0.0, 3.0),
+        "hold_extra_peak_ms": (0.0, 600000.0),
+        "pool_size": (1, 1000),
+        "max_overflow": (0, 1000),
+        "pool_timeout_s": (0.1, 3600.0),
+        "statement_timeout_ms": (0, 3600000),
+        "log_min_duration_statement_ms": (0, 3600000),
+        "trace_sample_ratio": (0.0, 1.0),
+        "not_found_ratio": (0.0, 1.0),
+    }
+)
+
+FAULT_KINDS = ("none", "slow_query", "connection_hold")
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """Phase boundaries as fractions of the window: baseline until ``onset``, ramp to
+    ``peak``, hold until ``recovery``, ramp down until ``recovered``."""
+
+    onset: float
+    peak: float
+    recovery: float
+    recovered: float
+
+    def __post_init__(self) -> None:
+        points = (self.onset, self.peak, self.recovery, self.recovered)
+        if not all(0.0 <= p <= 1.0 for p in points) or list(points) != sorted(points):
+            raise ScenarioError(f"phase fractions must rise within [0, 1], got {points}")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    fault: str  # one of FAULT_KINDS
+    root_cause_component: str
+    root_cause_kind: str
+    phases: PhasePlan | None
+    knobs: Mapping[str, float] = field(default_factory=dict)
+    default_duration_s: int = 1800
+    default_step_s: int = 15
+
+    def resolve_knobs(self, overrides: Mapping[str, object] | None = None) -> dict[str, float]:
+        """Defaults, then the scenario's knobs, then ``overrides``; all validated."""
+        merged: dict[str, float] = dict(KNOB_DEFAULTS)
+        merged.update(self.knobs)
+        for key, raw in (overrides or {}).items():
+            merged[key] = _parse_knob(key, raw)
+        for key, value in merged.items():
+            _check_range(key, value)
+        return merged
+
+
+def _parse_knob(key: str, raw: object) -> float:
+    if key not in KNOB_DEFAULTS:
+        hint = difflib.get_close_matches(key, KNOB_DEFAULTS, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ScenarioError(
+            f"unknown knob {key!r}{extra}; valid knobs: {', '.join(sorted(KNOB_DEFAULTS))}"
+        )
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ScenarioError(f"knob {key!r} needs a number, got {raw!r}") from None
+    if key in _INT_KNOBS:
+        if value != int(value):
+            raise ScenarioError(f"knob {key!r} needs a whole number, got {raw!r}")
+        return int(value)
+    return value
+
+
+def _check_range(key: str, value: float) -> None:
+    low, high = _RANGES[key]
+    if not (low <= value <= high) or value != value:
+        raise ScenarioError(f"knob {key!r}={value!r} is out of range [{low}, {high}]")
+
+
+_REGISTRY: dict[str, Scenario] = {}
+
+
+def _register(scenario: Scenario) -> Scenario:
+    if scenario.fault not in FAULT_KINDS:
+        raise ScenarioError(f"fault {scenario.fault!r} is not one of {FAULT_KINDS}")
+    scenario.resolve_knobs()  # fail at import if a built-in scenario is malformed
+    _REGISTRY[scenario.name] = scenario
+    return scenario
+
+
+_register(
+    Scenario(
+        name="baseline",
+        description="Healthy payment-service traffic: log-normal latency, no incident.",
+        fault="none",
+        root_cause_component="none",
+        root_cause_kind="none",
+        phases=None,
+    )
+)
+_register(
+    Scenario(
+        name="slow_query",
+        description=(
+            "A migration drops the index on payments.idempotency_key: the SELECT behind "
+            "POST /payment turns into a sequential scan, from ~2 ms to seconds; the "
+            "connection pool fills (Little's law), requests queue and some time out."
+        ),
+        fault="slow_query",
+        root_cause_component="postgresql",
+        root_cause_kind="missing_index",
+        phases=PhasePlan(onset=0.33, peak=0.43, recovery=0.73, recovered=0.80),
+    )
+)
+_register(
+    Scenario(
+        name="pool_exhaustion",
+        description=(
+            "A deploy makes POST /payment call a slow fraud check inside its open "
+            "transaction: connections are held for seconds, the QueuePool (5 + 10) is "
+            "pinned at 15, requests wait and fail with 'QueuePool limit ... timeout 30.00'."
+        ),
+        fault="connection_hold",
+        root_cause_component="payment-service",
+        root_cause_kind="connection_pool_exhaustion",
+        phases=PhasePlan(onset=0.33, peak=0.40, recovery=0.70, recovered=0.74),
+        knobs={"hold_extra_peak_ms": 3500.0},
+    )
+)
+
+SCENARIOS: Mapping[str, Scenario] = MappingProxyType(_REGISTRY)
+
+
+def get_scenario(name: str) -> Scenario:
+    """The registered scenario ``name``; unknown names list the valid ones."""
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, SCENARIOS, n=1)
+        extra = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ScenarioError(
+            f"unknown scenario {name!r}{extra}; valid scenarios: {', '.join(sorted(SCENARIOS))}"
+        ) from None

@@ -1,0 +1,161 @@
+"""Spans of the sampled requests: FastAPI server span, SQLAlchemy ``connect`` and statements.
+
+Timings come straight from the simulated request (pool wait is the ``connect`` span, the
+statements are the SQL spans), so a server span's duration is exactly the value its
+exemplar carries and the bucket it falls in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .model import (
+    SPAN_KIND_CLIENT,
+    SPAN_KIND_SERVER,
+    STATUS_ERROR,
+    STATUS_UNSET,
+    Attributes,
+    SpanEvent,
+    SpanTable,
+    frozen_array,
+)
+from .simulate import (
+    ERR_POOL_TIMEOUT,
+    ERR_STATEMENT_TIMEOUT,
+    GET_PAYMENT,
+    HEALTH,
+    POST_PAYMENT,
+    ROUTES,
+    TraceIds,
+    Traffic,
+)
+from .texts import INSERT_PAYMENT, SELECT_BY_ID, SELECT_BY_KEY, stacktrace
+
+RESOURCE: Attributes = (
+    ("deployment.environment", "demo"),
+    ("service.instance.id", "payment-service-7d9f8c6b5-x2x9k"),
+    ("service.name", "payment-service"),
+    ("service.namespace", "shop"),
+    ("service.version", "1.4.2"),
+    ("telemetry.sdk.language", "python"),
+    ("telemetry.sdk.name", "opentelemetry"),
+    ("telemetry.sdk.version", "1.38.0"),
+)
+INSTRUMENTATION_VERSION = "0.59b0"
+GAP_NS = 100_000
+DB_ATTRS: Attributes = (("db.name", "payments"), ("db.system", "postgresql"),
+                        ("db.user", "payments"), ("net.peer.name", "postgres"),
+                        ("net.peer.port", 5432))
+
+
+@dataclass(frozen=True)
+class Clients:
+    """Who sent each request (shared by access logs and server spans)."""
+
+    address: tuple[str, ...]
+    port: np.ndarray
+    user_agent: tuple[str, ...]
+
+
+def url_path(route: int, payment_id: int) -> str:
+    return f"/payments/{payment_id}" if route == GET_PAYMENT else ROUTES[route][1]
+
+
+class _Rows:
+    def __init__(self) -> None:
+        self.cols: dict[str, list] = {k: [] for k in (
+            "trace", "span", "parent", "start", "end", "kind", "code", "name", "message",
+            "attrs", "events")}
+
+    def add(self, trace: np.ndarray, span: np.ndarray, parent: np.ndarray | None, start: int,
+            end: int, kind: int, name: str, attrs: Attributes, error: str = "",
+            events: tuple[SpanEvent, ...] = ()) -> None:
+        c = self.cols
+        c["trace"].append(trace)
+        c["span"].append(span)
+        c["parent"].append(parent if parent is not None else np.zeros(8, np.uint8))
+        c["start"].append(start)
+        c["end"].append(end)
+        c["kind"].append(kind)
+        c["code"].append(STATUS_ERROR if error else STATUS_UNSET)
+        c["name"].append(name)
+        c["message"].append(error)
+        c["attrs"].append(attrs)
+        c["events"].append(events)
+
+    def table(self, scope: str) -> SpanTable:
+        c = self.cols
+        n = len(c["start"])
+        return SpanTable(
+            resource=RESOURCE, scope_name=scope, scope_version=INSTRUMENTATION_VERSION,
+            trace_id=frozen_array(np.array(c["trace"]).reshape(n, 16), np.uint8),
+            span_id=frozen_array(np.array(c["span"]).reshape(n, 8), np.uint8),
+            parent_span_id=frozen_array(np.array(c["parent"]).reshape(n, 8), np.uint8),
+            start_ns=frozen_array(c["start"], np.int64), end_ns=frozen_array(c["end"], np.int64),
+            kind=frozen_array(c["kind"], np.int8), status_code=frozen_array(c["code"], np.int8),
+            name=tuple(c["name"]), status_message=tuple(c["message"]),
+            attributes=tuple(c["attrs"]), events=tuple(c["events"]),
+        )
+
+
+def exception_event(t_ns: int, exc_type: str, message: str) -> SpanEvent:
+    return SpanEvent("exception", t_ns, (
+        ("exception.escaped", "False"), ("exception.message", message),
+        ("exception.stacktrace", stacktrace(exc_type, message)), ("exception.type", exc_type)))
+
+
+def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
+                failures: dict[int, tuple[str, str]]) -> tuple[SpanTable, ...]:
+    server, sql = _Rows(), _Rows()
+    rows = np.flatnonzero(traffic.sampled)
+    for i, r in enumerate(rows.tolist()):
+        route, status, err = int(traffic.route[r]), int(traffic.status[r]), int(traffic.error[r])
+        start, end = int(traffic.start_ns[r]), int(traffic.end_ns[r])
+        tid = ids.trace_id[i]
+        method, http_route = ROUTES[route]
+        attrs: list[tuple[str, str | int]] = [
+            ("client.address", clients.address[r]), ("http.request.method", method),
+            ("http.response.status_code", status), ("http.route", http_route),
+            ("network.protocol.version", "1.1"), ("server.address", "payment-service"),
+            ("server.port", 8000), ("url.path", url_path(route, int(traffic.payment_id[r]))),
+            ("url.scheme", "http"), ("user_agent.original", clients.user_agent[r])]
+        events: tuple[SpanEvent, ...] = ()
+        if status >= 500:
+            attrs.insert(0, ("error.type", str(status)))
+            exc_type, message = failures[err]
+            events = (exception_event(end - 200_000, exc_type, message),)
+        server.add(tid, ids.server[i], None, start, end, SPAN_KIND_SERVER,
+                   f"{method} {http_route}", tuple(attrs), str(status) if status >= 500 else "",
+                   events)
+        if route == HEALTH:
+            continue
+        _db_spans(sql, traffic, ids, i, r, end, failures)
+    return (server.table("opentelemetry.instrumentation.fastapi"),
+            sql.table("opentelemetry.instrumentation.sqlalchemy"))
+
+
+def _db_spans(sql: _Rows, traffic: Traffic, ids: TraceIds, i: int, r: int, end: int,
+              failures: dict[int, tuple[str, str]]) -> None:
+    route, err = int(traffic.route[r]), int(traffic.error[r])
+    tid, parent = ids.trace_id[i], ids.server[i]
+    t = int(traffic.start_ns[r] + traffic.pre_ns[r])
+    c_end = min(t + int(traffic.wait_ns[r]), end)
+    if err == ERR_POOL_TIMEOUT:
+        exc_type, message = failures[err]
+        sql.add(tid, ids.connect[i], parent, t, c_end, SPAN_KIND_CLIENT, "connect", DB_ATTRS,
+                message, (exception_event(c_end, exc_type, message),))
+        return
+    sql.add(tid, ids.connect[i], parent, t, c_end, SPAN_KIND_CLIENT, "connect", DB_ATTRS)
+    s_start = min(c_end + GAP_NS, end)
+    s_end = min(s_start + int(traffic.select_ns[r]), end)
+    statement = SELECT_BY_KEY if route == POST_PAYMENT else SELECT_BY_ID
+    sel_error = failures[err][1] if err == ERR_STATEMENT_TIMEOUT else ""
+    sql.add(tid, ids.select[i], parent, s_start, s_end, SPAN_KIND_CLIENT, "SELECT payments",
+            (*DB_ATTRS, ("db.statement", statement)), sel_error)
+    if traffic.insert_ns[r] > 0:
+        i_start = min(s_end + GAP_NS, end)
+        i_end = min(i_start + int(traffic.insert_ns[r]), end)
+        sql.add(tid, ids.insert[i], parent, i_start, i_end, SPAN_KIND_CLIENT,
+                "INSERT payments", (*DB_ATTRS, ("db.statement", INSERT_PAYMENT)))

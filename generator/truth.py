@@ -1,0 +1,120 @@
+"""Ground truth: what happened, when, where it shows, and the queries that reveal it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .model import GroundTruth, Phase
+from .scenarios import Scenario
+from .simulate import ERR_POOL_TIMEOUT, POST_PAYMENT, TraceIds, Traffic
+
+P99_POST = ('histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_'
+            'bucket{job="payment-service", http_route="/payment", http_request_method="POST"}'
+            '[1m])))')
+ERROR_RATIO = ('sum(rate(http_server_request_duration_seconds_count{job="payment-service", '
+               'http_response_status_code=~"5.."}[1m])) / sum(rate(http_server_request_'
+               'duration_seconds_count{job="payment-service"}[1m]))')
+POOL_USED = 'db_client_connections_usage_connections{job="payment-service", state="used"}'
+SEQ_SCANS = 'rate(pg_stat_user_tables_seq_scan{relname="payments"}[1m])'
+POOL_TIMEOUTS = 'rate(db_client_connection_timeouts_total{job="payment-service"}[1m])'
+IDLE_IN_TX = 'pg_stat_activity_count{datname="payments", state="idle in transaction"}'
+
+
+def phases(scenario: Scenario, duration_ms: int) -> tuple[Phase, ...]:
+    plan = scenario.phases
+    if plan is None:
+        return (Phase("baseline", 0, duration_ms),)
+    cut = [int(round(f * duration_ms)) for f in (0.0, plan.onset, plan.peak, plan.recovery,
+                                                  plan.recovered, 1.0)]
+    names = ("baseline", "onset", "peak", "recovery", "baseline")
+    return tuple(Phase(n, a, b) for n, a, b in zip(names, cut, cut[1:]) if b > a)
+
+
+def build_truth(scenario: Scenario, duration_ms: int, traffic: Traffic,
+                ids: TraceIds) -> GroundTruth:
+    ph = phases(scenario, duration_ms)
+    peak = next((p for p in ph if p.name == "peak"), None)
+    examples = _examples(scenario, traffic, ids, peak)
+    common_logql = (("access lines of one example trace",
+                     '{service_name="payment-service"} | trace_id="%s"' % examples[0])
+                    if examples else ("access lines", '{service_name="payment-service"}'),)
+    if scenario.fault == "slow_query":
+        return GroundTruth(
+            summary="payments SELECT by idempotency_key became a sequential scan (index "
+                    "missing); POST /payment latency rose from milliseconds to seconds and the "
+                    "connection pool saturated.",
+            root_cause_component=scenario.root_cause_component,
+            root_cause_kind=scenario.root_cause_kind,
+            onset_ms=_at(ph, "onset"), peak_ms=_at(ph, "peak"), recovery_ms=_at(ph, "recovery"),
+            phases=ph,
+            affected_signals=("metrics:http_server_request_duration_seconds",
+                              "metrics:pg_stat_user_tables_seq_scan",
+                              "metrics:db_client_connections_usage_connections",
+                              "logs:postgresql duration lines", "traces:SELECT payments spans"),
+            example_trace_ids=examples,
+            promql=(("p99 of POST /payment", P99_POST), ("seq scans on payments", SEQ_SCANS),
+                    ("pool connections in use", POOL_USED), ("5xx ratio", ERROR_RATIO)),
+            logql=(("slow statements logged by PostgreSQL",
+                    '{service_name="postgresql"} |= "duration:"'),) + common_logql,
+            traceql=(("slow SELECT spans",
+                      '{ resource.service.name = "payment-service" && name = "SELECT payments" '
+                      '&& duration > 500ms }'),
+                     ("slow POST /payment requests",
+                      '{ resource.service.name = "payment-service" && name = "POST /payment" '
+                      '&& duration > 1s }')),
+        )
+    if scenario.fault == "connection_hold":
+        return GroundTruth(
+            summary="POST /payment held database connections open for seconds; the QueuePool "
+                    "(5 + 10) stayed at 15 used, requests waited up to the 30 s pool timeout "
+                    "and failed with sqlalchemy.exc.TimeoutError (HTTP 500).",
+            root_cause_component=scenario.root_cause_component,
+            root_cause_kind=scenario.root_cause_kind,
+            onset_ms=_at(ph, "onset"), peak_ms=_at(ph, "peak"), recovery_ms=_at(ph, "recovery"),
+            phases=ph,
+            affected_signals=("metrics:db_client_connections_usage_connections",
+                              "metrics:db_client_connection_timeouts_total",
+                              "metrics:http_server_request_duration_seconds",
+                              "metrics:pg_stat_activity_count",
+                              "logs:payment-service QueuePool errors",
+                              "traces:connect spans with TimeoutError"),
+            example_trace_ids=examples,
+            promql=(("pool connections in use", POOL_USED), ("pool timeouts", POOL_TIMEOUTS),
+                    ("5xx ratio", ERROR_RATIO), ("idle in transaction", IDLE_IN_TX),
+                    ("p99 of POST /payment", P99_POST)),
+            logql=(("QueuePool timeouts", '{service_name="payment-service", level="error"} '
+                    '|= "QueuePool limit"'),) + common_logql,
+            traceql=(("pool checkouts that timed out",
+                      '{ resource.service.name = "payment-service" && name = "connect" && '
+                      'status = error }'),),
+        )
+    return GroundTruth(
+        summary="healthy traffic; no incident.", root_cause_component="none",
+        root_cause_kind="none", onset_ms=None, peak_ms=None, recovery_ms=None, phases=ph,
+        affected_signals=(), example_trace_ids=examples,
+        promql=(("p99 of POST /payment", P99_POST), ("5xx ratio", ERROR_RATIO)),
+        logql=common_logql,
+        traceql=(("POST /payment requests",
+                  '{ resource.service.name = "payment-service" && name = "POST /payment" }'),),
+    )
+
+
+def _at(ph: tuple[Phase, ...], name: str) -> int | None:
+    return next((p.start_ms for p in ph if p.name == name), None)
+
+
+def _examples(scenario: Scenario, traffic: Traffic, ids: TraceIds,
+              peak: Phase | None, count: int = 5) -> tuple[str, ...]:
+    rows = np.flatnonzero(traffic.sampled)
+    pos = np.arange(rows.shape[0])
+    mask = traffic.route[rows] == POST_PAYMENT
+    if peak is not None:
+        t = traffic.start_ns[rows] // 1_000_000
+        mask &= (t >= peak.start_ms) & (t < peak.end_ms)
+    if scenario.fault == "connection_hold":
+        mask &= traffic.error[rows] == ERR_POOL_TIMEOUT
+    chosen = pos[mask]
+    latency = traffic.latency_s[rows[chosen]]
+    order = np.lexsort((chosen, -latency)) if scenario.fault != "none" else np.arange(
+        chosen.shape[0])
+    return tuple(ids.hex_trace(int(i)) for i in chosen[order][:count])

@@ -1,0 +1,295 @@
+"""The `replayer` command line. Flags are resolved and validated here, once, then passed
+down as frozen objects; nothing below reads the environment. Only this module prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from generator import SCENARIOS, ScenarioError, generate
+from generator.model import Incident
+
+from .errors import ReplayerError, UsageError
+from .load import SIGNALS, LoadRequest, resolve_source, run_load
+from .prometheus import PushOptions, parse_prom_duration
+from .recording import counts, truth_to_json, write_recording
+from .report import SignalReport
+from .transport import TargetConfig
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ScenarioError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except ReplayerError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        return None
+
+
+def _duration_ms(value: str | None, flag: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        ms = parse_prom_duration(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r} is not a duration like 30m, 1h or 15s") from None
+    if ms <= 0:
+        raise UsageError(f"{flag} must be positive, got {value!r}")
+    return ms
+
+
+def _knobs(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set {pair!r}: expected KNOB=VALUE, e.g. --set rps_post_payment=12")
+        out.append((key.strip(), value.strip()))
+    return tuple(out)
+
+
+@click.group(cls=_Cli)
+@click.version_option(package_name="telemetry-replayer")
+def cli() -> None:
+    """Replay a realistic production incident into Prometheus, Loki and Tempo."""
+
+
+@cli.command("list")
+def list_cmd() -> None:
+    """List the built-in scenarios."""
+    for name in sorted(SCENARIOS):
+        s = SCENARIOS[name]
+        click.echo(f"{name:<16} {s.default_duration_s // 60:>3}m  {s.description}")
+
+
+_source_options = [
+    click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True),
+    click.option("--duration", help="Window length, e.g. 30m (scenarios only)."),
+    click.option("--step", help="Scrape interval, e.g. 15s (scenarios only)."),
+    click.option("--set", "knobs", multiple=True, metavar="KNOB=VALUE",
+                 help="Override a scenario knob (repeatable)."),
+]
+
+
+def source_options(f):  # type: ignore[no-untyped-def]
+    for opt in reversed(_source_options):
+        f = opt(f)
+    return f
+
+
+@cli.command("generate")
+@click.argument("scenario")
+@source_options
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Recording to write (.jsonl or .jsonl.gz).")
+def generate_cmd(scenario: str, seed: int, duration: str | None, step: str | None,
+                 knobs: tuple[str, ...], output: str) -> None:
+    """Generate SCENARIO and write it as a recording."""
+    incident = generate(scenario, seed=seed, duration_ms=_duration_ms(duration, "--duration"),
+                        step_ms=_duration_ms(step, "--step"), knobs=dict(_knobs(knobs)))
+    write_recording(incident, output)
+    c = counts(incident)
+    click.echo(f"wrote {output}: {c['series']} series, {c['samples']} samples, "
+               f"{c['log_lines']} log lines, {c['spans']} spans")
+
+
+def describe(incident: Incident) -> dict[str, object]:
+    traces = {bytes(t).hex() for table in incident.span_tables for t in table.trace_id}
+    return {
+        "scenario": incident.scenario, "seed": incident.seed,
+        "generator_version": incident.generator_version, "source": dict(incident.source),
+        "window": {"duration_ms": incident.duration_ms, "step_ms": incident.step_ms},
+        "counts": {**counts(incident), "traces": len(traces),
+                   "metric_names": len({s.name for s in incident.series})},
+        "truth": truth_to_json(incident.truth),
+    }
+
+
+@cli.command("inspect")
+@click.argument("source")
+@source_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def inspect_cmd(source: str, seed: int, duration: str | None, step: str | None,
+                knobs: tuple[str, ...], as_json: bool) -> None:
+    """Summarise a recording file (or a scenario) and its ground truth."""
+    incident = resolve_source(source, seed, _duration_ms(duration, "--duration"),
+                              _duration_ms(step, "--step"), dict(_knobs(knobs)))
+    info = describe(incident)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    c, t = info["counts"], info["truth"]
+    assert isinstance(c, dict) and isinstance(t, dict)
+    click.echo(f"scenario   {incident.scenario} (seed {incident.seed})")
+    click.echo(f"window     {incident.duration_ms / 60000:g} min, step "
+               f"{incident.step_ms / 1000:g} s")
+    click.echo(f"metrics    {c['series']} series ({c['metric_names']} names), "
+               f"{c['samples']} samples, {c['exemplars']} exemplars")
+    click.echo(f"logs       {c['log_streams']} streams, {c['log_lines']} lines")
+    click.echo(f"traces     {c['traces']} traces, {c['spans']} spans")
+    click.echo(f"root cause {t['root_cause']['component']} / {t['root_cause']['kind']}")
+    click.echo(f"summary    {t['summary']}")
+    for p in t["phases"]:
+        click.echo(f"  phase {p['name']:<9} {p['start_ms'] / 60000:6.1f} - "
+                   f"{p['end_ms'] / 60000:6.1f} min")
+    for tid in t["example_trace_ids"]:
+        click.echo(f"  example trace {tid}")
+    for kind in ("promql", "logql", "traceql"):
+        for q in t[kind]:
+            click.echo(f"  {kind:<7} {q['what']}: {q['query']}")
+
+
+@cli.command("plot")
+@click.argument("source")
+@source_options
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+def plot_cmd(source: str, seed: int, duration: str | None, step: str | None,
+             knobs: tuple[str, ...], output: str) -> None:
+    """Plot latency quantiles, rates, pool and DB activity with the phases shaded."""
+    from .plot import plot_incident
+
+    incident = resolve_source(source, seed, _duration_ms(duration, "--duration"),
+                              _duration_ms(step, "--step"), dict(_knobs(knobs)))
+    plot_incident(incident, Path(output))
+    click.echo(f"wrote {output}")
+
+
+def _target(url: str, tenant: str | None, basic_auth: str | None, bearer: str | None,
+            headers: tuple[str, ...], ca: str | None, cert: str | None, key: str | None,
+            insecure: bool) -> TargetConfig:
+    auth = None
+    if basic_auth:
+        user, sep, password = basic_auth.partition(":")
+        if not sep:
+            raise UsageError("--basic-auth needs USER:PASSWORD")
+        auth = (user, password)
+    hdrs = []
+    for h in headers:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--header {h!r}: expected 'Name: value'")
+        hdrs.append((name.strip(), value.strip()))
+    if (cert is None) != (key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"target URL {url!r} must start with http:// or https://")
+    return TargetConfig(url=url, tenant=tenant, basic_auth=auth, bearer_token=bearer,
+                        headers=tuple(hdrs), ca_file=ca,
+                        client_cert=(cert, key) if cert and key else None,
+                        insecure_skip_verify=insecure)
+
+
+def _signals(value: str) -> tuple[str, ...]:
+    chosen = tuple(s.strip() for s in value.split(",") if s.strip())
+    bad = [s for s in chosen if s not in SIGNALS]
+    if bad or not chosen:
+        raise UsageError(f"--signals {value!r}: choose from {', '.join(SIGNALS)}")
+    return chosen
+
+
+def _progress_printer() -> object:
+    state = {"last": 0}
+
+    def show(report: SignalReport) -> None:
+        done = report.accepted + report.rejected_total
+        if report.sent and done - state["last"] >= max(report.sent // 10, 1):
+            state["last"] = done
+            click.echo(f"  {report.signal}: {done}/{report.sent} {report.unit}", err=True)
+
+    return show
+
+
+@cli.command("load")
+@click.argument("source")
+@source_options
+@click.option("--end", default="now", show_default=True,
+              help="Window end: 'now' (floored to the step) or RFC 3339.")
+@click.option("--signals", default="metrics", show_default=True,
+              help="Comma-separated: metrics (logs and traces: not in this build).")
+@click.option("--prometheus-url", envvar="PROMETHEUS_URL", default="http://localhost:9090",
+              show_default=True)
+@click.option("--tenant", envvar="REPLAYER_TENANT", help="X-Scope-OrgID (Mimir, Loki, Tempo).")
+@click.option("--basic-auth", envvar="REPLAYER_BASIC_AUTH", metavar="USER:PASSWORD")
+@click.option("--bearer-token", envvar="REPLAYER_BEARER_TOKEN")
+@click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False))
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False))
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False))
+@click.option("--insecure-skip-verify", is_flag=True)
+@click.option("--label", "labels", multiple=True, metavar="NAME=VALUE",
+              help="Add a label to every series (e.g. run=ci-42 for a separate copy).")
+@click.option("--clip", is_flag=True, help="Load only the part the server accepts.")
+@click.option("--no-exemplars", is_flag=True, help="Do not send exemplars.")
+@click.option("--batch-samples", type=click.IntRange(1, 1_000_000), default=5000,
+              show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Print what would be sent; send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
+             knobs: tuple[str, ...], end: str, signals: str, prometheus_url: str,
+             tenant: str | None, basic_auth: str | None, bearer_token: str | None,
+             headers: tuple[str, ...], tls_ca: str | None, tls_cert: str | None,
+             tls_key: str | None, insecure_skip_verify: bool, labels: tuple[str, ...],
+             clip: bool, no_exemplars: bool, batch_samples: int, concurrency: int,
+             dry_run: bool, as_json: bool) -> None:
+    """Replay SOURCE (a scenario or a recording) so its window ends at --end."""
+    chosen = _signals(signals)
+    unsupported = [s for s in chosen if s != "metrics"]
+    if unsupported:
+        raise UsageError(f"--signals {','.join(unsupported)}: not available in this build yet "
+                         "(only metrics); nothing was sent")
+    extra = []
+    for pair in labels:
+        k, sep, v = pair.partition("=")
+        if not sep or not k or not v:
+            raise UsageError(f"--label {pair!r}: expected NAME=VALUE")
+        extra.append((k, v))
+    req = LoadRequest(
+        source=source, seed=seed, duration_ms=_duration_ms(duration, "--duration"),
+        step_ms=_duration_ms(step, "--step"), knobs=_knobs(knobs), end=end, signals=chosen,
+        prometheus=_target(prometheus_url, tenant, basic_auth, bearer_token, headers, tls_ca,
+                           tls_cert, tls_key, insecure_skip_verify),
+        push=PushOptions(max_samples=batch_samples, concurrency=concurrency, clip=clip,
+                         send_exemplars=not no_exemplars),
+        extra_labels=tuple(extra), dry_run=dry_run)
+    result = run_load(req, progress=None if as_json else _progress_printer())  # type: ignore
+    window = {"start_ns": result.start_ns, "end_ns": result.end_ns}
+    if dry_run:
+        c = counts(result.incident)
+        click.echo(f"dry run: would push {c['series']} series, {c['samples']} samples, "
+                   f"{c['exemplars']} exemplars to {prometheus_url} for the window "
+                   f"{_iso(result.start_ns)} .. {_iso(result.end_ns)}; nothing sent")
+        return
+    if as_json:
+        click.echo(json.dumps({"window": window, "signals": [r.as_dict() for r in
+                                                             result.reports]}, indent=2))
+    else:
+        click.echo(f"window {_iso(result.start_ns)} .. {_iso(result.end_ns)}")
+        for r in result.reports:
+            for line in r.lines():
+                click.echo(line)
+    if result.lost:
+        click.echo("error: not everything was stored (see above)", err=True)
+        sys.exit(1)
+
+
+def _iso(t_ns: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def main() -> None:
+    cli(prog_name="replayer")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""`replayer plot`: the incident at a glance (matplotlib, optional extra ``plot``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from generator.model import Incident, Series
+
+from .errors import UsageError
+
+PHASE_COLOURS = {"onset": "#fde68a", "peak": "#fca5a5", "recovery": "#bbf7d0"}
+
+
+def histogram_quantile(q: float, buckets: list[Series], window_steps: int = 4) -> np.ndarray:
+    """PromQL-like histogram_quantile over rate() of cumulative bucket series."""
+    finite = sorted((float(s.label("le")), s) for s in buckets if s.label("le") != "+Inf")
+    inf = next(s for s in buckets if s.label("le") == "+Inf")
+    bounds = np.array([b for b, _ in finite])
+    counts = np.stack([s.values for _, s in finite] + [inf.values])
+    inc = counts[:, window_steps:] - counts[:, :-window_steps]
+    total = inc[-1]
+    out = np.full(total.shape, np.nan)
+    for j in np.flatnonzero(total > 0):
+        rank = q * total[j]
+        i = int(np.searchsorted(inc[:, j], rank, side="left"))
+        if i >= len(bounds):
+            out[j] = bounds[-1]
+            continue
+        lo_b = bounds[i - 1] if i else 0.0
+        lo_c = inc[i - 1, j] if i else 0.0
+        span = inc[i, j] - lo_c
+        out[j] = lo_b + (bounds[i] - lo_b) * ((rank - lo_c) / span if span else 1.0)
+    return np.concatenate([np.full(window_steps, np.nan), out])
+
+
+def summed_buckets(incident: Incident, name: str, **match: str) -> list[Series]:
+    """Buckets of ``name`` summed over every label but ``le`` (like sum by (le))."""
+    by_le: dict[str, np.ndarray] = {}
+    t = None
+    for s in incident.iter_series(name + "_bucket"):
+        if all(s.label(k) == v for k, v in match.items()):
+            le = s.label("le")
+            by_le[le] = by_le.get(le, 0) + s.values
+            t = s.t_ms
+    if t is None:
+        raise UsageError(f"the incident has no {name}_bucket series matching {match}")
+    from generator.model import make_labels
+
+    return [Series(make_labels({"__name__": name + "_bucket", "le": le}), t, v)
+            for le, v in by_le.items()]
+
+
+def plot_incident(incident: Incident, output: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("plot needs matplotlib: pip install 'telemetry-replayer[plot]'") from None
+    name = "http_server_request_duration_seconds"
+    buckets = summed_buckets(incident, name, http_route="/payment", http_request_method="POST")
+    minutes = buckets[0].t_ms / 60000.0
+    fig, axes = plt.subplots(4, 1, figsize=(11, 11), sharex=True)
+    ax = axes[0]
+    for q in (0.5, 0.9, 0.99):
+        ax.plot(minutes, histogram_quantile(q, buckets), label=f"p{int(q * 100)}")
+    ax.set_yscale("log")
+    ax.set_ylabel("POST /payment latency (s)")
+    ax.legend(loc="upper left")
+    _rates(axes[1], incident, minutes)
+    for s in incident.iter_series("db_client_connections_usage_connections"):
+        axes[2].plot(minutes, s.values, label=f"pool {s.label('state')}")
+    for s in incident.iter_series("db_client_connection_pending_requests"):
+        axes[2].plot(minutes, s.values, label="pending", linestyle="--")
+    axes[2].set_ylabel("connections")
+    axes[2].legend(loc="upper left")
+    _db(axes[3], incident, minutes)
+    for a in axes:
+        for p in incident.truth.phases:
+            if p.name in PHASE_COLOURS:
+                a.axvspan(p.start_ms / 60000, p.end_ms / 60000, color=PHASE_COLOURS[p.name],
+                          alpha=0.5, lw=0)
+    axes[-1].set_xlabel("minutes into the window")
+    fig.suptitle(f"{incident.scenario} (seed {incident.seed}): {incident.truth.root_cause_kind}")
+    fig.tight_layout()
+    fig.savefig(output, dpi=90)
+    plt.close(fig)
+
+
+def _per_second(values: np.ndarray, t_ms: np.ndarray) -> np.ndarray:
+    return np.concatenate([[np.nan], np.diff(values) / (np.diff(t_ms) / 1000.0)])
+
+
+def _rates(ax, incident: Incident, minutes: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    total = errors = None
+    for s in incident.iter_series("http_server_request_duration_seconds_count"):
+        total = s.values if total is None else total + s.values
+        if s.label("http_response_status_code").startswith("5"):
+            errors = s.values if errors is None else errors + s.values
+    t = next(incident.iter_series("http_server_request_duration_seconds_count")).t_ms
+    ax.plot(minutes, _per_second(total, t), label="requests/s")
+    if errors is not None:
+        ax.plot(minutes, _per_second(errors, t), label="5xx/s", color="red")
+    ax.set_ylabel("rate")
+    ax.legend(loc="upper left")
+
+
+def _db(ax, incident: Incident, minutes: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    for s in incident.iter_series("pg_stat_activity_count"):
+        if s.label("datname") == "payments" and s.values.max() > 0:
+            tag = s.label("state") + (f" ({s.label('wait_event')})" if s.label("wait_event")
+                                      else "")
+            ax.plot(minutes, s.values, label=tag)
+    for s in incident.iter_series("pg_stat_user_tables_seq_scan"):
+        ax.plot(minutes, _per_second(s.values, s.t_ms), label="seq scans/s", linestyle=":")
+    ax.set_ylabel("PostgreSQL")
+    ax.legend(loc="upper left", fontsize=8)

@@ -1,0 +1,360 @@
+"""Load metrics into Prometheus (or any remote-write 1.0 receiver): preflight, push, isolate.
+
+Prometheus 2.42 writes a request in one transaction: the first bad sample rolls back the
+whole request (400 for out-of-bounds/out-of-order, 500 for "too old sample"). So a
+rejected request is split until the bad part is alone, everything else is written, and
+the bad part is reported with the server's reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from generator.model import Exemplars, Incident, Series, frozen_array
+
+from .errors import PreflightError, TransportError
+from .remote_write.encode import (
+    HEADERS,
+    Piece,
+    SeriesEncoder,
+    compress,
+    metadata_request,
+    plan_pieces,
+)
+from .report import SignalReport
+from .transport import HttpTransport, Response
+
+WRITE_PATH = "api/v1/write"
+HEAD_WINDOW_MS = 3_600_000  # chunkRange/2 of the default 2 h block: how far back 2.42 accepts
+CLIP_MARGIN_MS = 120_000  # the head keeps moving while we load
+_MONOTONE = ("too old sample", "out of bounds", "out of order sample")
+MAX_SPLIT_DEPTH = 6
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version: str | None
+    receiver: bool | None  # remote-write receiver on? None: could not tell (not Prometheus)
+    exemplar_storage: bool | None
+    ooo_window_ms: int | None
+    head_max_ms: int | None
+
+    def accepts_from_ms(self, end_ms: int) -> int:
+        head = max(self.head_max_ms or 0, end_ms)
+        return head - max(HEAD_WINDOW_MS, self.ooo_window_ms or 0)
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    max_samples: int = 5000
+    concurrency: int = 4
+    clip: bool = False
+    send_exemplars: bool = True
+
+
+_DURATION = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
+            "w": 604_800_000, "y": 31_536_000_000}
+
+
+def parse_prom_duration(text: str) -> int:
+    """Milliseconds of a Prometheus duration such as ``2h30m`` (``0s`` -> 0)."""
+    text = text.strip().strip('"')
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a Prometheus duration: {text!r}")
+    return sum(int(n) * _UNIT_MS[u] for n, u in parts)
+
+
+def _json_data(resp: Response) -> object | None:
+    if resp.status != 200:
+        return None
+    try:
+        return json.loads(resp.body).get("data")
+    except (ValueError, AttributeError):
+        return None
+
+
+def preflight(transport: HttpTransport) -> ServerInfo:
+    """Ask the server what it accepts. Unreachable servers raise :class:`TransportError`."""
+    try:
+        build = _json_data(transport.get("api/v1/status/buildinfo"))
+    except TransportError as exc:
+        raise TransportError(f"cannot reach Prometheus at {transport.target.url} ({exc}); start "
+                             "it, or point --prometheus-url / PROMETHEUS_URL at it") from None
+    flags = _json_data(transport.get("api/v1/status/flags"))
+    config = _json_data(transport.get("api/v1/status/config"))
+    tsdb = _json_data(transport.get("api/v1/status/tsdb"))
+    version = build.get("version") if isinstance(build, dict) else None
+    receiver = exemplars = None
+    if isinstance(flags, dict):
+        features = flags.get("enable-feature", "")
+        receiver = (flags.get("web.enable-remote-write-receiver") == "true"
+                    or "remote-write-receiver" in features)
+        exemplars = "exemplar-storage" in features
+    ooo = None
+    if isinstance(config, dict):
+        m = re.search(r"^\s*out_of_order_time_window:\s*(\S+)\s*$", config.get("yaml", ""), re.M)
+        ooo = parse_prom_duration(m.group(1)) if m else 0
+    head = None
+    if isinstance(tsdb, dict):
+        max_t = (tsdb.get("headStats") or {}).get("maxTime")
+        # an empty head reports math.MinInt64
+        head = int(max_t) if isinstance(max_t, int) and max_t > 0 else None
+    return ServerInfo(version, receiver, exemplars, ooo, head)
+
+
+def check_server(info: ServerInfo, url: str, send_exemplars: bool) -> list[str]:
+    """Stop on what cannot work; return notes on what will be degraded."""
+    if info.receiver is False:
+        raise PreflightError(
+            f"Prometheus at {url} does not accept remote write (version {info.version}).\n"
+            "  fix: start it with --web.enable-remote-write-receiver "
+            "(and --enable-feature=exemplar-storage for exemplars)")
+    notes = []
+    if info.receiver is None:
+        notes.append("the server did not describe itself (not Prometheus?); limits unchecked")
+    if send_exemplars and info.exemplar_storage is False:
+        notes.append("exemplar storage is off: the server drops exemplars silently; start it "
+                     "with --enable-feature=exemplar-storage, or pass --no-exemplars")
+    return notes
+
+
+def window_fix(info: ServerInfo, start_ms: int, end_ms: int) -> str:
+    need_min = -(-(end_ms - start_ms) // 60_000) + 10
+    return (f"Prometheus accepts samples only down to {info.accepts_from_ms(end_ms)} ms "
+            f"(about {max(HEAD_WINDOW_MS, info.ooo_window_ms or 0) // 60_000} min behind its "
+            f"newest sample), but this window starts at {start_ms} ms.\n"
+            "  fix: allow backfill in prometheus.yml and restart Prometheus:\n"
+            "    storage:\n      tsdb:\n"
+            f"        out_of_order_time_window: {need_min}m\n"
+            "  or: --clip to load only the part it accepts, or a shorter --duration")
+
+
+def clip_series(series: Sequence[Series], from_ms: int) -> tuple[tuple[Series, ...], int]:
+    """Drop samples (and exemplars) older than ``from_ms``; return them and how many went."""
+    out, dropped = [], 0
+    for s in series:
+        keep = s.t_ms >= from_ms
+        dropped += int((~keep).sum())
+        e = s.exemplars
+        ek = e.t_ms >= from_ms
+        ex = Exemplars(frozen_array(e.t_ms[ek], np.int64), frozen_array(e.value[ek], np.float64),
+                       frozen_array(e.trace_id[ek], np.uint8),
+                       frozen_array(e.span_id[ek], np.uint8))
+        if keep.any():
+            out.append(Series(s.labels, frozen_array(s.t_ms[keep], np.int64),
+                              frozen_array(s.values[keep], np.float64), ex))
+    return tuple(out), dropped
+
+
+def _reason(resp: Response) -> str:
+    text = resp.body.strip().splitlines()[0] if resp.body.strip() else ""
+    return f"HTTP {resp.status}: {text}" if resp.status else text
+
+
+def _final(resp: Response) -> bool:
+    """A 500 that will never succeed: 2.42's too-old sample and invalid labels."""
+    body = resp.body.lower()
+    return resp.status == 500 and ("too old sample" in body or "label" in body
+                                   or "native histograms are disabled" in body)
+
+
+class Pusher:
+    """Sends pieces of series; splits rejected requests until the bad part is alone."""
+
+    def __init__(self, transport: HttpTransport, series: Sequence[Series], report: SignalReport,
+                 ooo_allowed: bool, exemplars_kept: bool) -> None:
+        self.transport = transport
+        self.encoder = SeriesEncoder(series)
+        self.report = report
+        self.ooo_allowed = ooo_allowed
+        self.exemplars_kept = exemplars_kept
+
+    def _post(self, pieces: Sequence[Piece]) -> Response:
+        body = compress(self.encoder.write_request(pieces))
+        resp, retries = self.transport.post(WRITE_PATH, body, HEADERS, final=_final)
+        self.report.count_request(retries)
+        return resp
+
+    def send(self, pieces: Sequence[Piece], depth: int = 0) -> None:
+        resp = self._post(pieces)
+        if 200 <= resp.status < 300:
+            self.report.add(accepted=sum(p.samples for p in pieces),
+                            exemplars=sum(p.exemplars for p in pieces),
+                            exemplars_ok=self.exemplars_kept)
+            return
+        isolatable = resp.status in (400, 500) and (resp.status == 400 or _final(resp))
+        if not isolatable:
+            self._reject(pieces, f"{_reason(resp)} (gave up after retries)")
+            return
+        if len(pieces) > 1:
+            mid = len(pieces) // 2
+            self.send(pieces[:mid], depth)
+            self.send(pieces[mid:], depth)
+            return
+        self._split_piece(pieces[0], resp, depth)
+
+    def _split_piece(self, p: Piece, resp: Response, depth: int) -> None:
+        reason = _reason(resp)
+        monotone = any(m in resp.body for m in _MONOTONE)
+        if not monotone or p.samples < 2 or depth >= MAX_SPLIT_DEPTH:
+            self._reject([p], reason)
+            return
+        older, newer = self._halves(p)
+        if self.ooo_allowed:
+            # Writing out of order is allowed: try the newer half; if even that is too old,
+            # the older half is too (the reasons are monotone in time).
+            r = self._post([newer])
+            if 200 <= r.status < 300:
+                self.report.add(accepted=newer.samples, exemplars=newer.exemplars,
+                                exemplars_ok=self.exemplars_kept)
+                self.send([older], depth + 1)
+            else:
+                self._reject([older], reason)
+                self._split_piece(newer, r, depth + 1)
+            return
+        self.send([older], depth + 1)  # keep per-series time order
+        self.send([newer], depth + 1)
+
+    def _halves(self, p: Piece) -> tuple[Piece, Piece]:
+        mid = (p.lo + p.hi) // 2
+        t_mid = self.encoder.series[p.series].t_ms[mid]
+        ex_mid = p.ex_lo + int(np.searchsorted(
+            self.encoder.series[p.series].exemplars.t_ms[p.ex_lo:p.ex_hi], t_mid, "left"))
+        return Piece(p.series, p.lo, mid, p.ex_lo, ex_mid), Piece(p.series, mid, p.hi, ex_mid,
+                                                                  p.ex_hi)
+
+    def _reject(self, pieces: Sequence[Piece], reason: str) -> None:
+        self.report.add(rejected=sum(p.samples for p in pieces), reason=reason)
+        lost = sum(p.exemplars for p in pieces)
+        if lost:
+            with self.report._lock:
+                self.report.exemplars_dropped[f"with their samples: {reason}"] += lost
+
+
+def lanes_of(pieces: Sequence[Piece], lanes: int, max_samples: int) -> list[list[list[Piece]]]:
+    """Batches per lane: a series always stays in one lane, so its pieces go in order."""
+    out: list[list[list[Piece]]] = [[] for _ in range(lanes)]
+    fill = [max_samples] * lanes
+    for p in pieces:
+        lane = p.series % lanes
+        if fill[lane] + p.samples > max_samples:
+            out[lane].append([])
+            fill[lane] = 0
+        out[lane][-1].append(p)
+        fill[lane] += p.samples
+    return [batches for batches in out if batches]
+
+
+def push_metrics(transport: HttpTransport, incident: Incident, info: ServerInfo,
+                 options: PushOptions, report: SignalReport, start_ms: int, end_ms: int,
+                 progress: callable | None = None) -> None:  # type: ignore[valid-type]
+    """Push ``incident``'s (already time-shifted) series; account for every sample."""
+    series = incident.series
+    accept_from = info.accepts_from_ms(end_ms)
+    if info.receiver is not None and start_ms < accept_from:
+        if not options.clip:
+            raise PreflightError(window_fix(info, start_ms, end_ms))
+        series, clipped = clip_series(series, accept_from + CLIP_MARGIN_MS)
+        report.clipped += clipped
+        report.notes.append(f"--clip: left out {clipped} samples older than what the server "
+                            "accepts")
+    if not options.send_exemplars:
+        series = tuple(replace(s, exemplars=Exemplars.empty()) for s in series)
+    report.sent += sum(len(s) for s in series)
+    report.exemplars_sent += sum(len(s.exemplars) for s in series)
+    exemplars_kept = info.exemplar_storage is not False
+    if not exemplars_kept and report.exemplars_sent:
+        report.exemplars_dropped["server has exemplar storage off "
+                                 "(--enable-feature=exemplar-storage)"] += report.exemplars_sent
+    meta, _ = transport.post(WRITE_PATH, compress(metadata_request(incident.families)), HEADERS)
+    if not 200 <= meta.status < 300:
+        report.notes.append(f"metadata not accepted: {_reason(meta)}")
+    pusher = Pusher(transport, series, report, bool(info.ooo_window_ms), exemplars_kept)
+    lanes = lanes_of(plan_pieces(series, options.max_samples), options.concurrency,
+                     options.max_samples)
+
+    def run(batches: list[list[Piece]]) -> None:
+        for batch in batches:
+            pusher.send(batch)
+            if progress:
+                progress(report)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(lanes))) as pool:
+        for fut in [pool.submit(run, b) for b in lanes]:
+            fut.result()
+
+
+def probe_series(series: Sequence[Series]) -> Series | None:
+    """The series whose values tell two loads apart best (most distinct values)."""
+    best, score = None, 1
+    for s in series:
+        n = int(np.unique(s.values).shape[0])
+        if n > score:
+            best, score = s, n
+    return best
+
+
+def _selector(s: Series) -> str:
+    parts = [f'{k}="{_escape(v)}"' for k, v in s.labels]
+    return "{" + ",".join(parts) + "}"
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def stored_samples(transport: HttpTransport, s: Series, from_ms: int,
+                   to_ms: int) -> dict[int, float]:
+    """Raw samples the server holds for ``s``'s label set in [from_ms, to_ms]."""
+    range_s = max(1, -(-(to_ms - from_ms) // 1000))
+    resp = transport.get("api/v1/query", {"query": f"{_selector(s)}[{range_s}s]",
+                                          "time": f"{to_ms / 1000:.3f}"})
+    data = _json_data(resp)
+    if resp.status != 200 or not isinstance(data, dict):
+        raise TransportError(f"query for stored samples failed: {_reason(resp)}")
+    out: dict[int, float] = {}
+    for result in data.get("result", []):
+        for t, v in result.get("values", []):
+            out[int(round(float(t) * 1000))] = float(v)
+    return out
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """What the server already holds of this incident's probe series near the window."""
+
+    stored: dict[int, float]
+    ours: dict[int, float]
+
+    @property
+    def inside(self) -> dict[int, float]:
+        lo, hi = min(self.ours), max(self.ours)
+        return {t: v for t, v in self.stored.items() if lo <= t <= hi}
+
+    @property
+    def identical(self) -> bool:
+        inside = self.inside
+        return all(self.ours.get(t) == v for t, v in inside.items())
+
+    @property
+    def earlier_end_ms(self) -> int | None:
+        return max(self.stored) if self.stored else None
+
+
+def find_overlap(transport: HttpTransport, series: Sequence[Series], start_ms: int,
+                 end_ms: int, duration_ms: int) -> Overlap | None:
+    probe = probe_series(series)
+    if probe is None:
+        return None
+    stored = stored_samples(transport, probe, start_ms - duration_ms, end_ms + duration_ms)
+    ours = dict(zip(probe.t_ms.tolist(), probe.values.tolist()))
+    overlap = Overlap(stored, ours)
+    return overlap if overlap.inside else None

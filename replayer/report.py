@@ -1,0 +1,69 @@
+"""Per-signal accounting: what was sent, accepted, rejected (and why), retried, clipped."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SignalReport:
+    signal: str
+    unit: str  # samples | lines | spans
+    sent: int = 0
+    accepted: int = 0
+    rejected: Counter = field(default_factory=Counter)  # reason -> count
+    clipped: int = 0  # left out on purpose (--clip), not lost
+    exemplars_sent: int = 0
+    exemplars_accepted: int = 0
+    exemplars_dropped: Counter = field(default_factory=Counter)
+    requests: int = 0
+    retries: int = 0
+    notes: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def lost(self) -> bool:
+        return bool(self.rejected_total or sum(self.exemplars_dropped.values())
+                    or self.accepted + self.rejected_total < self.sent)
+
+    def add(self, accepted: int = 0, rejected: int = 0, reason: str = "",
+            exemplars: int = 0, exemplars_ok: bool = True) -> None:
+        with self._lock:
+            self.accepted += accepted
+            if rejected:
+                self.rejected[reason] += rejected
+            if exemplars_ok:
+                self.exemplars_accepted += exemplars
+
+    def count_request(self, retries: int) -> None:
+        with self._lock:
+            self.requests += 1
+            self.retries += retries
+
+    def lines(self) -> list[str]:
+        out = [f"{self.signal}: sent {self.sent} {self.unit}, accepted {self.accepted}, "
+               f"rejected {self.rejected_total}, clipped {self.clipped}; "
+               f"{self.requests} requests, {self.retries} retries"]
+        if self.exemplars_sent:
+            out.append(f"  exemplars: sent {self.exemplars_sent}, accepted "
+                       f"{self.exemplars_accepted}")
+        for reason, n in sorted(self.rejected.items()):
+            out.append(f"  rejected {n} {self.unit}: {reason}")
+        for reason, n in sorted(self.exemplars_dropped.items()):
+            out.append(f"  dropped {n} exemplars: {reason}")
+        out.extend(f"  note: {n}" for n in self.notes)
+        return out
+
+    def as_dict(self) -> dict[str, object]:
+        return {"signal": self.signal, "unit": self.unit, "sent": self.sent,
+                "accepted": self.accepted, "rejected": dict(self.rejected),
+                "clipped": self.clipped, "exemplars_sent": self.exemplars_sent,
+                "exemplars_accepted": self.exemplars_accepted,
+                "exemplars_dropped": dict(self.exemplars_dropped),
+                "requests": self.requests, "retries": self.retries, "notes": list(self.notes)}

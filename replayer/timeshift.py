@@ -1,0 +1,101 @@
+"""The only place relative times become absolute: lay an incident so its window ends at
+``end``. Log lines that printed their own time get it rendered here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+
+import numpy as np
+
+from generator.metrics import TIME_VALUED
+from generator.model import (
+    Exemplars,
+    Incident,
+    LogStream,
+    Series,
+    SpanEvent,
+    SpanTable,
+    frozen_array,
+    make_labels,
+)
+
+from .errors import UsageError
+
+NS_PER_MS = 1_000_000
+
+
+def parse_end(value: str, now_ns: int, step_ms: int) -> tuple[int, bool]:
+    """``now`` (floored to the step, so repeated loads line up) or an RFC 3339 time.
+
+    Returns (end in ns since the epoch, whether it was ``now``).
+    """
+    if value == "now":
+        step_ns = step_ms * NS_PER_MS
+        return now_ns - now_ns % step_ns, True
+    text = value.replace("Z", "+00:00")
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--end {value!r} is not 'now' or an RFC 3339 time such as "
+                         "2026-11-27T12:00:00Z") from None
+    if when.tzinfo is None:
+        raise UsageError(f"--end {value!r} has no time zone; add Z or an offset like +01:00")
+    seconds = when.timestamp()
+    return int(round(seconds * 1e3)) * NS_PER_MS, False
+
+
+def start_ns_for(incident: Incident, end_ns: int) -> int:
+    return end_ns - incident.duration_ms * NS_PER_MS
+
+
+def shift(incident: Incident, end_ns: int, extra_labels: dict[str, str] | None = None) -> Incident:
+    """A copy of ``incident`` in absolute time (ms for metrics, ns for logs and spans)."""
+    start_ns = start_ns_for(incident, end_ns)
+    if start_ns % NS_PER_MS:
+        raise UsageError("--end must be a whole millisecond")
+    start_ms = start_ns // NS_PER_MS
+    extra = extra_labels or {}
+    series = tuple(_series(s, start_ms, extra) for s in incident.series)
+    logs = tuple(_stream(s, start_ns, extra) for s in incident.log_streams)
+    spans = tuple(_table(t, start_ns) for t in incident.span_tables)
+    return replace(incident, series=series, log_streams=logs, span_tables=spans,
+                   source=incident.source + (("window_end_ns", str(end_ns)),))
+
+
+def _series(s: Series, start_ms: int, extra: dict[str, str]) -> Series:
+    values = s.values
+    if s.name in TIME_VALUED:  # a value that is a time: it moves with the window
+        values = frozen_array(values + start_ms / 1000.0, np.float64)
+    e = s.exemplars
+    ex = Exemplars(frozen_array(e.t_ms + start_ms, np.int64), e.value, e.trace_id, e.span_id) \
+        if len(e) else e
+    labels = make_labels({**dict(s.labels), **extra}) if extra else s.labels
+    return Series(labels, frozen_array(s.t_ms + start_ms, np.int64), values, ex)
+
+
+def render_prefix(kind: str | None, t_ns: int) -> str:
+    if kind is None:
+        return ""
+    when = dt.datetime.fromtimestamp(t_ns // NS_PER_MS / 1000.0, tz=dt.timezone.utc)
+    ms = (t_ns // NS_PER_MS) % 1000
+    if kind == "python":
+        return when.strftime("%Y-%m-%d %H:%M:%S") + f",{ms:03d} "
+    if kind == "postgres":
+        return when.strftime("%Y-%m-%d %H:%M:%S") + f".{ms:03d} UTC "
+    raise UsageError(f"unknown log time_prefix {kind!r} (known: python, postgres)")
+
+
+def _stream(s: LogStream, start_ns: int, extra: dict[str, str]) -> LogStream:
+    t = s.t_ns + start_ns
+    lines = s.lines if s.time_prefix is None else tuple(
+        render_prefix(s.time_prefix, int(ti)) + line for ti, line in zip(t.tolist(), s.lines))
+    labels = make_labels({**dict(s.labels), **extra}) if extra else s.labels
+    return LogStream(labels, frozen_array(t, np.int64), lines, s.metadata, None)
+
+
+def _table(t: SpanTable, start_ns: int) -> SpanTable:
+    events = tuple(tuple(SpanEvent(e.name, e.t_ns + start_ns, e.attributes) for e in evs)
+                   for evs in t.events)
+    return replace(t, start_ns=frozen_array(t.start_ns + start_ns, np.int64),
+                   end_ns=frozen_array(t.end_ns + start_ns, np.int64), events=events)

@@ -1,0 +1,139 @@
+"""HTTP transport: bytes in, a plain response out. Knows nothing of metrics or logs.
+
+Retry policy (written once, per protocol spec): retry 5xx and 429 with exponential backoff
+and jitter, honouring ``Retry-After``, within one deadline; never other 4xx. A protocol can
+mark some 5xx answers as final (Prometheus 2.42 answers "too old sample" with 500).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .errors import TransportError
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """Where and how to reach one backend; resolved once at the CLI edge."""
+
+    url: str
+    tenant: str | None = None
+    basic_auth: tuple[str, str] | None = None
+    bearer_token: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    ca_file: str | None = None
+    client_cert: tuple[str, str] | None = None
+    insecure_skip_verify: bool = False
+    timeout_s: float = 30.0
+
+    def auth_headers(self) -> dict[str, str]:
+        out = dict(self.headers)
+        if self.tenant:
+            out["X-Scope-OrgID"] = self.tenant
+        if self.bearer_token:
+            out["Authorization"] = f"Bearer {self.bearer_token}"
+        return out
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    initial_backoff_s: float = 0.25
+    max_backoff_s: float = 10.0
+    deadline_s: float = 120.0
+
+    def backoff(self, attempt: int, retry_after: str | None, rng: random.Random) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.max_backoff_s * 3)
+            except ValueError:
+                pass  # an HTTP date: fall back to our own backoff
+        base = min(self.initial_backoff_s * (2 ** attempt), self.max_backoff_s)
+        return base * (0.5 + rng.random() / 2)
+
+
+def is_retryable(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+class HttpTransport:
+    """POST/GET with keep-alive and a bounded connection pool."""
+
+    def __init__(self, target: TargetConfig, pool_size: int = 8,
+                 policy: RetryPolicy | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        self.target = target
+        self.policy = policy or RetryPolicy()
+        self.sleep, self.clock = sleep, clock
+        self.rng = rng or random.Random()
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        if target.basic_auth:
+            self.session.auth = target.basic_auth
+        if target.insecure_skip_verify:
+            self.session.verify = False
+        elif target.ca_file:
+            self.session.verify = target.ca_file
+        if target.client_cert:
+            self.session.cert = target.client_cert
+        self.session.headers.update(target.auth_headers())
+
+    def url(self, path: str) -> str:
+        return self.target.url.rstrip("/") + "/" + path.lstrip("/")
+
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> Response:
+        return self._once("GET", path, params=params)
+
+    def _once(self, method: str, path: str, **kw: object) -> Response:
+        try:
+            r = self.session.request(method, self.url(path), timeout=self.target.timeout_s,
+                                     **kw)  # type: ignore[arg-type]
+        except requests.RequestException as exc:
+            raise TransportError(f"{method} {self.url(path)} failed: {exc}") from None
+        return Response(r.status_code, r.text, dict(r.headers))
+
+    def post(self, path: str, body: bytes, headers: Mapping[str, str],
+             final: Callable[[Response], bool] = lambda r: False) -> tuple[Response, int]:
+        """POST with retries; returns the last response and how many retries it took.
+
+        ``final(response)`` marks a retryable-looking answer as not worth retrying.
+        """
+        started = self.clock()
+        attempt = 0
+        while True:
+            try:
+                r = self.session.post(self.url(path), data=body, headers=dict(headers),
+                                      timeout=self.target.timeout_s)
+                resp = Response(r.status_code, r.text, dict(r.headers))
+            except requests.ConnectionError as exc:
+                resp = Response(0, f"connection failed: {exc}")
+            except requests.Timeout:
+                resp = Response(0, f"no answer within {self.target.timeout_s} s")
+            retry = (resp.status == 0 or is_retryable(resp.status)) and not final(resp)
+            if not retry or attempt + 1 >= self.policy.max_attempts:
+                return resp, attempt
+            wait = self.policy.backoff(attempt, resp.headers.get("Retry-After"), self.rng)
+            if self.clock() - started + wait > self.policy.deadline_s:
+                return resp, attempt
+            self.sleep(wait)
+            attempt += 1
+
+    def close(self) -> None:
+        self.session.close()
