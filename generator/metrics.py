@@ -154,7 +154,8 @@ def _http_metrics(b: _Builder, traffic: Traffic, ids: TraceIds, idx: np.ndarray,
               rng.poisson(_step_to_scrape(busy)).astype(np.float64))
 
 
-def _exemplar_cells(traffic: Traffic, ids: TraceIds, key: np.ndarray, bucket: np.ndarray, idx: np.ndarray,
+def _exemplar_cells(traffic: Traffic, ids: TraceIds, key: np.ndarray, bucket: np.ndarray,
+                    idx: np.ndarray,
                     nb: int, n: int) -> dict[tuple[int, int], Exemplars]:
     """One exemplar per (series, bucket, scrape): the last sampled request that landed there."""
     sampled = np.flatnonzero(traffic.sampled)

@@ -120,8 +120,8 @@ def simulate(
     rate = _route_rates(knobs, n_steps, streams["traffic"])
     counts = streams["traffic"].poisson(rate * step_s)  # (routes, steps)
     route, step_idx = _expand(counts)
-    start_ns = (step_idx * step_ms * NS_PER_MS
-                + (streams["traffic"].random(route.shape[0]) * step_ms * NS_PER_MS).astype(np.int64))
+    offset = streams["traffic"].random(route.shape[0]) * step_ms * NS_PER_MS
+    start_ns = step_idx * step_ms * NS_PER_MS + offset.astype(np.int64)
     order = np.lexsort((route, start_ns))
     route, step_idx, start_ns = route[order], step_idx[order], start_ns[order]
     sev = severity[step_idx]
@@ -282,7 +282,8 @@ def _step_state(step_ms: int, fault: str, severity: np.ndarray, rate: np.ndarray
     np.maximum.at(max_hold, step_idx[db], extra_s[db])
     scale = np.where(load > capacity, capacity / np.maximum(load, 1e-9), 1.0)
     return StepState(
-        step_ms=step_ms, fault=fault, severity=_ro(severity, np.float64), rate=_ro(rate, np.float64),
+        step_ms=step_ms, fault=fault, severity=_ro(severity, np.float64),
+        rate=_ro(rate, np.float64),
         offered_load=_ro(load, np.float64), pool_capacity=capacity,
         db_busy=_ro(busy * scale, np.float64), db_idle_in_tx=_ro(idle_tx * scale, np.float64),
         max_statement_s=_ro(max_stmt, np.float64), max_hold_s=_ro(max_hold, np.float64),

@@ -36,7 +36,7 @@ def build_truth(scenario: Scenario, duration_ms: int, traffic: Traffic,
     peak = next((p for p in ph if p.name == "peak"), None)
     examples = _examples(scenario, traffic, ids, peak)
     common_logql = (("access lines of one example trace",
-                     '{service_name="payment-service"} | trace_id="%s"' % examples[0])
+                     '{service_name="payment-service"} | trace_id="' + examples[0] + '"')
                     if examples else ("access lines", '{service_name="payment-service"}'),)
     if scenario.fault == "slow_query":
         return GroundTruth(

@@ -44,10 +44,11 @@ class ServerInfo:
     exemplar_storage: bool | None
     ooo_window_ms: int | None
     head_max_ms: int | None
+    head_window_ms: int = HEAD_WINDOW_MS  # half the minimum block duration
 
     def accepts_from_ms(self, end_ms: int) -> int:
         head = max(self.head_max_ms or 0, end_ms)
-        return head - max(HEAD_WINDOW_MS, self.ooo_window_ms or 0)
+        return head - max(self.head_window_ms, self.ooo_window_ms or 0)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,10 @@ def preflight(transport: HttpTransport) -> ServerInfo:
     tsdb = _json_data(transport.get("api/v1/status/tsdb"))
     version = build.get("version") if isinstance(build, dict) else None
     receiver = exemplars = None
+    head_window = HEAD_WINDOW_MS
     if isinstance(flags, dict):
+        block = flags.get("storage.tsdb.min-block-duration")
+        head_window = parse_prom_duration(block) // 2 if block else HEAD_WINDOW_MS
         features = flags.get("enable-feature", "")
         receiver = (flags.get("web.enable-remote-write-receiver") == "true"
                     or "remote-write-receiver" in features)
@@ -107,7 +111,7 @@ def preflight(transport: HttpTransport) -> ServerInfo:
         max_t = (tsdb.get("headStats") or {}).get("maxTime")
         # an empty head reports math.MinInt64
         head = int(max_t) if isinstance(max_t, int) and max_t > 0 else None
-    return ServerInfo(version, receiver, exemplars, ooo, head)
+    return ServerInfo(version, receiver, exemplars, ooo, head, head_window)
 
 
 def check_server(info: ServerInfo, url: str, send_exemplars: bool) -> list[str]:
@@ -129,7 +133,7 @@ def check_server(info: ServerInfo, url: str, send_exemplars: bool) -> list[str]:
 def window_fix(info: ServerInfo, start_ms: int, end_ms: int) -> str:
     need_min = -(-(end_ms - start_ms) // 60_000) + 10
     return (f"Prometheus accepts samples only down to {info.accepts_from_ms(end_ms)} ms "
-            f"(about {max(HEAD_WINDOW_MS, info.ooo_window_ms or 0) // 60_000} min behind its "
+            f"(about {max(info.head_window_ms, info.ooo_window_ms or 0) // 60_000} min behind its "
             f"newest sample), but this window starts at {start_ms} ms.\n"
             "  fix: allow backfill in prometheus.yml and restart Prometheus:\n"
             "    storage:\n      tsdb:\n"
@@ -204,7 +208,11 @@ class Pusher:
     def _split_piece(self, p: Piece, resp: Response, depth: int) -> None:
         reason = _reason(resp)
         monotone = any(m in resp.body for m in _MONOTONE)
-        if not monotone or p.samples < 2 or depth >= MAX_SPLIT_DEPTH:
+        # With an out-of-order window the search is binary (two requests a level), so it can
+        # go down to a single sample; without one, both halves are tried in time order and
+        # the depth is capped to bound the requests.
+        limit = 64 if self.ooo_allowed else MAX_SPLIT_DEPTH
+        if not monotone or p.samples < 2 or depth >= limit:
             self._reject([p], reason)
             return
         older, newer = self._halves(p)

@@ -7,6 +7,7 @@ records in any number, then an ``end`` record with counts that proves the file i
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -123,7 +124,8 @@ def span_records(table: SpanTable) -> Iterator[dict[str, Any]]:
         spans = []
         for i in range(lo, hi):
             spans.append({
-                "trace_id": bytes(table.trace_id[i]).hex(), "span_id": bytes(table.span_id[i]).hex(),
+                "trace_id": bytes(table.trace_id[i]).hex(),
+                "span_id": bytes(table.span_id[i]).hex(),
                 "parent_span_id": bytes(table.parent_span_id[i]).hex(), "name": table.name[i],
                 "kind": int(table.kind[i]), "start_ns": int(table.start_ns[i]),
                 "end_ns": int(table.end_ns[i]), "status_code": int(table.status_code[i]),
@@ -186,36 +188,39 @@ def recording_bytes(incident: Incident) -> bytes:
 
 # ---------------------------------------------------------------- reading
 
-def _open_read(path: Path) -> IO[bytes]:
+@contextlib.contextmanager
+def _open_read(path: Path) -> Iterator[IO[bytes]]:
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
+        raw = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise RecordingError(f"{path}: cannot open recording: {exc.strerror}") from None
-    magic = raw.read(2)
-    raw.seek(0)
-    if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    return raw
+    with raw:
+        magic = raw.read(2)
+        raw.seek(0)
+        if magic == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield unzipped
+        else:
+            yield raw
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, record)``; a malformed line raises :class:`RecordingError`."""
     path = Path(path)
-    f = _open_read(path)
-    try:
-        for lineno, line in enumerate(f, 1):
-            try:
-                rec = json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise RecordingError(f"{path}:{lineno}: not a JSON line ({exc})") from None
-            if not isinstance(rec, dict) or "kind" not in rec:
-                raise RecordingError(f"{path}:{lineno}: a record must be an object with 'kind'")
-            yield lineno, rec
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise RecordingError(f"{path}: damaged file ({exc}); re-create or re-download it") \
-            from None
-    finally:
-        f.close()
+    with _open_read(path) as f:
+        try:
+            for lineno, line in enumerate(f, 1):
+                try:
+                    rec = json.loads(line)
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise RecordingError(f"{path}:{lineno}: not a JSON line ({exc})") from None
+                if not isinstance(rec, dict) or "kind" not in rec:
+                    raise RecordingError(
+                        f"{path}:{lineno}: a record must be an object with 'kind'")
+                yield lineno, rec
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise RecordingError(f"{path}: damaged file ({exc}); re-create or re-download it"
+                                 ) from None
 
 
 def read_recording(path: str | Path) -> Incident:

@@ -83,23 +83,28 @@ def varint_matrix(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode_samples(t_ms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Repeated ``Sample`` fields (tag 2 of TimeSeries), all at once.
+    """Repeated ``Sample`` fields (tag 2 of TimeSeries), all at once, in canonical protobuf
+    form (a +0.0 value or a 0 timestamp is left out, as protobuf itself does).
 
     Returns the concatenated bytes and the end offset of each sample in them.
     """
     n = t_ms.shape[0]
     groups, vlen = varint_matrix(t_ms)
     width = 12 + int(vlen.max(initial=1))
+    v = np.ascontiguousarray(values, dtype="<f8")
+    has_v = v.view(np.uint64) != 0
+    has_t = t_ms != 0
     rows = np.zeros((n, width), np.uint8)
     rows[:, 0] = 0x12
-    rows[:, 1] = (10 + vlen).astype(np.uint8)  # Sample size: 1+8 (value) + 1+varint (ts)
+    rows[:, 1] = (9 * has_v + (1 + vlen) * has_t).astype(np.uint8)  # Sample message size
     rows[:, 2] = 0x09
-    rows[:, 3:11] = np.ascontiguousarray(values, dtype="<f8").view(np.uint8).reshape(n, 8)
+    rows[:, 3:11] = v.view(np.uint8).reshape(n, 8)
     rows[:, 11] = 0x10
     rows[:, 12:width] = groups[:, : width - 12]
-    row_len = 12 + vlen
-    mask = np.arange(width)[None, :] < row_len[:, None]
-    return rows[mask], np.cumsum(row_len)
+    col = np.arange(width)[None, :]
+    keep = ((col < 2) | ((col < 11) & has_v[:, None])
+            | ((col >= 11) & (col < 12 + vlen[:, None]) & has_t[:, None]))
+    return rows[keep], np.cumsum(2 + rows[:, 1].astype(np.int64))
 
 
 def encode_exemplars(series: Series, lo: int, hi: int) -> bytes:
@@ -108,8 +113,12 @@ def encode_exemplars(series: Series, lo: int, hi: int) -> bytes:
     for i in range(lo, hi):
         labels = encode_labels((("span_id", bytes(e.span_id[i]).hex()),
                                 ("trace_id", bytes(e.trace_id[i]).hex())))
-        body = (labels + b"\x11" + np.float64(e.value[i]).astype("<f8").tobytes()
-                + b"\x18" + varint(int(e.t_ms[i])))
+        value = np.float64(e.value[i]).astype("<f8").tobytes()
+        body = labels
+        if value != bytes(8):
+            body += b"\x11" + value
+        if int(e.t_ms[i]):
+            body += b"\x18" + varint(int(e.t_ms[i]))
         out.append(_field(0x1A, body))
     return b"".join(out)
 
@@ -153,8 +162,10 @@ def metadata_request(families: Sequence[MetricFamily]) -> bytes:
     """A ``WriteRequest`` carrying only metric metadata (type, help, unit)."""
     out = []
     for f in families:
-        body = (b"\x08" + varint(_TYPES.get(f.type, 0)) + _field(0x12, f.name.encode())
-                + _field(0x22, f.help.encode()) + _field(0x2A, f.unit.encode()))
+        kind = _TYPES.get(f.type, 0)
+        body = (b"\x08" + varint(kind) if kind else b"") + _field(0x12, f.name.encode())
+        body += _field(0x22, f.help.encode()) if f.help else b""
+        body += _field(0x2A, f.unit.encode()) if f.unit else b""
         out.append(_field(0x1A, body))
     return b"".join(out)
 

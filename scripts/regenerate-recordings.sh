@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Re-create the committed recordings of the built-in scenarios (seed 1, default window).
+# tests/replayer/test_recording.py checks that these files still match the generator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for scenario in baseline slow_query pool_exhaustion; do
+  replayer generate "$scenario" --seed 1 -o "recordings/$scenario.jsonl.gz"
+done

@@ -1,0 +1,231 @@
+"""The invariants every built-in scenario must hold (design.md, issue 2)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from generator.model import Incident
+from generator.simulate import NS_PER_MS
+from tests.conftest import cached_incident
+
+HIST = "http_server_request_duration_seconds"
+
+
+def _span_index(incident: Incident) -> dict[tuple[str, str], tuple[int, int, str]]:
+    out = {}
+    for table in incident.span_tables:
+        for i in range(len(table)):
+            key = (bytes(table.trace_id[i]).hex(), bytes(table.span_id[i]).hex())
+            out[key] = (int(table.start_ns[i]), int(table.end_ns[i]), table.name[i])
+    return out
+
+
+def test_counters_never_decrease(incident: Incident) -> None:
+    kinds = {f.name: f.type for f in incident.families}
+    checked = 0
+    for s in incident.series:
+        base = re.sub(r"_(bucket|sum|count)$", "", s.name)
+        if kinds.get(s.name) == "counter" or kinds.get(base) == "histogram":
+            assert np.all(np.diff(s.values) >= 0), f"{s.labels} decreases"
+            checked += 1
+    assert checked > 100
+
+
+def test_samples_in_time_order_with_sorted_unique_labels(incident: Incident) -> None:
+    seen = set()
+    for s in incident.series:
+        assert list(s.labels) == sorted(s.labels)
+        assert len({k for k, _ in s.labels}) == len(s.labels)
+        assert all(v != "" for _, v in s.labels), s.labels
+        assert np.all(np.diff(s.t_ms) > 0)
+        assert s.labels not in seen
+        seen.add(s.labels)
+
+
+def _histograms(incident: Incident, name: str) -> dict[tuple, dict[str, np.ndarray]]:
+    groups: dict[tuple, dict[str, np.ndarray]] = {}
+    for s in incident.series:
+        if s.name.startswith(name + "_"):
+            key = tuple(kv for kv in s.labels if kv[0] not in ("le", "__name__"))
+            suffix = s.name[len(name) + 1:]
+            tag = s.label("le") if suffix == "bucket" else suffix
+            groups.setdefault(key, {})[tag] = s.values
+    return groups
+
+
+def test_buckets_cumulative_and_inf_equals_count(incident: Incident) -> None:
+    for name in (HIST, "db_client_connection_wait_time_seconds"):
+        groups = _histograms(incident, name)
+        assert groups
+        for key, parts in groups.items():
+            les = sorted((float(k), v) for k, v in parts.items() if k not in ("sum", "count"))
+            stacked = np.stack([v for _, v in les])
+            assert np.all(np.diff(stacked, axis=0) >= 0), f"{key} not cumulative in le"
+            assert les[-1][0] == float("inf")
+            np.testing.assert_array_equal(les[-1][1], parts["count"])
+
+
+def test_request_counter_agrees_with_histogram(incident: Incident) -> None:
+    by_route: dict[tuple[str, str], np.ndarray] = {}
+    for s in incident.iter_series(HIST + "_count"):
+        key = (s.label("http_request_method"), s.label("http_route"))
+        by_route[key] = by_route.get(key, 0) + s.values
+    counters: dict[tuple[str, str], np.ndarray] = {}
+    for s in incident.iter_series("http_requests_total"):
+        key = (s.label("method"), s.label("handler"))
+        counters[key] = counters.get(key, 0) + s.values
+    assert by_route.keys() == counters.keys()
+    for key in by_route:
+        np.testing.assert_array_equal(by_route[key], counters[key])
+
+
+def test_5xx_increase_equals_error_log_lines(incident: Incident) -> None:
+    five = sum(s.values[-1] - s.values[0] for s in incident.iter_series(HIST + "_count")
+               if s.label("http_response_status_code").startswith("5"))
+    errors = [st for st in incident.log_streams
+              if dict(st.labels) == {"service_name": "payment-service", "level": "error"}]
+    lines = sum(len(st) for st in errors)
+    assert five == lines
+    # the first scrape is at the window start, before anything completed
+    assert all(s.values[0] == 0 for s in incident.iter_series(HIST + "_count"))
+    if incident.scenario == "pool_exhaustion":
+        assert lines > 100
+        assert all("QueuePool limit of size 5 overflow 10 reached" in line
+                   for st in errors for line in st.lines)
+
+
+def test_every_exemplar_names_a_span_and_sits_in_its_bucket(incident: Incident) -> None:
+    spans = _span_index(incident)
+    total = 0
+    for s in incident.iter_series(HIST + "_bucket"):
+        e = s.exemplars
+        le = float(s.label("le"))
+        bounds = sorted({float(x.label("le")) for x in incident.iter_series(HIST + "_bucket")})
+        lower = max([b for b in bounds if b < le], default=0.0)
+        for i in range(len(e)):
+            key = (bytes(e.trace_id[i]).hex(), bytes(e.span_id[i]).hex())
+            assert key in spans, f"exemplar {key} names no span"
+            start, end, name = spans[key]
+            assert name == f"{s.label('http_request_method')} {s.label('http_route')}"
+            assert e.value[i] == (end - start) / 1e9
+            assert lower < e.value[i] <= le
+            assert e.t_ms[i] == end // NS_PER_MS
+        assert np.all(np.diff(e.t_ms) >= 0)
+        total += len(e)
+    assert total > 50
+    assert total == sum(len(s.exemplars) for s in incident.series)
+
+
+def test_every_log_trace_id_names_a_span(incident: Incident) -> None:
+    spans = _span_index(incident)
+    traces = {t for t, _ in spans}
+    with_ids = 0
+    for st in incident.log_streams:
+        for meta, line in zip(st.metadata, st.lines):
+            m = dict(meta)
+            if "trace_id" in m:
+                assert (m["trace_id"], m["span_id"]) in spans
+                with_ids += 1
+            for tid in re.findall(r"trace_id=([0-9a-f]{32})", line):
+                assert tid in traces
+    assert with_ids > 100
+
+
+def test_spans_nest_inside_their_server_span(incident: Incident) -> None:
+    server = {}
+    for table in incident.span_tables:
+        for i in range(len(table)):
+            if not table.parent_span_id[i].any():
+                server[bytes(table.span_id[i]).hex()] = (table.start_ns[i], table.end_ns[i])
+    for table in incident.span_tables:
+        for i in range(len(table)):
+            assert table.start_ns[i] <= table.end_ns[i]
+            assert table.span_id[i].any() and table.trace_id[i].any()
+            parent = bytes(table.parent_span_id[i]).hex()
+            if parent != "0" * 16:
+                lo, hi = server[parent]
+                assert lo <= table.start_ns[i] and table.end_ns[i] <= hi
+
+
+def test_log_streams_in_time_order_within_window(incident: Incident) -> None:
+    for st in incident.log_streams:
+        assert np.all(np.diff(st.t_ns) >= 0)
+        assert st.t_ns[0] >= 0 and st.t_ns[-1] <= incident.duration_ms * NS_PER_MS
+
+
+def test_ground_truth_examples_are_real_traces(incident: Incident) -> None:
+    traces = {t for t, _ in _span_index(incident)}
+    assert incident.truth.example_trace_ids
+    assert set(incident.truth.example_trace_ids) <= traces
+    assert incident.truth.promql and incident.truth.logql and incident.truth.traceql
+
+
+def p99_from_buckets(incident: Incident, lo_ms: int, hi_ms: int) -> float:
+    """p99 of POST /payment over [lo, hi) from the bucket increases (as PromQL would)."""
+    inc: dict[float, float] = {}
+    for s in incident.iter_series(HIST + "_bucket"):
+        if s.label("http_route") != "/payment":
+            continue
+        i0, i1 = np.searchsorted(s.t_ms, [lo_ms, hi_ms])
+        le = float(s.label("le"))
+        inc[le] = inc.get(le, 0.0) + float(s.values[i1 - 1] - s.values[i0])
+    les = sorted(inc)
+    total = inc[les[-1]]
+    rank = 0.99 * total
+    prev_le, prev_c = 0.0, 0.0
+    for le in les:
+        if inc[le] >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_c) / (inc[le] - prev_c)
+        prev_le, prev_c = le, inc[le]
+    return prev_le
+
+
+def test_slow_query_p99_rises_tenfold_and_baseline_stays_calm() -> None:
+    slow = cached_incident("slow_query")
+    peak = next(p for p in slow.truth.phases if p.name == "peak")
+    onset = slow.truth.onset_ms
+    assert onset is not None
+    base_p99 = p99_from_buckets(slow, 0, onset)
+    peak_p99 = p99_from_buckets(slow, peak.start_ms, peak.end_ms)
+    assert peak_p99 >= 10 * base_p99, (base_p99, peak_p99)
+    calm = cached_incident("baseline")
+    thirds = [p99_from_buckets(calm, k * 600_000, (k + 1) * 600_000) for k in range(3)]
+    assert max(thirds) < 0.25 and max(thirds) / min(thirds) < 1.5, thirds
+    assert not any(s.label("http_response_status_code").startswith("5")
+                   for s in calm.iter_series(HIST + "_count"))
+
+
+def test_slow_query_pool_follows_littles_law() -> None:
+    slow = cached_incident("slow_query")
+    used = next(s for s in slow.iter_series("db_client_connections_usage_connections")
+                if s.label("state") == "used")
+    assert used.values.max() == 15  # pool_size 5 + max_overflow 10
+    assert np.median(used.values[: len(used) // 4]) <= 2
+    seq = next(slow.iter_series("pg_stat_user_tables_seq_scan"))
+    rate = np.diff(seq.values)
+    quarter = len(rate) // 4
+    assert rate[quarter * 2 - 4: quarter * 2 + 4].mean() > 10 * max(rate[:quarter].mean(), 0.1)
+    pg_lines = [line for st in slow.log_streams if dict(st.labels)["service_name"] == "postgresql"
+                for line in st.lines]
+    assert any("LOG:  duration:" in line and "ms  execute <unnamed>: SELECT" in line
+               for line in pg_lines)
+
+
+def test_pool_exhaustion_pins_the_pool_and_times_out_at_30s() -> None:
+    inc = cached_incident("pool_exhaustion")
+    peak = next(p for p in inc.truth.phases if p.name == "peak")
+    used = next(s for s in inc.iter_series("db_client_connections_usage_connections")
+                if s.label("state") == "used")
+    idle = next(s for s in inc.iter_series("db_client_connections_usage_connections")
+                if s.label("state") == "idle")
+    in_peak = (used.t_ms >= peak.start_ms + 60_000) & (used.t_ms < peak.end_ms)
+    assert np.all(used.values[in_peak] == 15) and np.all(idle.values[in_peak] == 0)
+    timeouts = next(inc.iter_series("db_client_connection_timeouts_total"))
+    assert timeouts.values[-1] > 100
+    connects = [(t.end_ns[i] - t.start_ns[i]) for t in inc.span_tables for i in range(len(t))
+                if t.name[i] == "connect" and t.status_code[i] == 2]
+    assert connects and all(c == 30 * 10**9 for c in connects)

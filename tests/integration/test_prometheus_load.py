@@ -1,0 +1,188 @@
+"""`replayer load` against a real Prometheus 2.42 (Debian package), started per test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from click.testing import CliRunner
+
+from replayer.cli import cli
+from replayer.load import LoadRequest, run_load
+from replayer.prometheus import PushOptions
+from replayer.timeshift import shift
+from replayer.transport import TargetConfig
+from tests.conftest import cached_incident
+
+from .prometheus_server import query, query_range, running_prometheus
+
+pytestmark = pytest.mark.integration
+STEP_MS = 15_000
+
+
+def fixed_end_ms() -> int:
+    """A fixed, reproducible --end near now (Prometheus only takes recent samples)."""
+    now_ms = time.time_ns() // 1_000_000
+    return now_ms - now_ms % 60_000
+
+
+def iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+
+
+def load(url: str, *args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["load", *args, "--prometheus-url", url])
+
+
+def stored(url: str, name: str, end_ms: int, window_s: int) -> dict[tuple, dict[int, float]]:
+    out = {}
+    for r in query(url, f'{{__name__="{name}"}}[{window_s + 60}s]', end_ms / 1000):
+        key = tuple(sorted(r["metric"].items()))
+        out[key] = {int(round(float(t) * 1000)): float(v) for t, v in r["values"]}
+    return out
+
+
+def test_slow_query_appears_in_prometheus_with_every_sample(tmp_path: Path) -> None:
+    end_ms = fixed_end_ms()
+    inc = cached_incident("slow_query")
+    start_ms = end_ms - inc.duration_ms
+    with running_prometheus(tmp_path) as url:
+        r = load(url, "slow_query", "--end", iso(end_ms))
+        assert r.exit_code == 0, r.output
+        assert f"accepted {inc.sample_count}" in r.output and "rejected 0" in r.output
+
+        shifted = shift(inc, end_ms * 1_000_000)
+        names = sorted({s.name for s in shifted.series})
+        got: dict[tuple, dict[int, float]] = {}
+        for name in names:
+            got.update(stored(url, name, end_ms, inc.duration_ms // 1000))
+        want = {s.labels: dict(zip(s.t_ms.tolist(), s.values.tolist())) for s in shifted.series}
+        assert got.keys() == want.keys()
+        for key, samples in want.items():
+            assert got[key] == samples, key
+
+        truth = inc.truth
+        p99 = query_range(url, truth.promql[0][1], start_ms / 1000, end_ms / 1000, 15)
+        points = {int(round(float(t) * 1000)): float(v) for t, v in p99[0]["values"]
+                  if v != "NaN"}
+        onset = start_ms + truth.onset_ms
+        recovered = start_ms + next(p.end_ms for p in truth.phases if p.name == "recovery")
+        before = [v for t, v in points.items() if start_ms + 120_000 <= t < onset]
+        after = [v for t, v in points.items() if t >= recovered + 180_000]
+        peak = [v for t, v in points.items()
+                if start_ms + truth.peak_ms <= t < start_ms + truth.recovery_ms]
+        base = max(before)
+        assert min(peak) > 10 * base and max(after) < 2 * base
+        rise = min(t for t, v in points.items() if t >= start_ms + 120_000 and v > 3 * base)
+        assert onset <= rise <= onset + 4 * 60_000, (rise - onset) / 60_000
+
+        ex = requests.get(f"{url}/api/v1/query_exemplars", params={
+            "query": "http_server_request_duration_seconds_bucket",
+            "start": start_ms / 1000, "end": end_ms / 1000}, timeout=30).json()["data"]
+        ids = {e["labels"]["trace_id"] for group in ex for e in group["exemplars"]}
+        spans = {bytes(t).hex() for tb in inc.span_tables for t in tb.trace_id}
+        assert ids and ids <= spans
+        assert len(ids) == inc.exemplar_count
+
+
+def test_replayer_console_script_loads_a_recording(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    end_ms = fixed_end_ms()
+    with running_prometheus(tmp_path) as url:
+        proc = subprocess.run(
+            [sys.executable, "-m", "replayer.cli", "load", str(root / "recordings" /
+                                                                "baseline.jsonl.gz"),
+             "--end", iso(end_ms), "--json"],
+            env={"PROMETHEUS_URL": url, "PATH": "/usr/bin:/bin"}, capture_output=True,
+            text=True, timeout=300, cwd=root)
+        assert proc.returncode == 0, proc.stderr
+        count = query(url, 'count(http_server_request_duration_seconds_count)', end_ms / 1000)
+        assert int(count[0]["value"][1]) == len(list(cached_incident("baseline").iter_series(
+            "http_server_request_duration_seconds_count")))
+
+
+def test_no_receiver_stops_with_the_fix(tmp_path: Path) -> None:
+    with running_prometheus(tmp_path, receiver=False) as url:
+        r = load(url, "baseline")
+        assert r.exit_code == 3
+        assert "--web.enable-remote-write-receiver" in r.output
+
+
+def test_window_beyond_the_head_is_refused_then_clipped(tmp_path: Path) -> None:
+    end_ms = fixed_end_ms()
+    with running_prometheus(tmp_path, ooo_window=None) as url:
+        r = load(url, "baseline", "--duration", "2h", "--end", iso(end_ms))
+        assert r.exit_code == 3, r.output
+        assert "out_of_order_time_window: 130m" in r.output and "--clip" in r.output
+        assert query(url, "count(up)", end_ms / 1000) == []  # nothing was sent
+        r = load(url, "baseline", "--duration", "2h", "--end", iso(end_ms), "--clip")
+        assert r.exit_code == 0, r.output
+        assert "rejected 0" in r.output and "clipped 0" not in r.output
+        oldest = query(url, 'min_over_time(timestamp(up{job="payment-service"})[3h:15s])',
+                       end_ms / 1000)
+        assert float(oldest[0]["value"][1]) * 1000 >= end_ms - 3_600_000
+
+
+def test_rejected_samples_exit_non_zero_and_the_rest_is_stored(tmp_path: Path) -> None:
+    from generator.model import Series
+    from replayer.remote_write.encode import HEADERS, SeriesEncoder, compress, plan_pieces
+
+    end_ms = fixed_end_ms()
+    inc = shift(cached_incident("baseline"), end_ms * 1_000_000)
+    victim = next(s for s in inc.series if s.name == "process_open_fds")
+    cut = end_ms - 600_000
+    with running_prometheus(tmp_path, ooo_window=None) as url:
+        # another writer already stored a newer sample of one series (not the probe series)
+        newer = Series(victim.labels, np.array([cut], np.int64), np.array([-1.0]))
+        body = compress(SeriesEncoder([newer]).write_request(plan_pieces([newer], 10)))
+        assert requests.post(f"{url}/api/v1/write", data=body, headers=HEADERS,
+                             timeout=10).status_code == 204
+        r = CliRunner().invoke(cli, ["load", "baseline", "--end", iso(end_ms), "--json",
+                                     "--prometheus-url", url])
+        assert r.exit_code == 1, r.output
+        report = json.loads(r.output[: r.output.rindex("}") + 1])["signals"][0]
+        older = int((victim.t_ms <= cut).sum())  # older, and the one at the same timestamp
+        rejected = sum(report["rejected"].values())
+        assert older <= rejected <= older + 2  # the split stops at pieces of ~2 samples
+        assert set(report["rejected"]) <= {"HTTP 400: out of order sample",
+                                           "HTTP 400: duplicate sample for timestamp"}
+        assert report["accepted"] + rejected == inc.sample_count
+        for name in sorted({s.name for s in inc.series}):
+            got = stored(url, name, end_ms, inc.duration_ms // 1000)
+            for s in inc.series:
+                if s.name == name and s.labels != victim.labels:
+                    assert got[s.labels] == dict(zip(s.t_ms.tolist(), s.values.tolist()))
+        kept = stored(url, "process_open_fds", end_ms, inc.duration_ms // 1000)[victim.labels]
+        assert kept[cut] == -1.0  # the other writer's sample was not overwritten
+        assert all(kept[t] == v for t, v in zip(victim.t_ms.tolist(), victim.values.tolist())
+                   if t > cut + 2 * STEP_MS)
+
+
+def test_second_load_right_after_the_first_changes_nothing(tmp_path: Path) -> None:
+    inc = cached_incident("slow_query")
+    first_now = time.time_ns()
+    with running_prometheus(tmp_path) as url:
+        req = LoadRequest(source="slow_query", prometheus=TargetConfig(url),
+                          push=PushOptions(concurrency=2))
+        first = run_load(req, now_ns=lambda: first_now)
+        assert not first.lost
+        name = "http_server_request_duration_seconds_count"
+        before = stored(url, name, first.end_ns // 1_000_000, inc.duration_ms // 1000)
+        second = run_load(req, now_ns=lambda: first_now + 3 * STEP_MS * 1_000_000)
+        assert not second.lost
+        assert second.end_ns == first.end_ns
+        assert any("laid onto it" in n for n in second.notes)
+        after = stored(url, name, first.end_ns // 1_000_000 + 3 * STEP_MS,
+                       inc.duration_ms // 1000 + 60)
+        assert after == before
+        assert all(not math.isnan(v) for s in after.values() for v in s.values())

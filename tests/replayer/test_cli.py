@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from replayer.cli import cli
+from replayer.recording import read_recording
+
+
+def run(*args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_list_names_every_scenario() -> None:
+    r = run("list")
+    assert r.exit_code == 0
+    for name in ("baseline", "slow_query", "pool_exhaustion"):
+        assert name in r.output
+
+
+def test_generate_then_inspect_json(tmp_path: Path) -> None:
+    out = tmp_path / "x.jsonl.gz"
+    r = run("generate", "slow_query", "--seed", "4", "--duration", "20m", "--step", "15s",
+            "-o", str(out))
+    assert r.exit_code == 0, r.output
+    inc = read_recording(out)
+    assert (inc.seed, inc.duration_ms, inc.step_ms) == (4, 1_200_000, 15_000)
+    r = run("inspect", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["counts"]["samples"] == inc.sample_count
+    assert info["counts"]["traces"] == len({bytes(t).hex() for tb in inc.span_tables
+                                            for t in tb.trace_id})
+    assert info["truth"]["root_cause"] == {"component": "postgresql", "kind": "missing_index"}
+
+
+def test_inspect_text_shows_window_and_truth() -> None:
+    r = run("inspect", "pool_exhaustion")
+    assert r.exit_code == 0
+    assert "connection_pool_exhaustion" in r.output
+    assert "phase peak" in r.output and "example trace" in r.output
+
+
+def test_set_knob_changes_the_incident(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert run("generate", "baseline", "--duration", "10m", "-o", str(a)).exit_code == 0
+    assert run("generate", "baseline", "--duration", "10m", "--set", "rps_post_payment=40",
+               "-o", str(b)).exit_code == 0
+    assert read_recording(b).log_line_count > 2 * read_recording(a).log_line_count
+
+
+def test_unknown_scenario_is_one_clear_line_exit_2() -> None:
+    r = run("generate", "slow_qery", "-o", "/dev/null")
+    assert r.exit_code == 2
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "slow_query" in lines[0] and "Traceback" not in r.output
+
+
+def test_bad_knob_exit_2() -> None:
+    r = run("generate", "baseline", "--set", "pool_size=-3", "-o", "/dev/null")
+    assert r.exit_code == 2
+    assert r.output.strip().count("\n") == 0 and "pool_size" in r.output
+    r = run("generate", "baseline", "--set", "pool_size", "-o", "/dev/null")
+    assert r.exit_code == 2 and "KNOB=VALUE" in r.output
+
+
+def test_malformed_recording_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"kind": "header", "format": "nope"}\n')
+    r = run("inspect", str(bad))
+    assert r.exit_code == 2
+    assert "not a telemetry-replayer recording" in r.output and "Traceback" not in r.output
+    missing = run("inspect", str(tmp_path / "nope.jsonl"))
+    assert missing.exit_code == 2 and "cannot open" in missing.output
+
+
+def test_bad_duration_exit_2() -> None:
+    r = run("generate", "baseline", "--duration", "half an hour", "-o", "/dev/null")
+    assert r.exit_code == 2 and "--duration" in r.output
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    out = tmp_path / "p.png"
+    r = run("plot", "slow_query", "--duration", "20m", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_load_dry_run_sends_nothing_and_says_what_it_would() -> None:
+    r = run("load", "slow_query", "--dry-run", "--end", "2026-01-02T03:04:05Z",
+            "--prometheus-url", "http://127.0.0.1:9")
+    assert r.exit_code == 0, r.output
+    assert "would push 206 series" in r.output and "2026-01-02T02:34:05.000Z" in r.output
+
+
+def test_load_rejects_bad_flags_before_any_io() -> None:
+    for args, fragment in (
+        (["--end", "yesterday"], "RFC 3339"),
+        (["--end", "2026-01-02T03:04:05"], "time zone"),
+        (["--signals", "metrics,pigeons"], "choose from"),
+        (["--prometheus-url", "localhost:9090"], "http://"),
+        (["--basic-auth", "nopassword"], "USER:PASSWORD"),
+        (["--label", "run"], "NAME=VALUE"),
+    ):
+        r = run("load", "baseline", "--prometheus-url", "http://127.0.0.1:9", *args) \
+            if "--prometheus-url" not in args else run("load", "baseline", *args)
+        assert r.exit_code == 2, (args, r.output)
+        assert fragment in r.output, (args, r.output)
+
+
+def test_load_unreachable_prometheus_names_the_fix() -> None:
+    r = run("load", "baseline", "--prometheus-url", "http://127.0.0.1:9")
+    assert r.exit_code == 4
+    assert "cannot reach Prometheus" in r.output and "PROMETHEUS_URL" in r.output

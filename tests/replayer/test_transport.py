@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+import responses
+
+from replayer.errors import TransportError
+from replayer.transport import HttpTransport, RetryPolicy, TargetConfig
+
+URL = "http://prom.test:9090"
+
+
+def transport(waits: list[float], **policy: float) -> HttpTransport:
+    return HttpTransport(TargetConfig(URL, tenant="team-a", bearer_token="s3cret",
+                                      headers=(("X-Extra", "1"),)),
+                         policy=RetryPolicy(**policy), sleep=waits.append,
+                         clock=lambda: 0.0, rng=random.Random(1))
+
+
+@responses.activate
+def test_retries_503_honouring_retry_after_then_succeeds() -> None:
+    responses.post(f"{URL}/api/v1/write", status=503, headers={"Retry-After": "3"})
+    responses.post(f"{URL}/api/v1/write", status=429)
+    responses.post(f"{URL}/api/v1/write", status=204)
+    waits: list[float] = []
+    resp, retries = transport(waits).post("api/v1/write", b"x", {})
+    assert (resp.status, retries) == (204, 2)
+    assert waits[0] == 3.0 and 0 < waits[1] <= 0.5
+    sent = responses.calls[0].request.headers
+    assert sent["X-Scope-OrgID"] == "team-a" and sent["Authorization"] == "Bearer s3cret"
+    assert sent["X-Extra"] == "1"
+
+
+@responses.activate
+def test_never_retries_other_4xx() -> None:
+    responses.post(f"{URL}/api/v1/write", status=400, body="out of bounds\n")
+    waits: list[float] = []
+    resp, retries = transport(waits).post("api/v1/write", b"x", {})
+    assert (resp.status, retries, waits) == (400, 0, [])
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_final_500_is_not_retried() -> None:
+    responses.post(f"{URL}/api/v1/write", status=500, body="too old sample\n")
+    waits: list[float] = []
+    resp, retries = transport(waits).post("api/v1/write", b"x", {},
+                                          final=lambda r: "too old" in r.body)
+    assert (resp.status, retries, len(responses.calls)) == (500, 0, 1)
+
+
+@responses.activate
+def test_gives_up_after_max_attempts_with_backoff_growing() -> None:
+    responses.post(f"{URL}/api/v1/write", status=502)
+    waits: list[float] = []
+    resp, retries = transport(waits, max_attempts=4).post("api/v1/write", b"x", {})
+    assert (resp.status, retries, len(responses.calls)) == (502, 3, 4)
+    assert waits == sorted(waits) and len(waits) == 3
+
+
+def test_unreachable_get_raises_transport_error() -> None:
+    t = HttpTransport(TargetConfig("http://127.0.0.1:9"))
+    with pytest.raises(TransportError, match="127.0.0.1:9"):
+        t.get("api/v1/status/buildinfo")
+
+
+def test_basic_auth_is_sent() -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{URL}/x", status=200)
+        HttpTransport(TargetConfig(URL, basic_auth=("u", "p"))).get("x")
+        assert rsps.calls[0].request.headers["Authorization"] == "Basic dTpw"
