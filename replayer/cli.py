@@ -230,6 +230,10 @@ def _progress_printer() -> object:
 @click.option("--batch-samples", type=click.IntRange(1, 1_000_000), default=5000,
               show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--follow", is_flag=True,
+              help="Backfill up to now, then push each new step live until the window ends.")
+@click.option("--live-from", help="With --follow: how far into the window 'now' sits "
+              "(default: 2 min before the onset).")
 @click.option("--dry-run", is_flag=True, help="Print what would be sent; send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
@@ -238,7 +242,7 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
              headers: tuple[str, ...], tls_ca: str | None, tls_cert: str | None,
              tls_key: str | None, insecure_skip_verify: bool, labels: tuple[str, ...],
              clip: bool, no_exemplars: bool, batch_samples: int, concurrency: int,
-             dry_run: bool, as_json: bool) -> None:
+             follow: bool, live_from: str | None, dry_run: bool, as_json: bool) -> None:
     """Replay SOURCE (a scenario or a recording) so its window ends at --end."""
     chosen = _signals(signals)
     unsupported = [s for s in chosen if s != "metrics"]
@@ -258,7 +262,10 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
                            tls_cert, tls_key, insecure_skip_verify),
         push=PushOptions(max_samples=batch_samples, concurrency=concurrency, clip=clip,
                          send_exemplars=not no_exemplars),
-        extra_labels=tuple(extra), dry_run=dry_run)
+        extra_labels=tuple(extra), dry_run=dry_run, follow=follow,
+        live_from_ms=_duration_ms(live_from, "--live-from"))
+    if live_from and not follow:
+        raise UsageError("--live-from goes with --follow")
     result = run_load(req, progress=None if as_json else _progress_printer())  # type: ignore
     window = {"start_ns": result.start_ns, "end_ns": result.end_ns}
     if dry_run:

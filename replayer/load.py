@@ -11,10 +11,20 @@ from generator import generate
 from generator.model import Incident
 
 from .errors import PreflightError, UsageError
-from .prometheus import PushOptions, check_server, find_overlap, preflight, push_metrics
+from .prometheus import (
+    PushOptions,
+    check_server,
+    check_window,
+    find_overlap,
+    preflight,
+    push_metrics,
+    push_series,
+    send_metadata,
+    slice_series,
+)
 from .recording import read_recording
 from .report import SignalReport
-from .timeshift import NS_PER_MS, shift, start_ns_for
+from .timeshift import NS_PER_MS, parse_end, shift, start_ns_for
 from .transport import HttpTransport, TargetConfig
 
 SIGNALS = ("metrics", "logs", "traces")
@@ -34,6 +44,8 @@ class LoadRequest:
     push: PushOptions = field(default_factory=PushOptions)
     extra_labels: tuple[tuple[str, str], ...] = ()
     dry_run: bool = False
+    follow: bool = False
+    live_from_ms: int | None = None  # --follow: where in the window "now" sits
 
 
 @dataclass
@@ -62,11 +74,12 @@ def resolve_source(source: str, seed: int, duration_ms: int | None, step_ms: int
 
 def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
              progress: Callable[[SignalReport], None] | None = None,
-             transport: HttpTransport | None = None) -> LoadResult:
-    from .timeshift import parse_end
-
+             transport: HttpTransport | None = None,
+             sleep: Callable[[float], None] = time.sleep) -> LoadResult:
     incident = resolve_source(req.source, req.seed, req.duration_ms, req.step_ms,
                               dict(req.knobs))
+    if req.follow:
+        return _follow(req, incident, now_ns, progress, transport, sleep)
     end_ns, is_now = parse_end(req.end, now_ns(), incident.step_ms)
     shifted = shift(incident, end_ns, dict(req.extra_labels))
     notes: list[str] = []
@@ -114,3 +127,59 @@ def _overlap_message(end_ns: int, earlier_ms: int | None) -> str:
             "Loading now would interleave two incidents in the same series.\n"
             "  fix: --label run=NAME to load a separate copy, or an --end at least one window "
             "after the earlier one")
+
+
+def default_live_from(incident: Incident) -> int:
+    """Where --follow puts "now": two minutes before the onset, so the incident unfolds live."""
+    onset = incident.truth.onset_ms
+    at = incident.duration_ms // 2 if onset is None else max(onset - 120_000, incident.step_ms)
+    return at - at % incident.step_ms
+
+
+def _follow(req: LoadRequest, incident: Incident, now_ns: Callable[[], int],
+            progress: Callable[[SignalReport], None] | None, transport: HttpTransport | None,
+            sleep: Callable[[float], None]) -> LoadResult:
+    """Backfill up to now, then push each new step as its time comes, until the window
+    ends or Ctrl-C."""
+    if req.end != "now":
+        raise UsageError("--follow lays the window itself (now sits at --live-from); drop --end")
+    step = incident.step_ms
+    live_from = default_live_from(incident) if req.live_from_ms is None else req.live_from_ms
+    if not 0 <= live_from < incident.duration_ms:
+        raise UsageError(f"--live-from must lie inside the {incident.duration_ms // 60000} min "
+                         "window")
+    now_ms = now_ns() // NS_PER_MS
+    now_ms -= now_ms % step
+    end_ms = now_ms + incident.duration_ms - live_from
+    shifted = shift(incident, end_ms * NS_PER_MS, dict(req.extra_labels))
+    start_ms = end_ms - incident.duration_ms
+    report = SignalReport("metrics", "samples")
+    notes: list[str] = []
+    own = transport is None
+    transport = transport or HttpTransport(req.prometheus, pool_size=req.push.concurrency + 1)
+    try:
+        info = preflight(transport)
+        notes += check_server(info, req.prometheus.url, req.push.send_exemplars)
+        backfill = check_window(slice_series(shifted.series, start_ms, now_ms + 1), info,
+                                req.push, report, start_ms, now_ms)
+        send_metadata(transport, shifted, report)
+        push_series(transport, backfill, info, req.push, report, progress)
+        done = now_ms + 1
+        try:
+            while done <= end_ms:
+                due = done - 1 + step
+                wait_s = (due * NS_PER_MS - now_ns()) / 1e9
+                if wait_s > 0:
+                    sleep(wait_s)
+                push_series(transport, slice_series(shifted.series, done, due + 1), info,
+                            req.push, report, progress)
+                done = due + 1
+        except KeyboardInterrupt:
+            left = sum(len(s) for s in slice_series(shifted.series, done, end_ms + 1))
+            notes.append(f"stopped by Ctrl-C; {left} samples of the window's future were "
+                         "never due and not sent")
+    finally:
+        if own:
+            transport.close()
+    report.notes.extend(notes)
+    return LoadResult(shifted, start_ms * NS_PER_MS, end_ms * NS_PER_MS, [report], notes)

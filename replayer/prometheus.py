@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -261,30 +261,40 @@ def lanes_of(pieces: Sequence[Piece], lanes: int, max_samples: int) -> list[list
     return [batches for batches in out if batches]
 
 
-def push_metrics(transport: HttpTransport, incident: Incident, info: ServerInfo,
-                 options: PushOptions, report: SignalReport, start_ms: int, end_ms: int,
-                 progress: callable | None = None) -> None:  # type: ignore[valid-type]
-    """Push ``incident``'s (already time-shifted) series; account for every sample."""
-    series = incident.series
-    accept_from = info.accepts_from_ms(end_ms)
-    if info.receiver is not None and start_ms < accept_from:
-        if not options.clip:
-            raise PreflightError(window_fix(info, start_ms, end_ms))
-        series, clipped = clip_series(series, accept_from + CLIP_MARGIN_MS)
-        report.clipped += clipped
-        report.notes.append(f"--clip: left out {clipped} samples older than what the server "
-                            "accepts")
-    if not options.send_exemplars:
-        series = tuple(replace(s, exemplars=Exemplars.empty()) for s in series)
-    report.sent += sum(len(s) for s in series)
-    report.exemplars_sent += sum(len(s.exemplars) for s in series)
-    exemplars_kept = info.exemplar_storage is not False
-    if not exemplars_kept and report.exemplars_sent:
-        report.exemplars_dropped["server has exemplar storage off "
-                                 "(--enable-feature=exemplar-storage)"] += report.exemplars_sent
+def check_window(series: Sequence[Series], info: ServerInfo, options: PushOptions,
+                 report: SignalReport, start_ms: int, newest_ms: int) -> tuple[Series, ...]:
+    """Stop (or, with --clip, cut) when the window reaches further back than the server
+    takes samples, counted from the newest sample this load will write."""
+    accept_from = info.accepts_from_ms(newest_ms)
+    if info.receiver is None or start_ms >= accept_from:
+        return tuple(series)
+    if not options.clip:
+        raise PreflightError(window_fix(info, start_ms, newest_ms))
+    kept, clipped = clip_series(series, accept_from + CLIP_MARGIN_MS)
+    report.clipped += clipped
+    report.notes.append(f"--clip: left out {clipped} samples older than what the server accepts")
+    return kept
+
+
+def send_metadata(transport: HttpTransport, incident: Incident, report: SignalReport) -> None:
     meta, _ = transport.post(WRITE_PATH, compress(metadata_request(incident.families)), HEADERS)
     if not 200 <= meta.status < 300:
         report.notes.append(f"metadata not accepted: {_reason(meta)}")
+
+
+def push_series(transport: HttpTransport, series: Sequence[Series], info: ServerInfo,
+                options: PushOptions, report: SignalReport,
+                progress: Callable[[SignalReport], None] | None = None) -> None:
+    """Send ``series`` (absolute times) in parallel lanes; account for every sample."""
+    if not options.send_exemplars:
+        series = tuple(replace(s, exemplars=Exemplars.empty()) for s in series)
+    exemplars = sum(len(s.exemplars) for s in series)
+    report.sent += sum(len(s) for s in series)
+    report.exemplars_sent += exemplars
+    exemplars_kept = info.exemplar_storage is not False
+    if not exemplars_kept and exemplars:
+        report.exemplars_dropped["server has exemplar storage off "
+                                 "(--enable-feature=exemplar-storage)"] += exemplars
     pusher = Pusher(transport, series, report, bool(info.ooo_window_ms), exemplars_kept)
     lanes = lanes_of(plan_pieces(series, options.max_samples), options.concurrency,
                      options.max_samples)
@@ -298,6 +308,28 @@ def push_metrics(transport: HttpTransport, incident: Incident, info: ServerInfo,
     with ThreadPoolExecutor(max_workers=max(1, len(lanes))) as pool:
         for fut in [pool.submit(run, b) for b in lanes]:
             fut.result()
+
+
+def push_metrics(transport: HttpTransport, incident: Incident, info: ServerInfo,
+                 options: PushOptions, report: SignalReport, start_ms: int, end_ms: int,
+                 progress: Callable[[SignalReport], None] | None = None) -> None:
+    """Push ``incident``'s (already time-shifted) series: window check, metadata, samples."""
+    series = check_window(incident.series, info, options, report, start_ms, end_ms)
+    send_metadata(transport, incident, report)
+    push_series(transport, series, info, options, report, progress)
+
+
+def slice_series(series: Sequence[Series], lo_ms: int, hi_ms: int) -> tuple[Series, ...]:
+    """The samples (and exemplars) of each series with ``lo_ms <= t < hi_ms``."""
+    out = []
+    for s in series:
+        a, b = np.searchsorted(s.t_ms, [lo_ms, hi_ms], "left")
+        ea, eb = np.searchsorted(s.exemplars.t_ms, [lo_ms, hi_ms], "left")
+        if b > a:
+            e = s.exemplars
+            ex = Exemplars(e.t_ms[ea:eb], e.value[ea:eb], e.trace_id[ea:eb], e.span_id[ea:eb])
+            out.append(Series(s.labels, s.t_ms[a:b], s.values[a:b], ex))
+    return tuple(out)
 
 
 def probe_series(series: Sequence[Series]) -> Series | None:

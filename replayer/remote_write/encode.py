@@ -44,6 +44,8 @@ class Piece:
 
 
 def varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL[value]
     value &= (1 << 64) - 1
     out = bytearray()
     while True:
@@ -56,17 +58,29 @@ def varint(value: int) -> bytes:
             return bytes(out)
 
 
+_SMALL = [bytes((i,)) for i in range(0x80)]
+
+
 def _field(tag: int, payload: bytes) -> bytes:
     return bytes((tag,)) + varint(len(payload)) + payload
 
 
+_LABEL_CACHE: dict[tuple[str, str], bytes] = {}
+
+
+def _label(name: str, value: str) -> bytes:
+    key = (name, value)
+    out = _LABEL_CACHE.get(key)
+    if out is None:
+        out = _field(0x0A, _field(0x0A, name.encode()) + _field(0x12, value.encode()))
+        if len(_LABEL_CACHE) < 200_000:  # label pairs repeat across series; bound the cache
+            _LABEL_CACHE[key] = out
+    return out
+
+
 def encode_labels(labels: Labels) -> bytes:
     """Repeated ``Label`` fields (tag 1 of TimeSeries/Exemplar), in the given order."""
-    out = []
-    for name, value in labels:
-        n, v = name.encode(), value.encode()
-        out.append(_field(0x0A, _field(0x0A, n) + _field(0x12, v)))
-    return b"".join(out)
+    return b"".join([_label(name, value) for name, value in labels])
 
 
 def varint_matrix(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,19 +121,24 @@ def encode_samples(t_ms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np
     return rows[keep], np.cumsum(2 + rows[:, 1].astype(np.int64))
 
 
+_EX_SPAN = _field(0x0A, _field(0x0A, b"span_id") + _field(0x12, bytes(16)))[:-16]
+_EX_TRACE = _field(0x0A, _field(0x0A, b"trace_id") + _field(0x12, bytes(32)))[:-32]
+
+
 def encode_exemplars(series: Series, lo: int, hi: int) -> bytes:
+    """Repeated ``Exemplar`` fields (tag 3 of TimeSeries): labels span_id, trace_id."""
     e = series.exemplars
+    values = np.ascontiguousarray(e.value[lo:hi], dtype="<f8")
     out = []
-    for i in range(lo, hi):
-        labels = encode_labels((("span_id", bytes(e.span_id[i]).hex()),
-                                ("trace_id", bytes(e.trace_id[i]).hex())))
-        value = np.float64(e.value[i]).astype("<f8").tobytes()
-        body = labels
-        if value != bytes(8):
-            body += b"\x11" + value
-        if int(e.t_ms[i]):
-            body += b"\x18" + varint(int(e.t_ms[i]))
-        out.append(_field(0x1A, body))
+    for i in range(hi - lo):
+        value = values[i].tobytes()
+        t = int(e.t_ms[lo + i])
+        body = b"".join((
+            _EX_SPAN, e.span_id[lo + i].tobytes().hex().encode(),
+            _EX_TRACE, e.trace_id[lo + i].tobytes().hex().encode(),
+            b"\x11" + value if value != bytes(8) else b"",
+            b"\x18" + varint(t) if t else b""))
+        out.append(b"\x1a" + varint(len(body)) + body)
     return b"".join(out)
 
 

@@ -186,3 +186,66 @@ def test_second_load_right_after_the_first_changes_nothing(tmp_path: Path) -> No
                        inc.duration_ms // 1000 + 60)
         assert after == before
         assert all(not math.isnan(v) for s in after.values() for v in s.values())
+
+
+class FakeClock:
+    """Real time at the start (Prometheus takes recent samples), then moved by sleep()."""
+
+    def __init__(self) -> None:
+        self.now = time.time_ns()
+        self.slept: list[float] = []
+
+    def __call__(self) -> int:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += int(seconds * 1e9)
+
+
+def baseline_10m():  # type: ignore[no-untyped-def]
+    from generator import generate
+
+    return generate("baseline", duration_ms=600_000)
+
+
+def test_follow_backfills_then_pushes_each_step_until_the_end(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with running_prometheus(tmp_path) as url:
+        req = LoadRequest(source="baseline", duration_ms=600_000, prometheus=TargetConfig(url),
+                          follow=True, live_from_ms=300_000)
+        result = run_load(req, now_ns=clock, sleep=clock.sleep)
+        report = result.reports[0]
+        assert not report.lost
+        full = shift(baseline_10m(), result.end_ns)
+        assert report.accepted == sum(len(s) for s in full.series)
+        assert len(clock.slept) == 20 and all(0 < s <= 15 for s in clock.slept)
+        end_ms = result.end_ns // 1_000_000
+        got = stored(url, "process_cpu_seconds_total", end_ms, 600)
+        want = next(s for s in full.series if s.name == "process_cpu_seconds_total")
+        assert got[want.labels] == dict(zip(want.t_ms.tolist(), want.values.tolist()))
+        # "now" sat 5 minutes into the window; the last step was pushed when it came due
+        assert result.end_ns - 600_000 * 10**6 + 300_000 * 10**6 <= clock.now - sum(
+            int(x * 1e9) for x in clock.slept) + 15 * 10**9
+        assert clock.now >= result.end_ns
+
+
+def test_follow_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    clock = FakeClock()
+    calls = {"n": 0}
+
+    def interrupting_sleep(seconds: float) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        clock.sleep(seconds)
+
+    with running_prometheus(tmp_path) as url:
+        req = LoadRequest(source="baseline", duration_ms=600_000, prometheus=TargetConfig(url),
+                          follow=True, live_from_ms=300_000)
+        result = run_load(req, now_ns=clock, sleep=interrupting_sleep)
+        report = result.reports[0]
+        assert not report.lost and report.accepted == report.sent
+        assert any("Ctrl-C" in n for n in result.notes)
+        full = shift(baseline_10m(), result.end_ns)
+        assert report.accepted < sum(len(s) for s in full.series)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from google.protobuf.internal import decoder as pb_decoder
 
+from benchmarks.naive import naive_write_request
 from replayer.remote_write import remote_pb2
 from replayer.remote_write.encode import (
     SeriesEncoder,
@@ -88,24 +89,6 @@ def test_metadata_decodes() -> None:
     assert ("http_server_request_duration_seconds", hist, "Duration of HTTP server requests.",
             "seconds") in got
     assert len(got) == len(inc.families)
-
-
-def naive_write_request(series, pieces) -> bytes:  # type: ignore[no-untyped-def]
-    """One protobuf object per sample: the reference the fast encoder must equal."""
-    wr = remote_pb2.WriteRequest()
-    for p in pieces:
-        s = series[p.series]
-        ts = wr.timeseries.add()
-        for k, v in s.labels:
-            ts.labels.add(name=k, value=v)
-        for t, v in zip(s.t_ms[p.lo:p.hi].tolist(), s.values[p.lo:p.hi].tolist()):
-            ts.samples.add(value=v, timestamp=t)
-        e = s.exemplars
-        for i in range(p.ex_lo, p.ex_hi):
-            ex = ts.exemplars.add(value=float(e.value[i]), timestamp=int(e.t_ms[i]))
-            ex.labels.add(name="span_id", value=bytes(e.span_id[i]).hex())
-            ex.labels.add(name="trace_id", value=bytes(e.trace_id[i]).hex())
-    return wr.SerializeToString()
 
 
 @pytest.mark.parametrize("scenario", ["slow_query", "pool_exhaustion"])
