@@ -46,6 +46,7 @@ class Response:
     status: int
     body: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    raw: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class HttpTransport:
                                      **kw)  # type: ignore[arg-type]
         except requests.RequestException as exc:
             raise TransportError(f"{method} {self.url(path)} failed: {exc}") from None
-        return Response(r.status_code, r.text, dict(r.headers))
+        return Response(r.status_code, r.text, dict(r.headers), r.content)
 
     def post(self, path: str, body: bytes, headers: Mapping[str, str],
              final: Callable[[Response], bool] = lambda r: False) -> tuple[Response, int]:
@@ -121,7 +122,7 @@ class HttpTransport:
             try:
                 r = self.session.post(self.url(path), data=body, headers=dict(headers),
                                       timeout=self.target.timeout_s)
-                resp = Response(r.status_code, r.text, dict(r.headers))
+                resp = Response(r.status_code, r.text, dict(r.headers), r.content)
             except requests.ConnectionError as exc:
                 resp = Response(0, f"connection failed: {exc}")
             except requests.Timeout:

@@ -15,6 +15,8 @@ import numpy as np
 
 from generator.model import Labels, MetricFamily, Series
 
+from ..wire import varint
+
 HEADERS = {
     "Content-Encoding": "snappy",
     "Content-Type": "application/x-protobuf",
@@ -43,26 +45,8 @@ class Piece:
         return self.ex_hi - self.ex_lo
 
 
-def varint(value: int) -> bytes:
-    if 0 <= value < 0x80:
-        return _SMALL[value]
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-_SMALL = [bytes((i,)) for i in range(0x80)]
-
-
-def _field(tag: int, payload: bytes) -> bytes:
-    return bytes((tag,)) + varint(len(payload)) + payload
+def _field(tag_byte: int, payload: bytes) -> bytes:
+    return bytes((tag_byte,)) + varint(len(payload)) + payload
 
 
 _LABEL_CACHE: dict[tuple[str, str], bytes] = {}

@@ -1,0 +1,200 @@
+"""Push log streams to Loki: preflight, pacing under the ingestion limit, accounting.
+
+What Loki answers (see tests/data captures): 204 on success; 429 when over the ingestion
+rate (retried with backoff, honouring Retry-After); 400 listing what it refused while the
+rest of the request was written (partial success); 413 for a body over its limit.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from generator.model import LogStream
+
+from ..errors import PreflightError, TransportError
+from ..prometheus import parse_prom_duration
+from ..report import SignalReport
+from ..transport import HttpTransport, Response
+from .encode import (
+    JSON_HEADERS,
+    PROTO_HEADERS,
+    EntryBatch,
+    compress,
+    entry_bytes,
+    json_request,
+    plan_batches,
+    proto_request,
+)
+
+PUSH_PATH = "loki/api/v1/push"
+DEFAULT_RATE = 3 * 1024 * 1024  # under Loki's default 4 MB/s ingestion limit
+
+
+@dataclass(frozen=True)
+class LokiOptions:
+    format: str = "protobuf"  # protobuf | json
+    max_entries: int = 5000
+    max_bytes: int = 1 << 20
+    rate_bytes_s: float | None = None  # None: 80 % of what the server says, else DEFAULT_RATE
+
+
+@dataclass(frozen=True)
+class LokiInfo:
+    ready: bool
+    version: str | None
+    reject_old: bool | None
+    max_age_ms: int | None
+    rate_bytes_s: float | None
+    structured_metadata: bool | None
+
+
+class Pacer:
+    """A token bucket on bytes: one second of burst, waits through an injected sleep."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.rate, self.clock, self.sleep = rate, clock, sleep
+        self.tokens = rate
+        self.last = clock()
+        self.lock = threading.Lock()
+        self.waited = 0.0
+
+    def take(self, n: int) -> None:
+        if self.rate <= 0:
+            return
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            self.tokens -= n
+            if self.tokens < 0:
+                wait = -self.tokens / self.rate
+                self.waited += wait
+                self.sleep(wait)
+
+
+def _config_value(yaml: str, key: str) -> str | None:
+    m = re.search(rf"^\s*{key}:\s*(\S+)\s*$", yaml, re.M)
+    return m.group(1).strip("\"'") if m else None
+
+
+def preflight(transport: HttpTransport) -> LokiInfo:
+    try:
+        ready = transport.get("ready")
+    except TransportError as exc:
+        raise TransportError(f"cannot reach Loki at {transport.target.url} ({exc}); start it, "
+                             "point --loki-url / LOKI_URL at it, or leave logs out with "
+                             "--signals metrics,traces") from None
+    build = transport.get("loki/api/v1/status/buildinfo")
+    version = None
+    if build.status == 200:
+        import json
+
+        try:
+            version = json.loads(build.body).get("version") or "unknown (dev build)"
+        except ValueError:
+            version = None
+    config = transport.get("config")
+    yaml = config.body if config.status == 200 else ""
+    reject = _config_value(yaml, "reject_old_samples")
+    age = _config_value(yaml, "reject_old_samples_max_age")
+    rate = _config_value(yaml, "ingestion_rate_mb")
+    sm = _config_value(yaml, "allow_structured_metadata")
+    return LokiInfo(
+        ready=ready.status == 200, version=version,
+        reject_old=None if reject is None else reject == "true",
+        max_age_ms=parse_prom_duration(age) if age else None,
+        rate_bytes_s=float(rate) * 1024 * 1024 if rate else None,
+        structured_metadata=None if sm is None else sm == "true",
+    )
+
+
+def check(info: LokiInfo, url: str, start_ns: int, now_ns: int, uses_metadata: bool) -> None:
+    if not info.ready:
+        raise PreflightError(f"Loki at {url} is not ready (GET /ready); wait for it and retry")
+    if info.reject_old and info.max_age_ms and start_ns < now_ns - info.max_age_ms * 1_000_000:
+        raise PreflightError(
+            f"Loki at {url} rejects entries older than reject_old_samples_max_age "
+            f"({info.max_age_ms // 3_600_000} h) and this window starts before that.\n"
+            "  fix: limits_config: {reject_old_samples_max_age: 30d} in Loki's config, or a "
+            "later --end")
+    if uses_metadata and info.structured_metadata is False:
+        raise PreflightError(
+            f"Loki at {url} does not accept structured metadata (trace_id, span_id).\n"
+            "  fix: limits_config: {allow_structured_metadata: true} (schema v13, tsdb store)")
+
+
+_IGNORED = re.compile(r"total ignored: (\d+) out of (\d+)")
+
+
+def rejection(resp: Response, entries: int) -> tuple[int, str]:
+    """How many entries a 400 refused, and why (Loki wrote the others)."""
+    body = resp.body
+    ignored = [int(n) for n, _ in _IGNORED.findall(body)]
+    if "entry too far behind" in body:
+        reason = "entry too far behind (over max_chunk_age/2 behind the stream's newest entry)"
+    elif "timestamp too old" in body:
+        reason = "timestamp too old (reject_old_samples_max_age)"
+    else:
+        first = body.strip().splitlines()[0] if body.strip() else "(empty body)"
+        reason = first[:200]
+    if ignored:
+        return min(sum(ignored), entries), f"HTTP {resp.status}: {reason}"
+    too_old = body.count("has timestamp too old")
+    if too_old:
+        return min(too_old, entries), f"HTTP {resp.status}: {reason}"
+    return entries, f"HTTP {resp.status}: {reason}"
+
+
+class LokiPusher:
+    def __init__(self, transport: HttpTransport, streams: Sequence[LogStream],
+                 options: LokiOptions, report: SignalReport, pacer: Pacer) -> None:
+        self.transport, self.streams, self.options = transport, streams, options
+        self.report, self.pacer = report, pacer
+
+    def body(self, b: EntryBatch) -> tuple[bytes, dict[str, str]]:
+        stream = self.streams[b.stream]
+        if self.options.format == "json":
+            return json_request(stream, b.lo, b.hi), JSON_HEADERS
+        return compress(proto_request(stream, b.lo, b.hi)), PROTO_HEADERS
+
+    def send(self, b: EntryBatch) -> None:
+        self.pacer.take(entry_bytes(self.streams[b.stream], b.lo, b.hi))
+        body, headers = self.body(b)
+        resp, retries = self.transport.post(PUSH_PATH, body, headers)
+        self.report.count_request(retries)
+        if 200 <= resp.status < 300:
+            self.report.add(accepted=b.entries)
+        elif resp.status == 413 and b.entries > 1:
+            mid = (b.lo + b.hi) // 2
+            self.send(EntryBatch(b.stream, b.lo, mid))
+            self.send(EntryBatch(b.stream, mid, b.hi))
+        elif resp.status == 400:
+            refused, reason = rejection(resp, b.entries)
+            self.report.add(accepted=b.entries - refused, rejected=refused, reason=reason)
+        else:
+            text = resp.body.strip().splitlines()[0][:200] if resp.body.strip() else ""
+            self.report.add(rejected=b.entries,
+                            reason=f"HTTP {resp.status}: {text} (gave up after retries)")
+
+
+def push_logs(transport: HttpTransport, streams: Sequence[LogStream], options: LokiOptions,
+              info: LokiInfo, report: SignalReport, pacer: Pacer | None = None,
+              progress: Callable[[SignalReport], None] | None = None) -> None:
+    rate = options.rate_bytes_s
+    if rate is None:
+        rate = 0.8 * info.rate_bytes_s if info.rate_bytes_s else DEFAULT_RATE
+    pacer = pacer or Pacer(rate)
+    report.sent += sum(len(s) for s in streams)
+    pusher = LokiPusher(transport, streams, options, report, pacer)
+    for batch in plan_batches(streams, options.max_entries, options.max_bytes):
+        pusher.send(batch)
+        if progress:
+            progress(report)
+    if pacer.waited > 1:
+        report.notes.append(f"paced under the ingestion limit ({rate / 1048576:.1f} MB/s): "
+                            f"waited {pacer.waited:.1f} s")

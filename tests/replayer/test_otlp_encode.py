@@ -1,0 +1,107 @@
+"""Decode what we send with opentelemetry-proto and compare with the recording exactly."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from generator.model import SpanTable
+from replayer.otlp.encode import SpanBatch, TraceEncoder, plan_batches
+from replayer.timeshift import shift
+from tests.conftest import cached_incident
+
+END_NS = 1_795_778_400_000 * 1_000_000
+
+
+def _value(v):  # type: ignore[no-untyped-def]
+    kind = v.WhichOneof("value")
+    return getattr(v, kind)
+
+
+def reference_request(tables: list[SpanTable], batches: list[SpanBatch]) -> bytes:
+    """Built the slow way with opentelemetry-proto's classes: the bytes we must equal."""
+    req = trace_service_pb2.ExportTraceServiceRequest()
+    for b in batches:
+        t = tables[b.table]
+        rs = req.resource_spans.add()
+        for k, v in t.resource:
+            _set(rs.resource.attributes.add(), k, v)
+        ss = rs.scope_spans.add()
+        ss.scope.name, ss.scope.version = t.scope_name, t.scope_version
+        for i in range(b.lo, b.hi):
+            sp = ss.spans.add(trace_id=t.trace_id[i].tobytes(), span_id=t.span_id[i].tobytes(),
+                              name=t.name[i], kind=int(t.kind[i]),
+                              start_time_unix_nano=int(t.start_ns[i]),
+                              end_time_unix_nano=int(t.end_ns[i]))
+            if t.parent_span_id[i].any():
+                sp.parent_span_id = t.parent_span_id[i].tobytes()
+            for k, v in t.attributes[i]:
+                _set(sp.attributes.add(), k, v)
+            for e in t.events[i]:
+                ev = sp.events.add(time_unix_nano=e.t_ns, name=e.name)
+                for k, v in e.attributes:
+                    _set(ev.attributes.add(), k, v)
+            if t.status_code[i] or t.status_message[i]:
+                sp.status.code = int(t.status_code[i])
+                sp.status.message = t.status_message[i]
+    return req.SerializeToString()
+
+
+def _set(kv, key, value) -> None:  # type: ignore[no-untyped-def]
+    kv.key = key
+    if isinstance(value, bool):
+        kv.value.bool_value = value
+    elif isinstance(value, int):
+        kv.value.int_value = value
+    elif isinstance(value, float):
+        kv.value.double_value = value
+    else:
+        kv.value.string_value = value
+
+
+@pytest.mark.parametrize("scenario", ["slow_query", "pool_exhaustion"])
+def test_bytes_equal_opentelemetry_proto(scenario: str) -> None:
+    tables = list(shift(cached_incident(scenario), END_NS).span_tables)
+    enc = TraceEncoder(tables)
+    for batches in list(plan_batches(tables, 700))[:6]:
+        assert enc.request(batches) == reference_request(tables, batches)
+
+
+def test_decoded_spans_equal_the_recording() -> None:
+    inc = shift(cached_incident("pool_exhaustion"), END_NS)
+    enc = TraceEncoder(inc.span_tables)
+    seen = 0
+    for batches in plan_batches(inc.span_tables, 1000):
+        req = trace_service_pb2.ExportTraceServiceRequest.FromString(enc.request(batches))
+        assert len(req.resource_spans) == len(batches)
+        for b, rs in zip(batches, req.resource_spans):
+            t = inc.span_tables[b.table]
+            assert [(kv.key, _value(kv.value)) for kv in rs.resource.attributes] == list(
+                t.resource)
+            assert rs.scope_spans[0].scope.name == t.scope_name
+            for i, sp in zip(range(b.lo, b.hi), rs.scope_spans[0].spans):
+                assert sp.trace_id == t.trace_id[i].tobytes()
+                assert sp.span_id == t.span_id[i].tobytes()
+                assert sp.start_time_unix_nano == t.start_ns[i]
+                assert sp.end_time_unix_nano == t.end_ns[i]
+                assert sp.kind == t.kind[i] and sp.status.code == t.status_code[i]
+                assert tuple((kv.key, _value(kv.value)) for kv in sp.attributes) == \
+                    t.attributes[i]
+                seen += 1
+    assert seen == inc.span_count
+    errors = [sp for b in plan_batches(inc.span_tables, 10**9) for sp in
+              trace_service_pb2.ExportTraceServiceRequest.FromString(
+                  enc.request(b)).resource_spans[0].scope_spans[0].spans
+              if sp.status.code == trace_pb2.Status.STATUS_CODE_ERROR]
+    assert errors and errors[0].events[0].name == "exception"
+
+
+def test_batches_cover_every_span_once() -> None:
+    tables = cached_incident("slow_query").span_tables
+    batches = [b for group in plan_batches(tables, 333) for b in group]
+    assert all(sum(b.spans for b in g) <= 333 for g in plan_batches(tables, 333))
+    for ti, t in enumerate(tables):
+        covered = sorted((b.lo, b.hi) for b in batches if b.table == ti)
+        assert covered[0][0] == 0 and covered[-1][1] == len(t)
+        assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))

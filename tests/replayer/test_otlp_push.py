@@ -1,0 +1,149 @@
+"""Traces to a real in-process gRPC server built on opentelemetry-proto's service stubs,
+and over OTLP/HTTP against Tempo's captured answers."""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent import futures
+
+import grpc
+import pytest
+import responses
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from replayer.otlp.push import GrpcTraces, HttpTraces, push_traces
+from replayer.report import SignalReport
+from replayer.timeshift import shift
+from replayer.transport import HttpTransport, RetryPolicy, TargetConfig
+from tests.conftest import cached_incident
+from tests.integration.prometheus_server import free_port
+from tests.replayer.captures import capture
+
+END_NS = 1_795_778_400_000 * 1_000_000
+
+
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, fail_first: int = 0, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
+                 rejected: int = 0) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.metadata: list[dict[str, str]] = []
+        self.fail_first, self.code, self.rejected = fail_first, code, rejected
+        self.lock = threading.Lock()
+
+    def Export(self, request, context):  # type: ignore[no-untyped-def] # noqa: N802
+        with self.lock:
+            if self.fail_first:
+                self.fail_first -= 1
+                context.abort(self.code, "try later")
+            self.requests.append(request)
+            self.metadata.append(dict(context.invocation_metadata()))
+        resp = trace_service_pb2.ExportTraceServiceResponse()
+        if self.rejected:
+            resp.partial_success.rejected_spans = self.rejected
+            resp.partial_success.error_message = "span too old"
+        return resp
+
+
+@pytest.fixture
+def collector_server():  # type: ignore[no-untyped-def]
+    started = []
+
+    def start(collector: Collector) -> str:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+        port = free_port()
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        server.start()
+        started.append(server)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server in started:
+        server.stop(grace=None)
+
+
+def _exporter(url: str, waits: list[float]) -> GrpcTraces:
+    return GrpcTraces(TargetConfig(url, tenant="tenant-a", bearer_token="tok"),
+                      policy=RetryPolicy(max_attempts=4), sleep=waits.append,
+                      rng=random.Random(0))
+
+
+def test_grpc_server_receives_every_span_with_tenant_metadata(collector_server) -> None:  # type: ignore[no-untyped-def]
+    inc = shift(cached_incident("slow_query"), END_NS)
+    collector = Collector()
+    exporter = _exporter(collector_server(collector), [])
+    exporter.check()
+    report = SignalReport("traces", "spans")
+    push_traces(exporter, inc.span_tables, report, max_spans=1500)
+    exporter.close()
+    assert not report.lost and report.accepted == inc.span_count
+    got = {(sp.trace_id, sp.span_id, sp.name, sp.start_time_unix_nano, sp.end_time_unix_nano)
+           for r in collector.requests for rs in r.resource_spans for ss in rs.scope_spans
+           for sp in ss.spans}
+    want = {(t.trace_id[i].tobytes(), t.span_id[i].tobytes(), t.name[i], int(t.start_ns[i]),
+             int(t.end_ns[i])) for t in inc.span_tables for i in range(len(t))}
+    assert got == want
+    assert collector.metadata[0]["x-scope-orgid"] == "tenant-a"
+    assert collector.metadata[0]["authorization"] == "Bearer tok"
+    names = {rs.resource.attributes[2].value.string_value for r in collector.requests
+             for rs in r.resource_spans}
+    assert names == {"payment-service"}
+
+
+def test_grpc_unavailable_is_retried(collector_server) -> None:  # type: ignore[no-untyped-def]
+    inc = shift(cached_incident("baseline"), END_NS)
+    collector = Collector(fail_first=2)
+    waits: list[float] = []
+    report = SignalReport("traces", "spans")
+    push_traces(_exporter(collector_server(collector), waits), inc.span_tables[:1], report,
+                max_spans=10**6)
+    assert not report.lost and report.retries == 2 and len(waits) == 2
+
+
+def test_grpc_invalid_argument_is_reported_not_retried(collector_server) -> None:  # type: ignore[no-untyped-def]
+    inc = shift(cached_incident("baseline"), END_NS)
+    collector = Collector(fail_first=1, code=grpc.StatusCode.INTERNAL)
+    report = SignalReport("traces", "spans")
+    push_traces(_exporter(collector_server(collector), []), inc.span_tables[:1], report,
+                max_spans=10**6)
+    assert report.rejected == {"gRPC INTERNAL: try later": len(inc.span_tables[0])}
+    assert report.retries == 0
+
+
+def test_partial_success_counts_as_rejected(collector_server) -> None:  # type: ignore[no-untyped-def]
+    inc = shift(cached_incident("baseline"), END_NS)
+    report = SignalReport("traces", "spans")
+    push_traces(_exporter(collector_server(Collector(rejected=3)), []), inc.span_tables[:1],
+                report, max_spans=10**6)
+    assert report.rejected == {"partial success: span too old": 3} and report.lost
+
+
+def test_unreachable_grpc_names_the_fix() -> None:
+    from replayer.errors import TransportError
+
+    exporter = GrpcTraces(TargetConfig(f"http://127.0.0.1:{free_port()}"))
+    with pytest.raises(TransportError, match="--signals metrics,logs"):
+        exporter.check(timeout_s=0.5)
+
+
+@responses.activate
+def test_http_path_with_tempos_real_answers() -> None:
+    ok = capture("tempo_otlp_http_ok")["response"]
+    bad = capture("tempo_otlp_http_bad_trace_id")["response"]
+    url = "http://tempo.test:4318"
+    responses.post(f"{url}/v1/traces", status=ok["status"], body=bytes.fromhex(ok["body_hex"]),
+                   content_type=ok["content_type"])
+    responses.post(f"{url}/v1/traces", status=bad["status"], body=bad["body"].encode("latin-1"))
+    inc = shift(cached_incident("baseline"), END_NS)
+    exporter = HttpTraces(HttpTransport(TargetConfig(url), sleep=lambda s: None))
+    report = SignalReport("traces", "spans")
+    push_traces(exporter, inc.span_tables, report, max_spans=len(inc.span_tables[0]))
+    first = responses.calls[0].request
+    assert first.headers["Content-Type"] == "application/x-protobuf"
+    req = trace_service_pb2.ExportTraceServiceRequest.FromString(first.body)
+    assert sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans) == len(
+        inc.span_tables[0])
+    assert report.accepted == len(inc.span_tables[0])
+    assert report.rejected == {"HTTP 400: unmarshal: invalid TraceID length":
+                               len(inc.span_tables[1])}
