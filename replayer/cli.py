@@ -13,7 +13,8 @@ from generator import SCENARIOS, ScenarioError, generate
 from generator.model import Incident
 
 from .errors import ReplayerError, UsageError
-from .load import SIGNALS, LoadRequest, resolve_source, run_load
+from .load import SIGNALS, LoadRequest, Targets, resolve_source, run_load
+from .loki.push import LokiOptions
 from .prometheus import PushOptions, parse_prom_duration
 from .recording import counts, truth_to_json, write_recording
 from .report import SignalReport
@@ -211,11 +212,23 @@ def _progress_printer() -> object:
 @source_options
 @click.option("--end", default="now", show_default=True,
               help="Window end: 'now' (floored to the step) or RFC 3339.")
-@click.option("--signals", default="metrics", show_default=True,
-              help="Comma-separated: metrics (logs and traces: not in this build).")
+@click.option("--signals", default="metrics,logs,traces", show_default=True,
+              help="Comma-separated subset of metrics, logs, traces.")
 @click.option("--prometheus-url", envvar="PROMETHEUS_URL", default="http://localhost:9090",
+              show_default=True, help="Prometheus / remote-write receiver [PROMETHEUS_URL].")
+@click.option("--loki-url", envvar="LOKI_URL", default="http://localhost:3100",
+              show_default=True, help="[LOKI_URL]")
+@click.option("--loki-format", type=click.Choice(["protobuf", "json"]), default="protobuf",
               show_default=True)
-@click.option("--tenant", envvar="REPLAYER_TENANT", help="X-Scope-OrgID (Mimir, Loki, Tempo).")
+@click.option("--loki-rate-mb", type=click.FloatRange(min=0), default=None,
+              help="Pace log pushes to this many MB/s (0: no pacing; default: 80 % of the "
+                   "server's ingestion_rate_mb, else 3).")
+@click.option("--tempo-url", envvar="TEMPO_URL", default=None,
+              help="OTLP receiver [TEMPO_URL] (default http://localhost:4317 for grpc, "
+                   "http://localhost:4318 for http).")
+@click.option("--tempo-protocol", type=click.Choice(["grpc", "http"]), default="grpc",
+              show_default=True)
+@click.option("--tenant", envvar="REPLAYER_TENANT", help="X-Scope-OrgID on every target.")
 @click.option("--basic-auth", envvar="REPLAYER_BASIC_AUTH", metavar="USER:PASSWORD")
 @click.option("--bearer-token", envvar="REPLAYER_BEARER_TOKEN")
 @click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'")
@@ -224,8 +237,8 @@ def _progress_printer() -> object:
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False))
 @click.option("--insecure-skip-verify", is_flag=True)
 @click.option("--label", "labels", multiple=True, metavar="NAME=VALUE",
-              help="Add a label to every series (e.g. run=ci-42 for a separate copy).")
-@click.option("--clip", is_flag=True, help="Load only the part the server accepts.")
+              help="Add a label to every series and log stream (e.g. run=ci-42).")
+@click.option("--clip", is_flag=True, help="Load only the part Prometheus accepts.")
 @click.option("--no-exemplars", is_flag=True, help="Do not send exemplars.")
 @click.option("--batch-samples", type=click.IntRange(1, 1_000_000), default=5000,
               show_default=True)
@@ -238,53 +251,61 @@ def _progress_printer() -> object:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
              knobs: tuple[str, ...], end: str, signals: str, prometheus_url: str,
-             tenant: str | None, basic_auth: str | None, bearer_token: str | None,
-             headers: tuple[str, ...], tls_ca: str | None, tls_cert: str | None,
-             tls_key: str | None, insecure_skip_verify: bool, labels: tuple[str, ...],
-             clip: bool, no_exemplars: bool, batch_samples: int, concurrency: int,
-             follow: bool, live_from: str | None, dry_run: bool, as_json: bool) -> None:
+             loki_url: str, loki_format: str, loki_rate_mb: float | None,
+             tempo_url: str | None, tempo_protocol: str, tenant: str | None,
+             basic_auth: str | None, bearer_token: str | None, headers: tuple[str, ...],
+             tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
+             insecure_skip_verify: bool, labels: tuple[str, ...], clip: bool,
+             no_exemplars: bool, batch_samples: int, concurrency: int, follow: bool,
+             live_from: str | None, dry_run: bool, as_json: bool) -> None:
     """Replay SOURCE (a scenario or a recording) so its window ends at --end."""
     chosen = _signals(signals)
-    unsupported = [s for s in chosen if s != "metrics"]
-    if unsupported:
-        raise UsageError(f"--signals {','.join(unsupported)}: not available in this build yet "
-                         "(only metrics); nothing was sent")
     extra = []
     for pair in labels:
         k, sep, v = pair.partition("=")
         if not sep or not k or not v:
             raise UsageError(f"--label {pair!r}: expected NAME=VALUE")
         extra.append((k, v))
+    if live_from and not follow:
+        raise UsageError("--live-from goes with --follow")
+    tempo_url = tempo_url or ("http://localhost:4317" if tempo_protocol == "grpc"
+                              else "http://localhost:4318")
+
+    def target(url: str) -> TargetConfig:
+        return _target(url, tenant, basic_auth, bearer_token, headers, tls_ca, tls_cert,
+                       tls_key, insecure_skip_verify)
+
     req = LoadRequest(
         source=source, seed=seed, duration_ms=_duration_ms(duration, "--duration"),
         step_ms=_duration_ms(step, "--step"), knobs=_knobs(knobs), end=end, signals=chosen,
-        prometheus=_target(prometheus_url, tenant, basic_auth, bearer_token, headers, tls_ca,
-                           tls_cert, tls_key, insecure_skip_verify),
+        targets=Targets(prometheus=target(prometheus_url), loki=target(loki_url),
+                        tempo=target(tempo_url), tempo_protocol=tempo_protocol),
         push=PushOptions(max_samples=batch_samples, concurrency=concurrency, clip=clip,
                          send_exemplars=not no_exemplars),
+        loki=LokiOptions(format=loki_format, rate_bytes_s=None if loki_rate_mb is None
+                         else loki_rate_mb * 1024 * 1024),
         extra_labels=tuple(extra), dry_run=dry_run, follow=follow,
         live_from_ms=_duration_ms(live_from, "--live-from"))
-    if live_from and not follow:
-        raise UsageError("--live-from goes with --follow")
     result = run_load(req, progress=None if as_json else _progress_printer())  # type: ignore
-    window = {"start_ns": result.start_ns, "end_ns": result.end_ns}
     if dry_run:
         c = counts(result.incident)
         click.echo(f"dry run: would push {c['series']} series, {c['samples']} samples, "
-                   f"{c['exemplars']} exemplars to {prometheus_url} for the window "
-                   f"{_iso(result.start_ns)} .. {_iso(result.end_ns)}; nothing sent")
+                   f"{c['exemplars']} exemplars, {c['log_lines']} log lines in "
+                   f"{c['log_streams']} streams and {c['spans']} spans "
+                   f"({', '.join(chosen)}) for the window {_iso(result.start_ns)} .. "
+                   f"{_iso(result.end_ns)}; nothing sent")
         return
     if as_json:
-        click.echo(json.dumps({"window": window, "signals": [r.as_dict() for r in
-                                                             result.reports]}, indent=2))
+        click.echo(json.dumps({"window": {"start_ns": result.start_ns, "end_ns": result.end_ns},
+                               "signals": [r.as_dict() for r in result.reports]}, indent=2))
     else:
         click.echo(f"window {_iso(result.start_ns)} .. {_iso(result.end_ns)}")
         for r in result.reports:
             for line in r.lines():
                 click.echo(line)
-    if result.lost:
+    if result.exit_code:
         click.echo("error: not everything was stored (see above)", err=True)
-        sys.exit(1)
+        sys.exit(result.exit_code)
 
 
 def _iso(t_ns: int) -> str:

@@ -1,18 +1,28 @@
-"""`replayer load`: resolve the source, lay it at --end, preflight, push, account."""
+"""`replayer load`: resolve the source, lay it at --end, preflight, push, account.
+
+Each signal goes to its own backend and is accounted on its own: a backend that cannot be
+reached or cannot take the load is reported (with the fix) and the others are still
+loaded — what could be sent was sent, and the exit code says what was not.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from generator import generate
 from generator.model import Incident
 
-from .errors import PreflightError, UsageError
+from .errors import PreflightError, ReplayerError, TransportError, UsageError
+from .loki.push import LokiOptions, Pacer, push_logs
+from .loki.push import check as check_loki
+from .loki.push import preflight as preflight_loki
+from .otlp.push import GrpcTraces, HttpTraces, push_traces
 from .prometheus import (
     PushOptions,
+    ServerInfo,
     check_server,
     check_window,
     find_overlap,
@@ -20,14 +30,24 @@ from .prometheus import (
     push_metrics,
     push_series,
     send_metadata,
-    slice_series,
 )
 from .recording import read_recording
 from .report import SignalReport
+from .slicing import slice_logs, slice_series, slice_spans
 from .timeshift import NS_PER_MS, parse_end, shift, start_ns_for
 from .transport import HttpTransport, TargetConfig
 
 SIGNALS = ("metrics", "logs", "traces")
+UNITS = {"metrics": "samples", "logs": "lines", "traces": "spans"}
+
+
+@dataclass(frozen=True)
+class Targets:
+    prometheus: TargetConfig = field(default_factory=lambda: TargetConfig(
+        "http://localhost:9090"))
+    loki: TargetConfig = field(default_factory=lambda: TargetConfig("http://localhost:3100"))
+    tempo: TargetConfig = field(default_factory=lambda: TargetConfig("http://localhost:4317"))
+    tempo_protocol: str = "grpc"  # grpc | http
 
 
 @dataclass(frozen=True)
@@ -38,10 +58,10 @@ class LoadRequest:
     step_ms: int | None = None
     knobs: tuple[tuple[str, str], ...] = ()
     end: str = "now"
-    signals: tuple[str, ...] = ("metrics",)
-    prometheus: TargetConfig = field(default_factory=lambda: TargetConfig(
-        "http://localhost:9090"))
+    signals: tuple[str, ...] = SIGNALS
+    targets: Targets = field(default_factory=Targets)
     push: PushOptions = field(default_factory=PushOptions)
+    loki: LokiOptions = field(default_factory=LokiOptions)
     extra_labels: tuple[tuple[str, str], ...] = ()
     dry_run: bool = False
     follow: bool = False
@@ -58,7 +78,14 @@ class LoadResult:
 
     @property
     def lost(self) -> bool:
-        return any(r.lost for r in self.reports)
+        return any(r.lost or r.failed for r in self.reports)
+
+    @property
+    def exit_code(self) -> int:
+        codes = [r.failure_code for r in self.reports if r.failed]
+        if codes:
+            return max(codes)
+        return 1 if self.lost else 0
 
 
 def resolve_source(source: str, seed: int, duration_ms: int | None, step_ms: int | None,
@@ -72,10 +99,41 @@ def resolve_source(source: str, seed: int, duration_ms: int | None, step_ms: int
     return generate(source, seed=seed, duration_ms=duration_ms, step_ms=step_ms, knobs=knobs)
 
 
+def _fail(report: SignalReport, exc: ReplayerError, items: int) -> None:
+    report.failed = str(exc)
+    report.failure_code = exc.exit_code
+    unsent = items - report.accepted - report.rejected_total
+    if unsent > 0:
+        report.sent = max(report.sent, items)
+        report.add(rejected=unsent, reason="not sent: " + str(exc).splitlines()[0])
+
+
+class _Session:
+    """The open connections of one load, one per chosen signal."""
+
+    def __init__(self, req: LoadRequest, prometheus: HttpTransport | None) -> None:
+        self.req = req
+        self.own_prometheus = prometheus is None
+        self.prometheus = prometheus or HttpTransport(
+            req.targets.prometheus, pool_size=req.push.concurrency + 1)
+        self.loki = HttpTransport(req.targets.loki)
+        t = req.targets
+        self.tempo: GrpcTraces | HttpTraces = (
+            GrpcTraces(t.tempo) if t.tempo_protocol == "grpc"
+            else HttpTraces(HttpTransport(t.tempo)))
+
+    def close(self) -> None:
+        if self.own_prometheus:
+            self.prometheus.close()
+        self.loki.close()
+        self.tempo.close()
+
+
 def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
              progress: Callable[[SignalReport], None] | None = None,
              transport: HttpTransport | None = None,
              sleep: Callable[[float], None] = time.sleep) -> LoadResult:
+    """Load ``req.source`` into the chosen backends; ``transport`` overrides Prometheus'."""
     incident = resolve_source(req.source, req.seed, req.duration_ms, req.step_ms,
                               dict(req.knobs))
     if req.follow:
@@ -83,45 +141,91 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
     end_ns, is_now = parse_end(req.end, now_ns(), incident.step_ms)
     shifted = shift(incident, end_ns, dict(req.extra_labels))
     notes: list[str] = []
-    reports: list[SignalReport] = []
-    if req.dry_run or "metrics" not in req.signals:
-        return LoadResult(shifted, start_ns_for(incident, end_ns), end_ns, reports, notes)
+    reports = {s: SignalReport(s, UNITS[s]) for s in req.signals}
+    if req.dry_run:
+        return LoadResult(shifted, start_ns_for(incident, end_ns), end_ns, [], notes)
+    session = _Session(req, transport)
+    try:
+        if "metrics" in reports:
+            end_ns = _metrics(session, incident, end_ns, is_now, reports["metrics"], notes,
+                              progress)
+            shifted = shift(incident, end_ns, dict(req.extra_labels))
+        if "logs" in reports:
+            _logs(session, shifted, start_ns_for(incident, end_ns), now_ns(), reports["logs"],
+                  progress)
+        if "traces" in reports:
+            _traces(session, shifted, reports["traces"], progress)
+    finally:
+        session.close()
+    return LoadResult(shifted, start_ns_for(incident, end_ns), end_ns, list(reports.values()),
+                      notes)
 
-    own = transport is None
-    transport = transport or HttpTransport(req.prometheus, pool_size=req.push.concurrency + 1)
+
+def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
+             report: SignalReport, notes: list[str],
+             progress: Callable[[SignalReport], None] | None) -> int:
+    """Push the metrics; returns the end actually used (an overlap can re-lay it)."""
+    req = session.req
+    transport = session.prometheus
     try:
         info = preflight(transport)
-        notes += check_server(info, req.prometheus.url, req.push.send_exemplars)
-        start_ms = start_ns_for(incident, end_ns) // NS_PER_MS
-        overlap = find_overlap(transport, shifted.series, start_ms, end_ns // NS_PER_MS,
-                               incident.duration_ms)
-        if overlap is not None and not overlap.identical:
-            earlier = overlap.earlier_end_ms
-            if not is_now or earlier is None:
-                raise PreflightError(_overlap_message(end_ns, earlier))
-            end_ns = earlier * NS_PER_MS
-            shifted = shift(incident, end_ns, dict(req.extra_labels))
-            again = find_overlap(transport, shifted.series, end_ns // NS_PER_MS
-                                 - incident.duration_ms, end_ns // NS_PER_MS,
-                                 incident.duration_ms)
-            if again is not None and not again.identical:
-                raise PreflightError(_overlap_message(end_ns, earlier))
-            notes.append(f"an earlier replay of these series ends at {earlier} ms; this load "
-                         "was laid onto it (same end) so nothing is stored twice; pass "
-                         "--label run=NAME to load a separate copy ending now")
-        report = SignalReport("metrics", "samples")
-        reports.append(report)
+        notes += check_server(info, req.targets.prometheus.url, req.push.send_exemplars)
+        end_ns = _settle_overlap(transport, incident, end_ns, is_now, req, notes)
+        shifted = shift(incident, end_ns, dict(req.extra_labels))
         start_ms = start_ns_for(incident, end_ns) // NS_PER_MS
         push_metrics(transport, shifted, info, req.push, report, start_ms,
                      end_ns // NS_PER_MS, progress)
-        report.notes.extend(notes)
-    finally:
-        if own:
-            transport.close()
-    return LoadResult(shifted, start_ns_for(incident, end_ns), end_ns, reports, notes)
+    except (PreflightError, TransportError) as exc:
+        _fail(report, exc, incident.sample_count)
+    report.notes.extend(notes)
+    return end_ns
 
 
-def _overlap_message(end_ns: int, earlier_ms: int | None) -> str:
+def _settle_overlap(transport: HttpTransport, incident: Incident, end_ns: int, is_now: bool,
+                    req: LoadRequest, notes: list[str]) -> int:
+    shifted = shift(incident, end_ns, dict(req.extra_labels))
+    start_ms = start_ns_for(incident, end_ns) // NS_PER_MS
+    overlap = find_overlap(transport, shifted.series, start_ms, end_ns // NS_PER_MS,
+                           incident.duration_ms)
+    if overlap is None or overlap.identical:
+        return end_ns
+    earlier = overlap.earlier_end_ms
+    if not is_now or earlier is None:
+        raise PreflightError(_overlap_message(earlier))
+    end_ns = earlier * NS_PER_MS
+    shifted = shift(incident, end_ns, dict(req.extra_labels))
+    again = find_overlap(transport, shifted.series, end_ns // NS_PER_MS - incident.duration_ms,
+                         end_ns // NS_PER_MS, incident.duration_ms)
+    if again is not None and not again.identical:
+        raise PreflightError(_overlap_message(earlier))
+    notes.append(f"an earlier replay of these series ends at {earlier} ms; this load was "
+                 "laid onto it (same end) so nothing is stored twice; pass --label run=NAME "
+                 "to load a separate copy ending now")
+    return end_ns
+
+
+def _logs(session: _Session, shifted: Incident, start_ns: int, now: int, report: SignalReport,
+          progress: Callable[[SignalReport], None] | None) -> None:
+    req = session.req
+    try:
+        info = preflight_loki(session.loki)
+        uses_metadata = any(m for s in shifted.log_streams for m in s.metadata)
+        check_loki(info, req.targets.loki.url, start_ns, now, uses_metadata)
+        push_logs(session.loki, shifted.log_streams, req.loki, info, report, progress=progress)
+    except (PreflightError, TransportError) as exc:
+        _fail(report, exc, shifted.log_line_count)
+
+
+def _traces(session: _Session, shifted: Incident, report: SignalReport,
+            progress: Callable[[SignalReport], None] | None) -> None:
+    try:
+        session.tempo.check()
+        push_traces(session.tempo, shifted.span_tables, report, progress=progress)
+    except (PreflightError, TransportError) as exc:
+        _fail(report, exc, shifted.span_count)
+
+
+def _overlap_message(earlier_ms: int | None) -> str:
     return ("Prometheus already holds different samples for these series inside this window "
             f"(an earlier replay ending at {earlier_ms} ms, of another seed or scenario). "
             "Loading now would interleave two incidents in the same series.\n"
@@ -134,6 +238,39 @@ def default_live_from(incident: Incident) -> int:
     onset = incident.truth.onset_ms
     at = incident.duration_ms // 2 if onset is None else max(onset - 120_000, incident.step_ms)
     return at - at % incident.step_ms
+
+
+@dataclass
+class _Live:
+    """What --follow pushes, signal by signal, for one time slice."""
+
+    session: _Session
+    shifted: Incident
+    reports: dict[str, SignalReport]
+    metrics_info: ServerInfo | None = None
+    loki_info: object = None
+    pacer: Pacer | None = None
+
+    def push(self, lo_ms: int, hi_ms: int,
+             progress: Callable[[SignalReport], None] | None) -> None:
+        req = self.session.req
+        for signal, report in self.reports.items():
+            if report.failed:
+                continue
+            try:
+                if signal == "metrics" and self.metrics_info is not None:
+                    push_series(self.session.prometheus,
+                                slice_series(self.shifted.series, lo_ms, hi_ms),
+                                self.metrics_info, req.push, report, progress)
+                elif signal == "logs":
+                    push_logs(self.session.loki, slice_logs(
+                        self.shifted.log_streams, lo_ms * NS_PER_MS, hi_ms * NS_PER_MS),
+                        req.loki, self.loki_info, report, self.pacer)  # type: ignore[arg-type]
+                elif signal == "traces":
+                    push_traces(self.session.tempo, slice_spans(
+                        self.shifted.span_tables, lo_ms * NS_PER_MS, hi_ms * NS_PER_MS), report)
+            except (PreflightError, TransportError) as exc:
+                _fail(report, exc, report.sent)
 
 
 def _follow(req: LoadRequest, incident: Incident, now_ns: Callable[[], int],
@@ -151,19 +288,15 @@ def _follow(req: LoadRequest, incident: Incident, now_ns: Callable[[], int],
     now_ms = now_ns() // NS_PER_MS
     now_ms -= now_ms % step
     end_ms = now_ms + incident.duration_ms - live_from
-    shifted = shift(incident, end_ms * NS_PER_MS, dict(req.extra_labels))
     start_ms = end_ms - incident.duration_ms
-    report = SignalReport("metrics", "samples")
+    shifted = shift(incident, end_ms * NS_PER_MS, dict(req.extra_labels))
+    reports = {s: SignalReport(s, UNITS[s]) for s in req.signals}
     notes: list[str] = []
-    own = transport is None
-    transport = transport or HttpTransport(req.prometheus, pool_size=req.push.concurrency + 1)
+    session = _Session(req, transport)
+    live = _Live(session, shifted, reports)
     try:
-        info = preflight(transport)
-        notes += check_server(info, req.prometheus.url, req.push.send_exemplars)
-        backfill = check_window(slice_series(shifted.series, start_ms, now_ms + 1), info,
-                                req.push, report, start_ms, now_ms)
-        send_metadata(transport, shifted, report)
-        push_series(transport, backfill, info, req.push, report, progress)
+        _follow_preflight(live, start_ms, now_ms, notes)
+        live.push(start_ms, now_ms + 1, progress)
         done = now_ms + 1
         try:
             while done <= end_ms:
@@ -171,15 +304,39 @@ def _follow(req: LoadRequest, incident: Incident, now_ns: Callable[[], int],
                 wait_s = (due * NS_PER_MS - now_ns()) / 1e9
                 if wait_s > 0:
                     sleep(wait_s)
-                push_series(transport, slice_series(shifted.series, done, due + 1), info,
-                            req.push, report, progress)
+                live.push(done, due + 1, progress)
                 done = due + 1
         except KeyboardInterrupt:
             left = sum(len(s) for s in slice_series(shifted.series, done, end_ms + 1))
             notes.append(f"stopped by Ctrl-C; {left} samples of the window's future were "
                          "never due and not sent")
     finally:
-        if own:
-            transport.close()
-    report.notes.extend(notes)
-    return LoadResult(shifted, start_ms * NS_PER_MS, end_ms * NS_PER_MS, [report], notes)
+        session.close()
+    for r in reports.values():
+        r.notes.extend(notes)
+    return LoadResult(shifted, start_ms * NS_PER_MS, end_ms * NS_PER_MS, list(reports.values()),
+                      notes)
+
+
+def _follow_preflight(live: _Live, start_ms: int, now_ms: int, notes: list[str]) -> None:
+    req, session, shifted = live.session.req, live.session, live.shifted
+    for signal, report in live.reports.items():
+        try:
+            if signal == "metrics":
+                info = preflight(session.prometheus)
+                notes += check_server(info, req.targets.prometheus.url, req.push.send_exemplars)
+                kept = check_window(shifted.series, info, req.push, report, start_ms, now_ms)
+                live.shifted = shifted = replace(shifted, series=kept)
+                send_metadata(session.prometheus, shifted, report)
+                live.metrics_info = info
+            elif signal == "logs":
+                live.loki_info = info_l = preflight_loki(session.loki)
+                check_loki(info_l, req.targets.loki.url, start_ms * NS_PER_MS,
+                           now_ms * NS_PER_MS, True)
+                rate = req.loki.rate_bytes_s
+                live.pacer = Pacer(rate if rate is not None else 3 * 1024 * 1024)
+            elif signal == "traces":
+                session.tempo.check()
+        except (PreflightError, TransportError) as exc:
+            _fail(report, exc, {"metrics": shifted.sample_count, "logs": shifted.log_line_count,
+                                "traces": shifted.span_count}[signal])

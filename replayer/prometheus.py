@@ -319,19 +319,6 @@ def push_metrics(transport: HttpTransport, incident: Incident, info: ServerInfo,
     push_series(transport, series, info, options, report, progress)
 
 
-def slice_series(series: Sequence[Series], lo_ms: int, hi_ms: int) -> tuple[Series, ...]:
-    """The samples (and exemplars) of each series with ``lo_ms <= t < hi_ms``."""
-    out = []
-    for s in series:
-        a, b = np.searchsorted(s.t_ms, [lo_ms, hi_ms], "left")
-        ea, eb = np.searchsorted(s.exemplars.t_ms, [lo_ms, hi_ms], "left")
-        if b > a:
-            e = s.exemplars
-            ex = Exemplars(e.t_ms[ea:eb], e.value[ea:eb], e.trace_id[ea:eb], e.span_id[ea:eb])
-            out.append(Series(s.labels, s.t_ms[a:b], s.values[a:b], ex))
-    return tuple(out)
-
-
 def probe_series(series: Sequence[Series]) -> Series | None:
     """The series whose values tell two loads apart best (most distinct values)."""
     best, score = None, 1

@@ -21,6 +21,8 @@ class SignalReport:
     requests: int = 0
     retries: int = 0
     notes: list[str] = field(default_factory=list)
+    failed: str | None = None  # the backend could not take this signal at all (and why)
+    failure_code: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -58,6 +60,8 @@ class SignalReport:
         for reason, n in sorted(self.exemplars_dropped.items()):
             out.append(f"  dropped {n} exemplars: {reason}")
         out.extend(f"  note: {n}" for n in self.notes)
+        if self.failed:
+            out.extend("  " + line for line in f"failed: {self.failed}".splitlines())
         return out
 
     def as_dict(self) -> dict[str, object]:
@@ -66,4 +70,5 @@ class SignalReport:
                 "clipped": self.clipped, "exemplars_sent": self.exemplars_sent,
                 "exemplars_accepted": self.exemplars_accepted,
                 "exemplars_dropped": dict(self.exemplars_dropped),
-                "requests": self.requests, "retries": self.retries, "notes": list(self.notes)}
+                "requests": self.requests, "retries": self.retries, "notes": list(self.notes),
+                "failed": self.failed}

@@ -14,7 +14,7 @@ import requests
 from click.testing import CliRunner
 
 from replayer.cli import cli
-from replayer.load import LoadRequest, run_load
+from replayer.load import LoadRequest, Targets, run_load
 from replayer.prometheus import PushOptions
 from replayer.timeshift import shift
 from replayer.transport import TargetConfig
@@ -38,7 +38,8 @@ def iso(ms: int) -> str:
 
 
 def load(url: str, *args: str):  # type: ignore[no-untyped-def]
-    return CliRunner().invoke(cli, ["load", *args, "--prometheus-url", url])
+    return CliRunner().invoke(cli, ["load", *args, "--prometheus-url", url,
+                                    "--signals", "metrics"])
 
 
 def stored(url: str, name: str, end_ms: int, window_s: int) -> dict[tuple, dict[int, float]]:
@@ -102,7 +103,7 @@ def test_replayer_console_script_loads_a_recording(tmp_path: Path) -> None:
         proc = subprocess.run(
             [sys.executable, "-m", "replayer.cli", "load", str(root / "recordings" /
                                                                 "baseline.jsonl.gz"),
-             "--end", iso(end_ms), "--json"],
+             "--end", iso(end_ms), "--json", "--signals", "metrics"],
             env={"PROMETHEUS_URL": url, "PATH": "/usr/bin:/bin"}, capture_output=True,
             text=True, timeout=300, cwd=root)
         assert proc.returncode == 0, proc.stderr
@@ -148,7 +149,7 @@ def test_rejected_samples_exit_non_zero_and_the_rest_is_stored(tmp_path: Path) -
         assert requests.post(f"{url}/api/v1/write", data=body, headers=HEADERS,
                              timeout=10).status_code == 204
         r = CliRunner().invoke(cli, ["load", "baseline", "--end", iso(end_ms), "--json",
-                                     "--prometheus-url", url])
+                                     "--prometheus-url", url, "--signals", "metrics"])
         assert r.exit_code == 1, r.output
         report = json.loads(r.output[: r.output.rindex("}") + 1])["signals"][0]
         older = int((victim.t_ms <= cut).sum())  # older, and the one at the same timestamp
@@ -172,7 +173,8 @@ def test_second_load_right_after_the_first_changes_nothing(tmp_path: Path) -> No
     inc = cached_incident("slow_query")
     first_now = time.time_ns()
     with running_prometheus(tmp_path) as url:
-        req = LoadRequest(source="slow_query", prometheus=TargetConfig(url),
+        req = LoadRequest(source="slow_query", signals=("metrics",),
+                          targets=Targets(prometheus=TargetConfig(url)),
                           push=PushOptions(concurrency=2))
         first = run_load(req, now_ns=lambda: first_now)
         assert not first.lost
@@ -212,7 +214,8 @@ def baseline_10m():  # type: ignore[no-untyped-def]
 def test_follow_backfills_then_pushes_each_step_until_the_end(tmp_path: Path) -> None:
     clock = FakeClock()
     with running_prometheus(tmp_path) as url:
-        req = LoadRequest(source="baseline", duration_ms=600_000, prometheus=TargetConfig(url),
+        req = LoadRequest(source="baseline", duration_ms=600_000, signals=("metrics",),
+                          targets=Targets(prometheus=TargetConfig(url)),
                           follow=True, live_from_ms=300_000)
         result = run_load(req, now_ns=clock, sleep=clock.sleep)
         report = result.reports[0]
@@ -241,7 +244,8 @@ def test_follow_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         clock.sleep(seconds)
 
     with running_prometheus(tmp_path) as url:
-        req = LoadRequest(source="baseline", duration_ms=600_000, prometheus=TargetConfig(url),
+        req = LoadRequest(source="baseline", duration_ms=600_000, signals=("metrics",),
+                          targets=Targets(prometheus=TargetConfig(url)),
                           follow=True, live_from_ms=300_000)
         result = run_load(req, now_ns=clock, sleep=interrupting_sleep)
         report = result.reports[0]

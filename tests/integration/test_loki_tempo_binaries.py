@@ -1,0 +1,85 @@
+"""`load slow_query` into real Loki and Tempo started from the repo's configs.
+
+Skipped with the reason when the binaries are not on PATH (LOKI_BIN / TEMPO_BIN)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from replayer.cli import cli
+from tests.conftest import cached_incident
+
+from .backends import eventually, running_loki, running_tempo
+
+pytestmark = pytest.mark.integration
+
+
+def _end_ms() -> int:
+    now = time.time_ns() // 1_000_000
+    return now - now % 60_000
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_logs_of_an_example_trace_are_found_by_logql(tmp_path: Path) -> None:
+    inc = cached_incident("slow_query")
+    end_ms = _end_ms()
+    with running_loki(tmp_path) as loki:
+        r = CliRunner().invoke(cli, ["load", "slow_query", "--signals", "logs", "--end",
+                                     _iso(end_ms), "--loki-url", loki])
+        assert r.exit_code == 0, r.output
+        tid = inc.truth.example_trace_ids[0]
+        want = sorted(line for s in inc.log_streams for line, meta in zip(s.lines, s.metadata)
+                      if dict(meta).get("trace_id") == tid)
+
+        def lines() -> list[str]:
+            resp = requests.get(f"{loki}/loki/api/v1/query_range", params={
+                "query": f'{{service_name="payment-service"}} | trace_id="{tid}"',
+                "start": (end_ms - inc.duration_ms) * 10**6, "end": (end_ms + 1000) * 10**6,
+                "limit": 1000, "direction": "forward"}, timeout=30).json()
+            return sorted(v[1] for s in resp["data"]["result"] for v in s["values"])
+
+        got = eventually(lambda: lines() == want and want)
+        assert got, (lines(), want)
+
+
+def test_traces_found_by_id_and_by_traceql_search(tmp_path: Path) -> None:
+    inc = cached_incident("slow_query")
+    end_ms = _end_ms()
+    with running_tempo(tmp_path) as (otlp, api):
+        r = CliRunner().invoke(cli, ["load", "slow_query", "--signals", "traces", "--end",
+                                     _iso(end_ms), "--tempo-url", otlp])
+        assert r.exit_code == 0, r.output
+        tid = inc.truth.example_trace_ids[0]
+        want = sorted(t.span_id[i].tobytes().hex() for t in inc.span_tables
+                      for i in range(len(t)) if t.trace_id[i].tobytes().hex() == tid)
+
+        def span_ids() -> list[str]:
+            body = requests.get(f"{api}/api/v2/traces/{tid}", timeout=30).json()
+            return sorted(base64.b64decode(sp["spanId"]).hex()
+                          for rs in body.get("trace", {}).get("resourceSpans", [])
+                          for ss in rs["scopeSpans"] for sp in ss["spans"])
+
+        assert eventually(lambda: span_ids() == want), (span_ids(), want)
+
+        def found() -> set[str]:
+            q = ('{ resource.service.name = "payment-service" && name = "POST /payment" '
+                 '&& duration > 1s }')
+            body = requests.get(f"{api}/api/search", params={
+                "q": q, "start": (end_ms - inc.duration_ms) // 1000, "end": end_ms // 1000 + 1,
+                "limit": 50}, timeout=30).json()
+            return {t["traceID"].rjust(32, "0") for t in body.get("traces", [])}
+
+        hits = eventually(found)
+        traces = {t.trace_id[i].tobytes().hex() for t in inc.span_tables for i in range(len(t))}
+        assert hits and hits <= traces
