@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ STATUS_ERROR = 2
 METRIC_TYPES = ("counter", "gauge", "histogram", "summary", "info", "stateset", "unknown")
 
 
-def frozen_array(values: object, dtype: object) -> np.ndarray:
+def frozen_array(values: Any, dtype: type | str) -> np.ndarray:
     """A read-only copy of ``values`` as ``dtype`` (one-dimensional unless given 2-D)."""
     arr = np.array(values, dtype=dtype, copy=True)
     arr.setflags(write=False)

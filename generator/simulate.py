@@ -120,7 +120,7 @@ def simulate(
     rate = _route_rates(knobs, n_steps, streams["traffic"])
     counts = streams["traffic"].poisson(rate * step_s)  # (routes, steps)
     route, step_idx = _expand(counts)
-    offset = streams["traffic"].random(route.shape[0]) * step_ms * NS_PER_MS
+    offset = np.asarray(streams["traffic"].random(route.shape[0])) * (step_ms * NS_PER_MS)
     start_ns = step_idx * step_ms * NS_PER_MS + offset.astype(np.int64)
     order = np.lexsort((route, start_ns))
     route, step_idx, start_ns = route[order], step_idx[order], start_ns[order]
@@ -159,7 +159,7 @@ def simulate(
     keep_draw = streams["latency"].random(route.shape[0])
     sampled = ((status >= 500) | ((latency > SLOW_TRACE_S) & (keep_draw < SLOW_KEEP_RATIO))
                | (keep_draw < knobs["trace_sample_ratio"]))
-    payment_id = streams["latency"].integers(10_000, 990_000, route.shape[0])
+    payment_id = np.asarray(streams["latency"].integers(10_000, 990_000, route.shape[0]))
 
     keep = end_ns <= duration_ms * NS_PER_MS
     traffic = Traffic(
@@ -179,7 +179,7 @@ def _to_ns(seconds: np.ndarray) -> np.ndarray:
     return np.rint(seconds * NS_PER_S).astype(np.int64)
 
 
-def _ro(arr: np.ndarray, dtype: object = np.int64) -> np.ndarray:
+def _ro(arr: np.ndarray, dtype: type | str = np.int64) -> np.ndarray:
     out = np.ascontiguousarray(arr, dtype=dtype)
     out.setflags(write=False)
     return out
@@ -240,8 +240,8 @@ def _pool_wait(knobs: dict[str, float], capacity: int, load: np.ndarray, route: 
     n = route.shape[0]
     db = route != HEALTH
     counts = np.bincount(step_idx[db], minlength=load.shape[0])
-    mean_hold = np.bincount(step_idx[db], weights=hold_s[db], minlength=load.shape[0])
-    mean_hold = mean_hold / np.maximum(counts, 1)
+    busy = np.bincount(step_idx[db], weights=hold_s[db], minlength=load.shape[0])
+    mean_hold = busy / np.maximum(counts, 1)
     below = load < capacity
     p_wait = np.where(below, erlang_c(capacity, np.minimum(load, capacity - 1e-9)), 1.0)
     cond_mean = np.where(below, mean_hold / np.maximum(capacity - load, 1e-9), timeout)

@@ -101,6 +101,8 @@ def _rates(ax, incident: Incident, minutes: np.ndarray) -> None:  # type: ignore
         if s.label("http_response_status_code").startswith("5"):
             errors = s.values if errors is None else errors + s.values
     t = next(incident.iter_series("http_server_request_duration_seconds_count")).t_ms
+    if total is None:
+        raise UsageError("the incident has no http_server_request_duration_seconds_count")
     ax.plot(minutes, _per_second(total, t), label="requests/s")
     if errors is not None:
         ax.plot(minutes, _per_second(errors, t), label="5xx/s", color="red")

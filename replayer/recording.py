@@ -46,11 +46,11 @@ def _dumps(obj: object) -> str:
 
 
 def _floats(values: np.ndarray) -> list[float | str]:
-    out: list[float | str] = values.tolist()
-    if not np.isfinite(values).all():
-        out = [v if math.isfinite(v) else ("NaN" if v != v else ("+Inf" if v > 0 else "-Inf"))
-               for v in out]
-    return out
+    plain: list[float] = values.tolist()
+    if np.isfinite(values).all():
+        return list(plain)
+    return [v if math.isfinite(v) else ("NaN" if v != v else ("+Inf" if v > 0 else "-Inf"))
+            for v in plain]
 
 
 def _unfloats(values: list[Any]) -> np.ndarray:
@@ -157,7 +157,7 @@ def counts(incident: Incident) -> dict[str, int]:
             "log_lines": incident.log_line_count, "spans": incident.span_count}
 
 
-def _write_lines(records: Iterable[dict[str, Any]], out: IO[bytes]) -> None:
+def _write_lines(records: Iterable[dict[str, Any]], out: IO[bytes] | gzip.GzipFile) -> None:
     for rec in records:
         out.write(_dumps(rec).encode("utf-8"))
         out.write(b"\n")
@@ -189,7 +189,7 @@ def recording_bytes(incident: Incident) -> bytes:
 # ---------------------------------------------------------------- reading
 
 @contextlib.contextmanager
-def _open_read(path: Path) -> Iterator[IO[bytes]]:
+def _open_read(path: Path) -> Iterator[IO[bytes] | gzip.GzipFile]:
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
