@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .model import Exemplars, Labels, MetricFamily, Series, frozen_array, make_labels
+from .resource import INSTRUMENTATION_VERSION, RESOURCE, SCHEMA_URL
 from .simulate import (
     ERR_POOL_TIMEOUT,
     HEALTH,
@@ -26,21 +27,28 @@ from .simulate import (
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 DB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
-INSTRUMENTATION_VERSION = "0.59b0"
 APP_JOB = {"job": "payment-service", "instance": "payment-service:8000"}
 PG_JOB = {"job": "postgres", "instance": "postgres-exporter:9187"}
-POOL_NAME = "postgres:5432/payments"
+# what SQLAlchemy's instrumentation names a pool: "<drivername>://<host>:<port>/<database>"
+POOL_NAME = "postgresql+psycopg://postgres:5432/payments"
 FASTAPI_SCOPE = {"otel_scope_name": "opentelemetry.instrumentation.fastapi",
-                 "otel_scope_version": INSTRUMENTATION_VERSION}
+                 "otel_scope_version": INSTRUMENTATION_VERSION, "otel_scope_schema_url": SCHEMA_URL}
 SQLALCHEMY_SCOPE = {"otel_scope_name": "opentelemetry.instrumentation.sqlalchemy",
-                    "otel_scope_version": INSTRUMENTATION_VERSION}
+                    "otel_scope_version": INSTRUMENTATION_VERSION,
+                    "otel_scope_schema_url": SCHEMA_URL}
+SIZE_BUCKETS = (0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0,
+                5000.0, 7500.0, 10000.0)
+# Body sizes the service answers with, by (route, status); POST bodies are ~90 bytes.
+RESPONSE_BYTES = {(0, 200): 118, (0, 500): 21, (1, 200): 163, (1, 404): 33, (1, 500): 21,
+                  (2, 200): 15}
+REQUEST_BYTES = 91
 APP_SCOPE = {"otel_scope_name": "payment_service.db", "otel_scope_version": "1.4.2"}
 PG_STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)",
              "fastpath function call", "disabled")
 PG_LOCK_MODES = ("accessexclusivelock", "accesssharelock", "exclusivelock", "rowexclusivelock",
                  "rowsharelock", "sharelock", "sharerowexclusivelock",
                  "shareupdateexclusivelock", "sireadlock")
-TIME_VALUED = frozenset({"process_start_time_seconds"})
+TIME_VALUED = frozenset({"process_start_time_seconds", "http_requests_created"})
 PROCESS_START_BEFORE_WINDOW_S = 3 * 3600
 
 
@@ -131,6 +139,16 @@ def _http_metrics(b: _Builder, traffic: Traffic, ids: TraceIds, idx: np.ndarray,
                   ex.get((ci, bi)))
         b.add(name + "_sum", labels, sums[ci])
         b.add(name + "_count", labels, cum[ci, nb - 1])
+        count = cum[ci, nb - 1]
+        _fixed_size_histogram(b, "http_server_response_body_size_bytes", labels, count,
+                              RESPONSE_BYTES[(route, status)])
+        if method == "POST":
+            _fixed_size_histogram(b, "http_server_request_body_size_bytes", labels, count,
+                                  REQUEST_BYTES)
+    b.family("http_server_response_body_size_bytes", "histogram",
+             "Size of HTTP server response bodies.", "bytes")
+    b.family("http_server_request_body_size_bytes", "histogram",
+             "Size of HTTP server request bodies.", "bytes")
 
     b.family("http_requests_total", "counter", "Total number of requests by method, status and "
              "handler.")
@@ -138,8 +156,14 @@ def _http_metrics(b: _Builder, traffic: Traffic, ids: TraceIds, idx: np.ndarray,
     for route, (method, path) in enumerate(ROUTES):
         for g in sorted(set(group[traffic.route == route].tolist())):
             mask = (traffic.route == route) & (group == g)
-            b.add("http_requests_total", {**APP_JOB, "handler": path, "method": method,
-                                          "status": f"{g}xx"}, _cumulative(idx[mask], n))
+            labels = {**APP_JOB, "handler": path, "method": method, "status": f"{g}xx"}
+            b.add("http_requests_total", labels, _cumulative(idx[mask], n))
+            # prometheus_client's _created: when the child first counted (before the window);
+            # a time, stored relative to the window start like process_start_time_seconds
+            b.add("http_requests_created", labels,
+                  b.const(-PROCESS_START_BEFORE_WINDOW_S + 2.5 + route + g / 10))
+    b.family("http_requests_created", "gauge", "Total number of requests by method, status and "
+             "handler.")
 
     b.family("http_server_active_requests", "gauge",
              "Number of active HTTP server requests.", "")
@@ -152,6 +176,16 @@ def _http_metrics(b: _Builder, traffic: Traffic, ids: TraceIds, idx: np.ndarray,
         b.add("http_server_active_requests", {**APP_JOB, **FASTAPI_SCOPE,
                                               "http_request_method": method, "url_scheme": "http"},
               rng.poisson(_step_to_scrape(busy)).astype(np.float64))
+
+
+def _fixed_size_histogram(b: _Builder, name: str, labels: dict[str, str], count: np.ndarray,
+                          size: int) -> None:
+    """Every request of a series has the same body size: buckets step at that size."""
+    for bound in SIZE_BUCKETS + (float("inf"),):
+        b.add(name + "_bucket", {**labels, "le": le_label(bound)},
+              count if size <= bound else np.zeros_like(count))
+    b.add(name + "_sum", labels, count * float(size))
+    b.add(name + "_count", labels, count)
 
 
 def _exemplar_cells(traffic: Traffic, ids: TraceIds, key: np.ndarray, bucket: np.ndarray,
@@ -257,6 +291,16 @@ def _process_metrics(b: _Builder, traffic: Traffic, idx: np.ndarray, state: Step
     for gen, per in (("0", 40.0), ("1", 400.0), ("2", 4000.0)):
         b.add("python_gc_collections_total", {**job, "generation": gen},
               np.floor(done / per) + {"0": 850, "1": 77, "2": 6}[gen])
+    b.family("python_gc_objects_collected_total", "counter", "Objects collected during gc")
+    b.family("python_gc_objects_uncollectable_total", "counter", "Uncollectable objects found "
+             "during GC")
+    for gen, per in (("0", 0.9), ("1", 2.0), ("2", 30.0)):
+        b.add("python_gc_objects_collected_total", {**job, "generation": gen},
+              np.floor(done * per) + {"0": 41_233, "1": 5_410, "2": 1_877}[gen])
+        b.add("python_gc_objects_uncollectable_total", {**job, "generation": gen}, b.const(0))
+    b.family("target_info", "gauge", "Target metadata")
+    b.add("target_info", {**job, **{k.replace(".", "_"): str(v) for k, v in RESOURCE}},
+          b.const(1))
     b.family("python_info", "gauge", "Python platform information")
     b.add("python_info", {**job, "implementation": "CPython", "major": "3", "minor": "12",
                           "patchlevel": "7", "version": "3.12.7"}, b.const(1))

@@ -21,6 +21,7 @@ from .model import (
     SpanTable,
     frozen_array,
 )
+from .resource import INSTRUMENTATION_VERSION, RESOURCE
 from .simulate import (
     ERR_POOL_TIMEOUT,
     ERR_STATEMENT_TIMEOUT,
@@ -33,17 +34,6 @@ from .simulate import (
 )
 from .texts import INSERT_PAYMENT, SELECT_BY_ID, SELECT_BY_KEY, stacktrace
 
-RESOURCE: Attributes = (
-    ("deployment.environment", "demo"),
-    ("service.instance.id", "payment-service-7d9f8c6b5-x2x9k"),
-    ("service.name", "payment-service"),
-    ("service.namespace", "shop"),
-    ("service.version", "1.4.2"),
-    ("telemetry.sdk.language", "python"),
-    ("telemetry.sdk.name", "opentelemetry"),
-    ("telemetry.sdk.version", "1.38.0"),
-)
-INSTRUMENTATION_VERSION = "0.59b0"
 GAP_NS = 100_000
 DB_ATTRS: Attributes = (("db.name", "payments"), ("db.system", "postgresql"),
                         ("db.user", "payments"), ("net.peer.name", "postgres"),

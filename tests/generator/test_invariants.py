@@ -56,7 +56,8 @@ def _histograms(incident: Incident, name: str) -> dict[tuple, dict[str, np.ndarr
 
 
 def test_buckets_cumulative_and_inf_equals_count(incident: Incident) -> None:
-    for name in (HIST, "db_client_connection_wait_time_seconds"):
+    for name in (HIST, "db_client_connection_wait_time_seconds",
+                 "http_server_response_body_size_bytes", "http_server_request_body_size_bytes"):
         groups = _histograms(incident, name)
         assert groups
         for key, parts in groups.items():
