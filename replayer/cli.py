@@ -12,7 +12,7 @@ import click
 from generator import SCENARIOS, ScenarioError, generate
 from generator.model import Incident
 
-from .errors import ReplayerError, UsageError
+from .errors import ReplayerError, TransportError, UsageError
 from .load import SIGNALS, LoadRequest, Targets, resolve_source, run_load
 from .loki.push import LokiOptions
 from .prometheus import PushOptions, parse_prom_duration
@@ -306,6 +306,30 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
     if result.exit_code:
         click.echo("error: not everything was stored (see above)", err=True)
         sys.exit(result.exit_code)
+
+
+@cli.command("traffic")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+              help="Where live_app (payment-service) listens.")
+@click.option("--rps", type=click.FloatRange(min=0, min_open=True), default=20.0,
+              show_default=True)
+@click.option("--duration", help="How long to run, e.g. 2m.")
+@click.option("--requests", "total", type=click.IntRange(min=1), help="Or how many requests.")
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=16, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
+def traffic_cmd(url: str, rps: float, duration: str | None, total: int | None,
+                concurrency: int, seed: int) -> None:
+    """Drive bounded traffic at live_app; prints the achieved rate and status counts."""
+    from live_app.traffic import run_traffic
+
+    if duration is None and total is None:
+        raise UsageError("give --duration or --requests so the run stops by itself")
+    ms = _duration_ms(duration, "--duration")
+    seconds = None if ms is None else ms / 1000
+    result = run_traffic(url, rps, seconds, total, concurrency, seed)
+    click.echo(result.summary())
+    if not result.statuses or all(k.startswith("error") for k in result.statuses):
+        raise TransportError(f"no request reached {url}; is live_app running there?")
 
 
 def _iso(t_ns: int) -> str:

@@ -1,0 +1,187 @@
+"""The ASGI app: ``uvicorn live_app.app:app``. Routes, incident switch, /metrics."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import uuid
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
+from decimal import Decimal
+from time import perf_counter
+
+import sqlalchemy.exc
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from opentelemetry import trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.trace import Status, StatusCode
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as instrumentator_metrics
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Connection
+
+from . import db
+from .incidents import IncidentState
+from .settings import MODES, Settings, SettingsError
+from .telemetry import PoolMeters, configure_logging, pool_name, setup
+
+
+class PaymentIn(BaseModel):
+    amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2,
+                            description="Amount to charge, greater than 0")
+    currency: str = Field(default="EUR", pattern="^[A-Z]{3}$")
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class IncidentIn(BaseModel):
+    mode: str
+
+
+class PaymentGatewayError(RuntimeError):
+    """The card processor refused to answer (error_spike mode)."""
+
+
+@contextmanager
+def acquire(engine: db.Engine, meters: PoolMeters) -> Iterator[Connection]:
+    """A pooled connection, with the pool metrics SQLAlchemy's instrumentation lacks."""
+    meters.pending.add(1, meters.attrs)
+    started = perf_counter()
+    try:
+        conn = engine.connect()
+    except sqlalchemy.exc.TimeoutError:
+        meters.timeouts.add(1, meters.attrs)
+        raise
+    finally:
+        meters.pending.add(-1, meters.attrs)
+        meters.wait.record(perf_counter() - started, meters.attrs)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    engine = db.make_engine(settings)
+    capacity = settings.pool_size + settings.max_overflow
+    tel = setup(settings, pool_name(engine.url), capacity)
+    SQLAlchemyInstrumentor().instrument(engine=engine, meter_provider=tel.meter_provider,
+                                        tracer_provider=tel.tracer_provider)
+    log = configure_logging()
+    rng = random.Random()
+    state: dict[str, IncidentState] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        db.create_schema(engine)
+        state["incident"] = IncidentState(engine, capacity, settings.incident_mode)
+        yield
+        state["incident"].close()
+        # SQLAlchemyInstrumentor is a process-wide singleton: release this engine so the
+        # next app in the same process (tests) can be instrumented again
+        SQLAlchemyInstrumentor().uninstrument()
+        tel.shutdown()
+        engine.dispose()
+
+    app = FastAPI(title="payment-service", lifespan=lifespan)
+    app.state.engine, app.state.settings, app.state.telemetry = engine, settings, tel
+
+    def fail(request: Request, exc: Exception) -> Response:
+        """Log the failure as the generator prints it, mark the span, answer 500."""
+        route = request.scope.get("route")
+        path = getattr(route, "path", request.url.path)
+        exc_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        span = trace.get_current_span()
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, str(exc)))
+        log.error("%s %s failed: %s: %s", request.method, path, exc_type, exc, exc_info=exc)
+        return PlainTextResponse("Internal Server Error", status_code=500)
+
+    @app.post("/payment")
+    def create_payment(body: PaymentIn, request: Request) -> Response:
+        mode = state["incident"].mode
+        key = body.idempotency_key or uuid.uuid4().hex
+        try:
+            if mode == "error_spike" and rng.random() < settings.error_ratio:
+                raise PaymentGatewayError("card processor answered 503 Service Unavailable")
+            slow = settings.slow_query_s if mode == "slow_query" else 0.0
+            with acquire(engine, tel.pool) as conn, conn.begin():
+                existing = db.find_by_key(conn, key, slow)
+                if existing is not None:
+                    pid, status, amount = existing
+                else:
+                    pid = db.insert_payment(conn, key, body.amount, body.currency)
+                    status, amount = "captured", body.amount
+        except (sqlalchemy.exc.SQLAlchemyError, PaymentGatewayError) as exc:
+            return fail(request, exc)
+        return JSONResponse({"id": pid, "status": status, "amount": str(amount),
+                             "currency": body.currency, "idempotency_key": key})
+
+    @app.get("/payments/{payment_id}")
+    def read_payment(payment_id: int, request: Request) -> Response:
+        try:
+            with acquire(engine, tel.pool) as conn:
+                found = db.get_payment(conn, payment_id)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            return fail(request, exc)
+        if found is None:
+            return JSONResponse({"detail": f"payment {payment_id} not found"}, status_code=404)
+        return JSONResponse(found)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/incident")
+    def get_incident() -> dict[str, object]:
+        return {"mode": state["incident"].mode, "modes": list(MODES)}
+
+    @app.post("/incident")
+    def set_incident(body: IncidentIn, request: Request) -> Response:
+        token = settings.incident_token
+        if not _loopback(request) and not (token and
+                                           request.headers.get("X-Incident-Token") == token):
+            return JSONResponse({"detail": "switching the incident mode is allowed from "
+                                 "loopback, or with the X-Incident-Token header matching "
+                                 "INCIDENT_TOKEN"}, status_code=403)
+        try:
+            mode = state["incident"].set(body.mode)
+        except SettingsError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+        logging.getLogger("payment_service.incident").warning("incident mode set to %s", mode)
+        return JSONResponse({"mode": mode})
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(tel.registry), media_type=CONTENT_TYPE_LATEST)
+
+    Instrumentator(should_group_status_codes=True, excluded_handlers=["/metrics"],
+                   registry=tel.registry).add(
+        instrumentator_metrics.requests(registry=tel.registry)).instrument(app)
+    FastAPIInstrumentor.instrument_app(app, meter_provider=tel.meter_provider,
+                                       tracer_provider=tel.tracer_provider,
+                                       excluded_urls="/metrics")
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn live_app.app:app` builds the app from the environment on first access, so
+    # importing this module (tests do) creates no engine and no database file.
+    if name == "app":
+        built = globals().get("_app")
+        if built is None:
+            built = globals()["_app"] = create_app()
+        return built
+    raise AttributeError(name)

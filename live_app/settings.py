@@ -1,0 +1,70 @@
+"""Configuration, read from the environment once, at the edge, into a frozen object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+MODES = ("normal", "slow_query", "pool_exhaustion", "error_spike")
+DEFAULT_RESOURCE = ("service.name=payment-service,service.namespace=shop,service.version=1.4.2,"
+                    "deployment.environment=demo")
+
+
+class SettingsError(ValueError):
+    """A setting is not valid; the message names it and what would be."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///./payments.db"
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout_s: float = 30.0
+    incident_mode: str = "normal"
+    incident_token: str | None = None
+    slow_query_s: float = 1.5  # how long the payments SELECT takes in slow_query mode
+    error_ratio: float = 0.3  # share of POST /payment failing in error_spike mode
+    otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT; None: export nothing
+    otlp_protocol: str = "grpc"
+    resource_attributes: str = DEFAULT_RESOURCE
+
+    def __post_init__(self) -> None:
+        if self.incident_mode not in MODES:
+            raise SettingsError(f"INCIDENT_MODE={self.incident_mode!r} is not one of "
+                                f"{', '.join(MODES)}")
+        if self.pool_size < 1 or self.max_overflow < 0 or self.pool_timeout_s <= 0:
+            raise SettingsError("POOL_SIZE must be >= 1, POOL_MAX_OVERFLOW >= 0 and "
+                                "POOL_TIMEOUT > 0")
+        if self.otlp_protocol not in ("grpc", "http/protobuf"):
+            raise SettingsError(f"OTEL_EXPORTER_OTLP_PROTOCOL={self.otlp_protocol!r}: use grpc "
+                                "or http/protobuf")
+
+    @staticmethod
+    def from_env(env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+
+        def num(key: str, default: float, cast: type = float) -> float:
+            raw = e.get(key)
+            if raw is None or raw == "":
+                return default
+            try:
+                return cast(raw)
+            except ValueError:
+                raise SettingsError(f"{key}={raw!r} is not a number") from None
+
+        return Settings(
+            database_url=e.get("DATABASE_URL", Settings.database_url),
+            pool_size=int(num("POOL_SIZE", 5, int)),
+            max_overflow=int(num("POOL_MAX_OVERFLOW", 10, int)),
+            pool_timeout_s=num("POOL_TIMEOUT", 30.0),
+            incident_mode=e.get("INCIDENT_MODE", "normal"),
+            incident_token=e.get("INCIDENT_TOKEN") or None,
+            slow_query_s=num("SLOW_QUERY_SECONDS", 1.5),
+            error_ratio=num("ERROR_SPIKE_RATIO", 0.3),
+            otlp_endpoint=e.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            otlp_protocol=e.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            resource_attributes=",".join(x for x in (DEFAULT_RESOURCE,
+                                                     e.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+                                         if x),
+        )

@@ -1,0 +1,130 @@
+"""A bounded traffic driver for payment-service.
+
+``python -m live_app.traffic --rps 20 --duration 2m --url http://127.0.0.1:8000`` (also
+``replayer traffic``): an open-loop schedule of requests (POST /payment, GET /payments/{id},
+GET /health in the generator's mix), at most ``--concurrency`` in flight, stopping by itself
+after ``--duration`` or ``--requests``. Prints the achieved rate and the status counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import requests
+
+MIX = (("POST", "/payment", 8.0), ("GET", "/payments/{id}", 5.0), ("GET", "/health", 0.2))
+
+
+@dataclass
+class TrafficResult:
+    sent: int = 0
+    statuses: Counter = field(default_factory=Counter)  # "200", "500", "error: ..."
+    elapsed_s: float = 0.0
+    latencies_s: list[float] = field(default_factory=list)
+
+    @property
+    def achieved_rps(self) -> float:
+        return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items()))
+        return (f"sent {self.sent} requests in {self.elapsed_s:.1f} s "
+                f"({self.achieved_rps:.1f}/s); {counts}")
+
+
+def run_traffic(url: str, rps: float, duration_s: float | None = None,
+                requests_total: int | None = None, concurrency: int = 16, seed: int = 1,
+                timeout_s: float = 35.0, clock: Callable[[], float] = time.monotonic,
+                sleep: Callable[[float], None] = time.sleep) -> TrafficResult:
+    if rps <= 0:
+        raise ValueError("--rps must be greater than 0")
+    if duration_s is None and requests_total is None:
+        raise ValueError("give --duration or --requests so the run stops by itself")
+    total = requests_total if requests_total is not None else int(rps * float(duration_s or 0))
+    rng = random.Random(seed)
+    weights = [w for _, _, w in MIX]
+    created: list[int] = []
+    lock = threading.Lock()
+    result = TrafficResult()
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=concurrency)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    base = url.rstrip("/")
+    slots = threading.BoundedSemaphore(concurrency)
+
+    def one(method: str, path: str, payload: dict | None) -> None:
+        started = time.perf_counter()
+        try:
+            r = session.request(method, base + path, json=payload, timeout=timeout_s)
+            key = str(r.status_code)
+            if method == "POST" and r.status_code == 200:
+                with lock:
+                    created.append(int(r.json()["id"]))
+        except requests.RequestException as exc:
+            key = f"error: {type(exc).__name__}"
+        finally:
+            slots.release()
+        with lock:
+            result.statuses[key] += 1
+            result.latencies_s.append(time.perf_counter() - started)
+
+    start = clock()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for i in range(total):
+            due = start + i / rps
+            wait = due - clock()
+            if wait > 0:
+                sleep(wait)
+            method, path, _ = rng.choices(MIX, weights)[0]
+            payload = None
+            if path == "/payment":
+                payload = {"amount": f"{rng.uniform(1, 500):.2f}", "currency": "EUR"}
+            elif "{id}" in path:
+                with lock:
+                    pid = rng.choice(created) if created and rng.random() > 0.02 else 10**9
+                path = path.replace("{id}", str(pid))
+            slots.acquire()  # bounded concurrency: wait for a free slot
+            pool.submit(one, method, path, payload)
+            result.sent += 1
+    result.elapsed_s = clock() - start
+    session.close()
+    return result
+
+
+def parse_duration(text: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for unit in ("ms", "s", "m", "h"):
+        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(text[: -len(unit)]) * units[unit]
+    raise ValueError(f"{text!r} is not a duration like 90s, 2m or 1h")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m live_app.traffic", description=__doc__)
+    ap.add_argument("--url", default="http://127.0.0.1:8000")
+    ap.add_argument("--rps", type=float, default=20.0)
+    ap.add_argument("--duration", help="e.g. 2m")
+    ap.add_argument("--requests", type=int)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    try:
+        duration = parse_duration(args.duration) if args.duration else None
+        result = run_traffic(args.url, args.rps, duration, args.requests, args.concurrency,
+                             args.seed)
+    except ValueError as exc:
+        ap.error(str(exc))
+    print(result.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""Every route and incident mode of live_app with FastAPI's TestClient, on SQLite."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from live_app import db
+from live_app.settings import MODES, Settings, SettingsError
+
+from .conftest import client_for
+
+
+def payments(client: TestClient) -> int:
+    return db.count_payments(client.app.state.engine)  # type: ignore[attr-defined]
+
+
+def test_create_read_and_idempotency(client: TestClient) -> None:
+    r = client.post("/payment", json={"amount": "12.50", "idempotency_key": "k-1"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "captured" and body["amount"] == "12.50"
+    again = client.post("/payment", json={"amount": "12.50", "idempotency_key": "k-1"})
+    assert again.json()["id"] == body["id"] and payments(client) == 1
+    got = client.get(f"/payments/{body['id']}")
+    assert got.status_code == 200 and got.json()["currency"] == "EUR"
+    missing = client.get("/payments/424242")
+    assert missing.status_code == 404 and "424242 not found" in missing.json()["detail"]
+    assert client.get("/health").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("payload, fragment", [
+    ({}, "amount"), ({"amount": -5}, "greater than 0"), ({"amount": 0}, "greater than 0"),
+    ({"amount": "ten"}, "amount"), ({"amount": 5, "currency": "euro"}, "currency"),
+])
+def test_bad_payments_get_422_and_write_nothing(client: TestClient, payload: dict,
+                                                fragment: str) -> None:
+    r = client.post("/payment", json=payload)
+    assert r.status_code == 422
+    assert fragment in r.text
+    assert payments(client) == 0
+
+
+def test_incident_switch_and_its_guards(settings: Settings) -> None:
+    with client_for(settings, host="10.1.2.3") as remote:
+        denied = remote.post("/incident", json={"mode": "slow_query"})
+        assert denied.status_code == 403 and "INCIDENT_TOKEN" in denied.json()["detail"]
+        ok = remote.post("/incident", json={"mode": "slow_query"},
+                         headers={"X-Incident-Token": "let-me-in"})
+        assert ok.status_code == 200 and remote.get("/incident").json()["mode"] == "slow_query"
+    with client_for(settings) as local:
+        bad = local.post("/incident", json={"mode": "meltdown"})
+        assert bad.status_code == 422
+        assert all(m in bad.json()["detail"] for m in MODES)
+        assert local.get("/incident").json()["mode"] == "normal"
+
+
+def test_slow_query_makes_post_payment_slow(client: TestClient) -> None:
+    t = time.perf_counter()
+    assert client.post("/payment", json={"amount": 1}).status_code == 200
+    fast = time.perf_counter() - t
+    client.post("/incident", json={"mode": "slow_query"})
+    t = time.perf_counter()
+    assert client.post("/payment", json={"amount": 1}).status_code == 200
+    slow = time.perf_counter() - t
+    assert slow >= 0.25 > fast
+    assert client.get("/health").status_code == 200
+
+
+def test_pool_exhaustion_times_out_for_real_then_recovers(client: TestClient,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    client.post("/incident", json={"mode": "pool_exhaustion"})
+    r = client.post("/payment", json={"amount": 3})
+    assert r.status_code == 500 and r.text == "Internal Server Error"
+    assert client.get("/payments/1").status_code == 500
+    errors = [rec for rec in caplog.records if rec.levelname == "ERROR"]
+    assert errors and "sqlalchemy.exc.TimeoutError: QueuePool limit of size 5 overflow 10 " \
+        "reached, connection timed out, timeout 0.30" in errors[0].getMessage()
+    assert len(errors[0].otelTraceID) == 32 and errors[0].otelTraceID != "0" * 32
+    metrics = client.get("/metrics").text
+    assert "db_client_connection_timeouts_total" in metrics
+    timeouts = [line for line in metrics.splitlines()
+                if line.startswith("db_client_connection_timeouts_total{")]
+    assert float(timeouts[0].rsplit(" ", 1)[1]) == 2.0
+    client.post("/incident", json={"mode": "normal"})
+    assert client.post("/payment", json={"amount": 3}).status_code == 200
+
+
+def test_error_spike_fails_payments(client: TestClient) -> None:
+    client.post("/incident", json={"mode": "error_spike"})
+    r = client.post("/payment", json={"amount": 3})
+    assert r.status_code == 500
+    assert payments(client) == 0
+    client.post("/incident", json={"mode": "normal"})
+    assert client.post("/payment", json={"amount": 3}).status_code == 200
+
+
+def test_startup_mode_from_settings(settings: Settings) -> None:
+    from dataclasses import replace
+
+    with client_for(replace(settings, incident_mode="error_spike")) as c:
+        assert c.get("/incident").json()["mode"] == "error_spike"
+
+
+def test_settings_from_env_validate() -> None:
+    s = Settings.from_env({"DATABASE_URL": "sqlite:///x.db", "POOL_SIZE": "2",
+                           "INCIDENT_MODE": "slow_query"})
+    assert (s.pool_size, s.incident_mode, s.otlp_endpoint) == (2, "slow_query", None)
+    with pytest.raises(SettingsError, match="INCIDENT_MODE"):
+        Settings.from_env({"INCIDENT_MODE": "chaos"})
+    with pytest.raises(SettingsError, match="POOL_TIMEOUT"):
+        Settings.from_env({"POOL_TIMEOUT": "soon"})
+
+
+def test_metrics_endpoint_serves_this_apps_registry(client: TestClient) -> None:
+    client.post("/payment", json={"amount": 3})
+    text = client.get("/metrics").text
+    for name in ("http_server_request_duration_seconds_bucket", "http_requests_total",
+                 "db_client_connections_usage_connections", "process_resident_memory_bytes",
+                 "target_info", "db_client_connection_max"):
+        assert f"\n{name}" in text or text.startswith(name), name

@@ -1,0 +1,46 @@
+"""The traffic driver against live_app served by a real uvicorn."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from live_app.traffic import parse_duration, run_traffic
+from replayer.cli import cli
+
+
+def test_bounded_run_counts_every_request(live_server: str) -> None:
+    result = run_traffic(live_server, rps=200, requests_total=60, concurrency=4)
+    assert result.sent == 60 == sum(result.statuses.values())
+    assert set(result.statuses) <= {"200", "404"} and result.statuses["200"] > 30
+    assert result.achieved_rps > 0 and "sent 60 requests" in result.summary()
+
+
+def test_incident_switch_shows_in_the_status_counts(live_server: str) -> None:
+    assert requests.post(f"{live_server}/incident", json={"mode": "error_spike"},
+                         timeout=5).status_code == 200
+    result = run_traffic(live_server, rps=200, requests_total=40, concurrency=4, seed=3)
+    posts = result.statuses["500"]
+    assert posts > 10  # every POST /payment fails at error_ratio 1.0
+
+
+def test_replayer_traffic_command(live_server: str) -> None:
+    r = CliRunner().invoke(cli, ["traffic", "--url", live_server, "--rps", "100",
+                                 "--requests", "20", "--concurrency", "2"])
+    assert r.exit_code == 0, r.output
+    assert "sent 20 requests" in r.output
+
+
+def test_replayer_traffic_needs_a_bound_and_a_server() -> None:
+    r = CliRunner().invoke(cli, ["traffic", "--rps", "5"])
+    assert r.exit_code == 2 and "--duration or --requests" in r.output
+    r = CliRunner().invoke(cli, ["traffic", "--url", "http://127.0.0.1:9", "--rps", "100",
+                                 "--requests", "3"])
+    assert r.exit_code == 4 and "is live_app running" in r.output
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("2m", 120), ("1.5h", 5400),
+                                           ("250ms", 0.25)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
