@@ -308,6 +308,74 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         sys.exit(result.exit_code)
 
 
+@cli.command("record")
+@click.option("--last", help="Record the last D (e.g. 15m), ending now.")
+@click.option("--start", help="Window start, RFC 3339 (with --end).")
+@click.option("--end", help="Window end, RFC 3339 (with --start).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--signals", default="metrics,logs,traces", show_default=True)
+@click.option("--prometheus-url", envvar="PROMETHEUS_URL", default="http://localhost:9090",
+              show_default=True)
+@click.option("--loki-url", envvar="LOKI_URL", default="http://localhost:3100",
+              show_default=True)
+@click.option("--tempo-url", envvar="TEMPO_QUERY_URL", default="http://localhost:3200",
+              show_default=True, help="Tempo's HTTP API (not the OTLP port) [TEMPO_QUERY_URL].")
+@click.option("--match", "matchers", multiple=True,
+              help="Series selector (repeatable); default every series with a job.")
+@click.option("--logql", default='{service_name=~".+"}', show_default=True)
+@click.option("--traceql", default="{ }", show_default=True)
+@click.option("--trace-limit", type=click.IntRange(1, 262_144), default=1000,
+              show_default=True)
+@click.option("--name", default="recorded", show_default=True,
+              help="Name stored as the recording's scenario.")
+@click.option("--tenant", envvar="REPLAYER_TENANT")
+@click.option("--bearer-token", envvar="REPLAYER_BEARER_TOKEN")
+@click.option("--basic-auth", envvar="REPLAYER_BASIC_AUTH", metavar="USER:PASSWORD")
+def record_cmd(last: str | None, start: str | None, end: str | None, output: str,
+               signals: str, prometheus_url: str, loki_url: str, tempo_url: str,
+               matchers: tuple[str, ...], logql: str, traceql: str, trace_limit: int,
+               name: str, tenant: str | None, bearer_token: str | None,
+               basic_auth: str | None) -> None:
+    """Record a window of a live stack into a recording (times relative to its start)."""
+    import time
+
+    from .record.run import RecordRequest, run_record
+    from .timeshift import parse_end
+
+    if bool(last) == bool(start or end) or (start is None) != (end is None):
+        raise UsageError("give either --last D, or both --start and --end")
+    if last:
+        span = _duration_ms(last, "--last")
+        assert span is not None
+        end_ms = time.time_ns() // 1_000_000
+        start_ms = end_ms - span
+    else:
+        assert start is not None and end is not None
+        start_ms = parse_end(start, 0, 1000)[0] // 1_000_000
+        end_ms = parse_end(end, 0, 1000)[0] // 1_000_000
+        if end_ms <= start_ms:
+            raise UsageError("--end must be after --start")
+
+    def target(url: str) -> TargetConfig:
+        return _target(url, tenant, basic_auth, bearer_token, (), None, None, None, False)
+
+    req = RecordRequest(start_ms=start_ms, end_ms=end_ms, signals=_signals(signals),
+                        prometheus=target(prometheus_url), loki=target(loki_url),
+                        tempo=target(tempo_url), matchers=matchers or ('{job=~".+"}',),
+                        logql=logql, traceql=traceql, trace_limit=trace_limit, name=name)
+    incident, report = run_record(req)
+    write_recording(incident, output)
+    c = counts(incident)
+    click.echo(f"wrote {output}: {c['series']} series, {c['samples']} samples, "
+               f"{c['log_lines']} log lines, {c['spans']} spans ({report.requests} requests)")
+    for problem in report.problems:
+        click.echo(f"problem: {problem}", err=True)
+    if not report.complete:
+        click.echo("error: the recording is incomplete (see above); what could be read was "
+                   "written", err=True)
+        sys.exit(1)
+
+
 @cli.command("traffic")
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True,
               help="Where live_app (payment-service) listens.")

@@ -99,8 +99,10 @@ class HttpTransport:
     def url(self, path: str) -> str:
         return self.target.url.rstrip("/") + "/" + path.lstrip("/")
 
-    def get(self, path: str, params: Mapping[str, str] | None = None) -> Response:
-        return self._once("GET", path, params=params)
+    def get(self, path: str, params: object = None,
+            headers: Mapping[str, str] | None = None) -> Response:
+        """One GET (no retries: reads are cheap to repeat by the caller)."""
+        return self._once("GET", path, params=params, headers=dict(headers or {}))
 
     def _once(self, method: str, path: str, **kw: object) -> Response:
         try:

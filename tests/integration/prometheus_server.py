@@ -36,6 +36,7 @@ def free_port() -> int:
 def running_prometheus(tmp: Path, receiver: bool = True, exemplars: bool = True,
                        ooo_window: str | None = "2h") -> Iterator[str]:
     binary = prometheus_binary()
+    tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = tmp / "prometheus.yml"
     lines = ["global:", "  scrape_interval: 15s"]
