@@ -75,8 +75,11 @@ class Telemetry:
     tracer_provider: TracerProvider
     pool: PoolMeters
     collector: object
+    log_provider: object = None
 
     def shutdown(self) -> None:
+        if self.log_provider is not None:
+            self.log_provider.shutdown()  # type: ignore[attr-defined]
         # the reader unregisters its collector from the global registry on shutdown
         self.registry.unregister(self.collector)  # type: ignore[arg-type]
         REGISTRY.register(self.collector)  # type: ignore[arg-type]
@@ -91,11 +94,14 @@ def setup(settings: Settings, pool: str, capacity: int) -> Telemetry:
     collector = _move_collector(reader, registry)
     wait_view = View(instrument_name="db.client.connection.wait_time",
                      aggregation=ExplicitBucketHistogramAggregation(WAIT_BUCKETS))
-    mp = MeterProvider(resource=res, metric_readers=[reader], views=[wait_view])
-    tp = TracerProvider(resource=res)
+    # the app's lifespan shuts these down; no atexit hooks for apps built and dropped
+    mp = MeterProvider(resource=res, metric_readers=[reader], views=[wait_view],
+                       shutdown_on_exit=False)
+    tp = TracerProvider(resource=res, shutdown_on_exit=False)
+    log_provider = None
     if settings.otlp_endpoint:
         tp.add_span_processor(BatchSpanProcessor(_span_exporter(settings)))
-        _export_logs(settings, res)
+        log_provider = _export_logs(settings, res)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
@@ -120,7 +126,7 @@ def setup(settings: Settings, pool: str, capacity: int) -> Telemetry:
     meters.timeouts.add(0, attrs)
     LoggingInstrumentor().instrument(set_logging_format=False, inject_trace_context=True,
                                      tracer_provider=tp)
-    return Telemetry(registry, mp, tp, meters, collector)
+    return Telemetry(registry, mp, tp, meters, collector, log_provider)
 
 
 def _obs(value: float, attrs: dict[str, str]):  # type: ignore[no-untyped-def]
@@ -151,8 +157,9 @@ def _span_exporter(settings: Settings):  # type: ignore[no-untyped-def]
     return HttpExporter(endpoint=settings.otlp_endpoint.rstrip("/") + "/v1/traces")
 
 
-def _export_logs(settings: Settings, res: Resource) -> None:
-    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+def _export_logs(settings: Settings, res: Resource) -> object:
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
     if settings.otlp_protocol == "grpc":
@@ -165,9 +172,13 @@ def _export_logs(settings: Settings, res: Resource) -> None:
         )
 
         exporter = HttpLogExporter(endpoint=settings.otlp_endpoint.rstrip("/") + "/v1/logs")
-    provider = LoggerProvider(resource=res)
+    provider = LoggerProvider(resource=res, shutdown_on_exit=False)
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
-    logging.getLogger("payment_service").addHandler(LoggingHandler(logger_provider=provider))
+    log = logging.getLogger("payment_service")
+    for old in [h for h in log.handlers if isinstance(h, LoggingHandler)]:
+        log.removeHandler(old)  # one exporting handler per process (tests build many apps)
+    log.addHandler(LoggingHandler(logger_provider=provider))
+    return provider
 
 
 def configure_logging() -> logging.Logger:

@@ -376,6 +376,126 @@ def record_cmd(last: str | None, start: str | None, end: str | None, output: str
         sys.exit(1)
 
 
+@cli.command("capture")
+@click.option("--duration", required=True, help="How long to capture, e.g. 2m.")
+@click.option("--scrape", "scrape_urls", multiple=True,
+              help="A /metrics URL to scrape (repeatable).")
+@click.option("--interval", default="15s", show_default=True, help="Scrape interval.")
+@click.option("--job", default="payment-service", show_default=True,
+              help="The job label the scraped series get.")
+@click.option("--otlp-grpc", default="127.0.0.1:4317", show_default=True,
+              help="Where to receive OTLP over gRPC ('off' to disable).")
+@click.option("--otlp-http", default="127.0.0.1:4318", show_default=True,
+              help="Where to receive OTLP over HTTP ('off' to disable).")
+@click.option("--drain", default="6s", show_default=True,
+              help="Keep receiving this long after the end (SDKs export in batches).")
+@click.option("--incident-url", help="live_app's /incident: its mode switches become the "
+              "recording's ground truth.")
+@click.option("--postgres-log", type=click.Path(exists=True, dir_okay=False),
+              help="A PostgreSQL server log (log_line_prefix '%m [%p] '): its lines in the "
+                   "window become the postgresql log streams.")
+@click.option("--name", default="captured", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+def capture_cmd(duration: str, scrape_urls: tuple[str, ...], interval: str, job: str,
+                otlp_grpc: str, otlp_http: str, drain: str, incident_url: str | None,
+                postgres_log: str | None, name: str, output: str) -> None:
+    """Record a live app directly: an OTLP receiver plus a /metrics scraper."""
+    from .record.capture import CaptureOptions, run_capture
+
+    def seconds(value: str, flag: str) -> float:
+        ms = _duration_ms(value, flag)
+        assert ms is not None
+        return ms / 1000
+
+    opts = CaptureOptions(
+        duration_s=seconds(duration, "--duration"), scrape_urls=scrape_urls,
+        interval_s=seconds(interval, "--interval"), job=job,
+        grpc_addr=None if otlp_grpc == "off" else otlp_grpc,
+        http_addr=None if otlp_http == "off" else otlp_http,
+        drain_s=seconds(drain, "--drain") if drain not in ("0", "0s") else 0.0,
+        incident_url=incident_url, name=name, postgres_log=postgres_log)
+    try:
+        incident, problems = run_capture(opts, ready=lambda r: click.echo(
+            f"receiving OTLP on grpc :{r.grpc_port} http :{r.http_port}; scraping "
+            f"{', '.join(scrape_urls) or 'nothing'}", err=True))
+    except OSError as exc:
+        raise UsageError(f"cannot start the capture: {exc}; pick other --otlp-grpc / "
+                         "--otlp-http addresses") from None
+    write_recording(incident, output)
+    c = counts(incident)
+    click.echo(f"wrote {output}: {c['series']} series, {c['samples']} samples, "
+               f"{c['log_lines']} log lines, {c['spans']} spans")
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    if problems:
+        sys.exit(1)
+
+
+@cli.group("stack")
+def stack_group() -> None:
+    """Run Prometheus, Loki and Tempo locally (binaries from PATH), without Docker."""
+
+
+def _data_dir(value: str | None) -> Path:
+    import tempfile
+
+    return Path(value) if value else Path(tempfile.gettempdir()) / "telemetry-replayer-stack"
+
+
+_data_dir_option = click.option(
+    "--data-dir", envvar="REPLAYER_STACK_DIR",
+    help="Where data, logs and stack.json go (default: <tmp>/telemetry-replayer-stack).")
+
+
+@stack_group.command("up")
+@_data_dir_option
+@click.option("--prometheus-port", type=int, default=9090, show_default=True)
+@click.option("--loki-port", type=int, default=3100, show_default=True)
+@click.option("--tempo-port", type=int, default=3200, show_default=True)
+@click.option("--tempo-otlp-grpc-port", type=int, default=4317, show_default=True)
+@click.option("--tempo-otlp-http-port", type=int, default=4318, show_default=True)
+def stack_up(data_dir: str | None, prometheus_port: int, loki_port: int, tempo_port: int,
+             tempo_otlp_grpc_port: int, tempo_otlp_http_port: int) -> None:
+    """Start what is installed, wait until it is ready, print the URLs."""
+    from .stack import Ports, up
+
+    ports = Ports(prometheus=prometheus_port, loki=loki_port, loki_grpc=loki_port + 5996,
+                  tempo=tempo_port, tempo_grpc=tempo_port + 5895,
+                  tempo_otlp_grpc=tempo_otlp_grpc_port, tempo_otlp_http=tempo_otlp_http_port)
+    state = up(_data_dir(data_dir), ports)
+    for s in state.services:
+        click.echo(f"{s.name:<11} ready   {s.url}")
+    for name, how in state.missing.items():
+        click.echo(f"{name:<11} missing {how}")
+    if not state.services:
+        raise UsageError("nothing could be started: " + "; ".join(state.missing.values()))
+
+
+@stack_group.command("down")
+@_data_dir_option
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for each service before killing it.")
+def stack_down(data_dir: str | None, timeout: float) -> None:
+    """Stop the local stack (bounded wait, then kill)."""
+    from .stack import down
+
+    for line in down(_data_dir(data_dir), timeout):
+        click.echo(line)
+
+
+@stack_group.command("status")
+@_data_dir_option
+def stack_status(data_dir: str | None) -> None:
+    """Show which services run and answer ready."""
+    from .stack import status
+
+    rows = status(_data_dir(data_dir))
+    for name, url, state in rows:
+        click.echo(f"{name:<11} {state:<9} {url}")
+    if any(state in ("stopped", "starting") for _, _, state in rows):
+        sys.exit(1)
+
+
 @cli.command("traffic")
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True,
               help="Where live_app (payment-service) listens.")

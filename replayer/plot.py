@@ -35,21 +35,33 @@ def histogram_quantile(q: float, buckets: list[Series], window_steps: int = 4) -
     return np.concatenate([np.full(window_steps, np.nan), out])
 
 
+def summed(series: list[Series]) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of ``series`` on the union of their timestamps; a series counts as 0 where it has
+    no sample yet (recorded series appear when first scraped)."""
+    t = np.unique(np.concatenate([s.t_ms for s in series]))
+    total = np.zeros(t.shape)
+    for s in series:
+        idx = np.searchsorted(s.t_ms, t, side="right") - 1
+        total += np.where(idx >= 0, s.values[np.maximum(idx, 0)], 0.0)
+    return t, total
+
+
 def summed_buckets(incident: Incident, name: str, **match: str) -> list[Series]:
     """Buckets of ``name`` summed over every label but ``le`` (like sum by (le))."""
-    by_le: dict[str, np.ndarray] = {}
-    t = None
+    by_le: dict[str, list[Series]] = {}
     for s in incident.iter_series(name + "_bucket"):
         if all(s.label(k) == v for k, v in match.items()):
-            le = s.label("le")
-            by_le[le] = by_le.get(le, 0) + s.values
-            t = s.t_ms
-    if t is None:
+            by_le.setdefault(s.label("le"), []).append(s)
+    if not by_le:
         raise UsageError(f"the incident has no {name}_bucket series matching {match}")
     from generator.model import make_labels
 
-    return [Series(make_labels({"__name__": name + "_bucket", "le": le}), t, v)
-            for le, v in by_le.items()]
+    grid = np.unique(np.concatenate([s.t_ms for group in by_le.values() for s in group]))
+    out = []
+    for le, group in by_le.items():
+        t, v = summed(group + [Series((), grid, np.zeros(grid.shape))])
+        out.append(Series(make_labels({"__name__": name + "_bucket", "le": le}), t, v))
+    return out
 
 
 def plot_incident(incident: Incident, output: Path) -> None:
@@ -72,9 +84,9 @@ def plot_incident(incident: Incident, output: Path) -> None:
     ax.legend(loc="upper left")
     _rates(axes[1], incident, minutes)
     for s in incident.iter_series("db_client_connections_usage_connections"):
-        axes[2].plot(minutes, s.values, label=f"pool {s.label('state')}")
+        axes[2].plot(s.t_ms / 60000.0, s.values, label=f"pool {s.label('state')}")
     for s in incident.iter_series("db_client_connection_pending_requests"):
-        axes[2].plot(minutes, s.values, label="pending", linestyle="--")
+        axes[2].plot(s.t_ms / 60000.0, s.values, label="pending", linestyle="--")
     axes[2].set_ylabel("connections")
     axes[2].legend(loc="upper left")
     _db(axes[3], incident, minutes)
@@ -95,17 +107,15 @@ def _per_second(values: np.ndarray, t_ms: np.ndarray) -> np.ndarray:
 
 
 def _rates(ax, incident: Incident, minutes: np.ndarray) -> None:  # type: ignore[no-untyped-def]
-    total = errors = None
-    for s in incident.iter_series("http_server_request_duration_seconds_count"):
-        total = s.values if total is None else total + s.values
-        if s.label("http_response_status_code").startswith("5"):
-            errors = s.values if errors is None else errors + s.values
-    t = next(incident.iter_series("http_server_request_duration_seconds_count")).t_ms
-    if total is None:
+    counts = list(incident.iter_series("http_server_request_duration_seconds_count"))
+    if not counts:
         raise UsageError("the incident has no http_server_request_duration_seconds_count")
-    ax.plot(minutes, _per_second(total, t), label="requests/s")
-    if errors is not None:
-        ax.plot(minutes, _per_second(errors, t), label="5xx/s", color="red")
+    t, total = summed(counts)
+    ax.plot(t / 60000.0, _per_second(total, t), label="requests/s")
+    errors = [s for s in counts if s.label("http_response_status_code").startswith("5")]
+    if errors:
+        te, err = summed(errors)
+        ax.plot(te / 60000.0, _per_second(err, te), label="5xx/s", color="red")
     ax.set_ylabel("rate")
     ax.legend(loc="upper left")
 
@@ -115,8 +125,12 @@ def _db(ax, incident: Incident, minutes: np.ndarray) -> None:  # type: ignore[no
         if s.label("datname") == "payments" and s.values.max() > 0:
             tag = s.label("state") + (f" ({s.label('wait_event')})" if s.label("wait_event")
                                       else "")
-            ax.plot(minutes, s.values, label=tag)
+            ax.plot(s.t_ms / 60000.0, s.values, label=tag)
     for s in incident.iter_series("pg_stat_user_tables_seq_scan"):
-        ax.plot(minutes, _per_second(s.values, s.t_ms), label="seq scans/s", linestyle=":")
+        ax.plot(s.t_ms / 60000.0, _per_second(s.values, s.t_ms), label="seq scans/s",
+                linestyle=":")
+    for s in incident.iter_series("db_client_connection_wait_time_seconds_count"):
+        ax.plot(s.t_ms / 60000.0, _per_second(s.values, s.t_ms), label="checkouts/s",
+                linestyle="--")
     ax.set_ylabel("PostgreSQL")
     ax.legend(loc="upper left", fontsize=8)

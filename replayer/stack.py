@@ -1,0 +1,209 @@
+"""`replayer stack up|down|status`: a local stack without Docker.
+
+Runs the `prometheus`, `loki` and `tempo` binaries found on PATH (or named by
+PROMETHEUS_BIN / LOKI_BIN / TEMPO_BIN) with the configs in infra/, on loopback, with
+their data in one directory, waits until each is ready, and stops them cleanly (Tempo can
+take minutes to stop: the wait is bounded, then it is killed). A missing binary is named
+with how to get it; the others still start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import requests
+
+from .errors import ReplayerError, UsageError
+
+INFRA = Path(__file__).resolve().parents[1] / "infra"
+HOW_TO_GET = {
+    "prometheus": "Debian/Ubuntu: apt-get install prometheus (or PROMETHEUS_BIN=/path)",
+    "loki": "no Debian package: use the grafana/loki Docker image (infra/docker-compose.yml), "
+            "or put a loki binary on PATH / set LOKI_BIN",
+    "tempo": "no Debian package: use the grafana/tempo Docker image (infra/docker-compose.yml), "
+             "or put a tempo binary on PATH / set TEMPO_BIN",
+}
+
+
+class StackError(ReplayerError):
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class Ports:
+    prometheus: int = 9090
+    loki: int = 3100
+    loki_grpc: int = 9096
+    tempo: int = 3200
+    tempo_grpc: int = 9095
+    tempo_otlp_grpc: int = 4317
+    tempo_otlp_http: int = 4318
+
+
+@dataclass
+class Service:
+    name: str
+    pid: int
+    url: str
+    ready_url: str
+    log: str
+
+
+@dataclass
+class StackState:
+    data_dir: str
+    services: list[Service] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def save(self) -> None:
+        path = Path(self.data_dir) / "stack.json"
+        path.write_text(json.dumps({"data_dir": self.data_dir, "missing": self.missing,
+                                    "services": [asdict(s) for s in self.services]}, indent=2))
+
+    @staticmethod
+    def load(data_dir: Path) -> StackState:
+        path = data_dir / "stack.json"
+        if not path.exists():
+            raise UsageError(f"no stack in {data_dir} (no stack.json); start one with "
+                             "`replayer stack up`")
+        raw = json.loads(path.read_text())
+        return StackState(raw["data_dir"], [Service(**s) for s in raw["services"]],
+                          raw.get("missing", {}))
+
+
+def find_binary(name: str, env: dict[str, str]) -> str | None:
+    return env.get(f"{name.upper()}_BIN") or shutil.which(name)
+
+
+def _commands(data: Path, ports: Ports, env: dict[str, str]) -> dict[str, tuple[list[str],
+                                                                                 dict[str, str],
+                                                                                 str, str]]:
+    """name -> (argv without the binary, extra env, base URL, readiness URL)."""
+    prom_cfg = INFRA / "prometheus" / "prometheus.yml"
+    return {
+        "prometheus": ([f"--config.file={prom_cfg}", f"--storage.tsdb.path={data / 'prometheus'}",
+                        f"--web.listen-address=127.0.0.1:{ports.prometheus}",
+                        "--web.enable-remote-write-receiver",
+                        "--enable-feature=exemplar-storage"], {},
+                       f"http://127.0.0.1:{ports.prometheus}",
+                       f"http://127.0.0.1:{ports.prometheus}/-/ready"),
+        "loki": ([f"-config.file={INFRA / 'loki' / 'loki.yaml'}", "-config.expand-env=true"],
+                 {"LOKI_DATA": str(data / "loki"), "LOKI_HTTP_PORT": str(ports.loki),
+                  "LOKI_GRPC_PORT": str(ports.loki_grpc), "LOKI_LISTEN": "127.0.0.1"},
+                 f"http://127.0.0.1:{ports.loki}", f"http://127.0.0.1:{ports.loki}/ready"),
+        "tempo": ([f"-config.file={INFRA / 'tempo' / 'tempo.yaml'}", "-config.expand-env=true"],
+                  {"TEMPO_DATA": str(data / "tempo"), "TEMPO_HTTP_PORT": str(ports.tempo),
+                   "TEMPO_GRPC_PORT": str(ports.tempo_grpc), "TEMPO_LISTEN": "127.0.0.1",
+                   "TEMPO_OTLP_GRPC": f"127.0.0.1:{ports.tempo_otlp_grpc}",
+                   "TEMPO_OTLP_HTTP": f"127.0.0.1:{ports.tempo_otlp_http}"},
+                  f"http://127.0.0.1:{ports.tempo}", f"http://127.0.0.1:{ports.tempo}/ready"),
+    }
+
+
+def wait_ready(url: str, pid: int, timeout_s: float, log: Path,
+               sleep: Callable[[float], None] = time.sleep) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass  # not listening yet
+        if not _alive(pid):
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise StackError(f"{url}: the process exited before it was ready:\n{tail}")
+        if time.monotonic() > deadline:
+            raise StackError(f"{url} not ready after {timeout_s:.0f} s; see {log}")
+        sleep(0.25)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (another `replayer` started it): ask the kernel
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def up(data_dir: Path, ports: Ports = Ports(), env: dict[str, str] | None = None,
+       ready_timeout_s: float = 120.0) -> StackState:
+    env = dict(os.environ if env is None else env)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    state = StackState(str(data_dir))
+    try:
+        existing = StackState.load(data_dir)
+        if any(_alive(s.pid) for s in existing.services):
+            raise UsageError(f"a stack is already running from {data_dir}; "
+                             "`replayer stack down` first")
+    except UsageError as exc:
+        if "already running" in str(exc):
+            raise
+    for name, (args, extra, url, ready) in _commands(data_dir, ports, env).items():
+        binary = find_binary(name, env)
+        if binary is None:
+            state.missing[name] = HOW_TO_GET[name]
+            continue
+        log = data_dir / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([binary, *args], env={**env, **extra}, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        state.services.append(Service(name, proc.pid, url, ready, str(log)))
+        state.save()
+    for s in state.services:
+        wait_ready(s.ready_url, s.pid, ready_timeout_s, Path(s.log))
+    state.save()
+    return state
+
+
+def down(data_dir: Path, timeout_s: float = 60.0) -> list[str]:
+    """Stop every service; returns what happened to each."""
+    state = StackState.load(data_dir)
+    report = []
+    for s in state.services:
+        if not _alive(s.pid):
+            report.append(f"{s.name}: not running")
+            continue
+        os.killpg(s.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(s.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(s.pid):
+            os.killpg(s.pid, signal.SIGKILL)
+            report.append(f"{s.name}: killed after {timeout_s:.0f} s (it did not stop on TERM)")
+        else:
+            report.append(f"{s.name}: stopped")
+    state.services = []
+    state.save()
+    return report
+
+
+def status(data_dir: Path) -> list[tuple[str, str, str]]:
+    """(name, url, state) for each service, and the missing ones."""
+    state = StackState.load(data_dir)
+    out = []
+    for s in state.services:
+        if not _alive(s.pid):
+            out.append((s.name, s.url, "stopped"))
+            continue
+        try:
+            ok = requests.get(s.ready_url, timeout=2).status_code == 200
+        except requests.ConnectionError:
+            ok = False
+        out.append((s.name, s.url, "ready" if ok else "starting"))
+    for name, how in state.missing.items():
+        out.append((name, "-", f"missing: {how}"))
+    return out
