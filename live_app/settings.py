@@ -27,6 +27,12 @@ class Settings:
     error_ratio: float = 0.3  # share of POST /payment failing in error_spike mode
     otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT; None: export nothing
     otlp_protocol: str = "grpc"
+    # per-signal overrides (OTEL_EXPORTER_OTLP_{TRACES,LOGS}_{ENDPOINT,PROTOCOL}): traces to
+    # Tempo over gRPC and logs to Loki's OTLP/HTTP endpoint, for example
+    otlp_traces_endpoint: str | None = None
+    otlp_traces_protocol: str | None = None
+    otlp_logs_endpoint: str | None = None
+    otlp_logs_protocol: str | None = None
     resource_attributes: str = DEFAULT_RESOURCE
 
     def __post_init__(self) -> None:
@@ -36,9 +42,23 @@ class Settings:
         if self.pool_size < 1 or self.max_overflow < 0 or self.pool_timeout_s <= 0:
             raise SettingsError("POOL_SIZE must be >= 1, POOL_MAX_OVERFLOW >= 0 and "
                                 "POOL_TIMEOUT > 0")
-        if self.otlp_protocol not in ("grpc", "http/protobuf"):
-            raise SettingsError(f"OTEL_EXPORTER_OTLP_PROTOCOL={self.otlp_protocol!r}: use grpc "
-                                "or http/protobuf")
+        for key, value in (("", self.otlp_protocol), ("TRACES_", self.otlp_traces_protocol),
+                           ("LOGS_", self.otlp_logs_protocol)):
+            if value is not None and value not in ("grpc", "http/protobuf"):
+                raise SettingsError(f"OTEL_EXPORTER_OTLP_{key}PROTOCOL={value!r}: use grpc "
+                                    "or http/protobuf")
+
+    def exporter(self, signal: str) -> tuple[str, str, bool] | None:
+        """(endpoint, protocol, per-signal) for ``traces`` or ``logs``; None: export nothing.
+
+        A per-signal HTTP endpoint is the full URL; the shared one gets /v1/<signal>."""
+        own = self.otlp_traces_endpoint if signal == "traces" else self.otlp_logs_endpoint
+        proto = self.otlp_traces_protocol if signal == "traces" else self.otlp_logs_protocol
+        if own:
+            return own, proto or self.otlp_protocol, True
+        if self.otlp_endpoint:
+            return self.otlp_endpoint, proto or self.otlp_protocol, False
+        return None
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -64,6 +84,10 @@ class Settings:
             error_ratio=num("ERROR_SPIKE_RATIO", 0.3),
             otlp_endpoint=e.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             otlp_protocol=e.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            otlp_traces_endpoint=e.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or None,
+            otlp_traces_protocol=e.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or None,
+            otlp_logs_endpoint=e.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") or None,
+            otlp_logs_protocol=e.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL") or None,
             resource_attributes=",".join(x for x in (DEFAULT_RESOURCE,
                                                      e.get("OTEL_RESOURCE_ATTRIBUTES", ""))
                                          if x),

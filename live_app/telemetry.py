@@ -99,9 +99,12 @@ def setup(settings: Settings, pool: str, capacity: int) -> Telemetry:
                        shutdown_on_exit=False)
     tp = TracerProvider(resource=res, shutdown_on_exit=False)
     log_provider = None
-    if settings.otlp_endpoint:
-        tp.add_span_processor(BatchSpanProcessor(_span_exporter(settings)))
-        log_provider = _export_logs(settings, res)
+    traces = settings.exporter("traces")
+    if traces:
+        tp.add_span_processor(BatchSpanProcessor(_span_exporter(*traces)))
+    logs = settings.exporter("logs")
+    if logs:
+        log_provider = _export_logs(*logs, res)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
@@ -145,33 +148,34 @@ def _move_collector(reader: PrometheusMetricReader, registry: CollectorRegistry)
     return collector
 
 
-def _span_exporter(settings: Settings):  # type: ignore[no-untyped-def]
-    if settings.otlp_protocol == "grpc":
+def _span_exporter(endpoint: str, protocol: str, own: bool):  # type: ignore[no-untyped-def]
+    if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)
+        return OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpExporter,
     )
 
-    return HttpExporter(endpoint=settings.otlp_endpoint.rstrip("/") + "/v1/traces")
+    return HttpExporter(endpoint=endpoint if own else endpoint.rstrip("/") + "/v1/traces")
 
 
-def _export_logs(settings: Settings, res: Resource) -> object:
+def _export_logs(endpoint: str, protocol: str, own: bool, res: Resource) -> object:
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
-    if settings.otlp_protocol == "grpc":
+    if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
-        exporter = OTLPLogExporter(endpoint=settings.otlp_endpoint, insecure=True)
+        exporter = OTLPLogExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
     else:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import (
             OTLPLogExporter as HttpLogExporter,
         )
 
-        exporter = HttpLogExporter(endpoint=settings.otlp_endpoint.rstrip("/") + "/v1/logs")
+        exporter = HttpLogExporter(endpoint=endpoint if own else endpoint.rstrip("/") +
+                                   "/v1/logs")
     provider = LoggerProvider(resource=res, shutdown_on_exit=False)
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     log = logging.getLogger("payment_service")

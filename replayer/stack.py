@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -108,6 +107,17 @@ def _commands(data: Path, ports: Ports, env: dict[str, str]) -> dict[str, tuple[
     }
 
 
+def _spawn(argv: list[str], env: dict[str, str], log: Path) -> int:
+    """Start a server detached from this process (its own session, output to ``log``);
+    `stack down` stops it later, possibly from another `replayer` process."""
+    actions = [(os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                0o644), (os.POSIX_SPAWN_DUP2, 1, 2), (os.POSIX_SPAWN_CLOSE, 0)]
+    try:
+        return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
+    except OSError as exc:
+        raise StackError(f"cannot start {argv[0]}: {exc}") from None
+
+
 def wait_ready(url: str, pid: int, timeout_s: float, log: Path,
                sleep: Callable[[float], None] = time.sleep) -> None:
     deadline = time.monotonic() + timeout_s
@@ -158,10 +168,8 @@ def up(data_dir: Path, ports: Ports = Ports(), env: dict[str, str] | None = None
             state.missing[name] = HOW_TO_GET[name]
             continue
         log = data_dir / f"{name}.log"
-        with open(log, "ab") as out:
-            proc = subprocess.Popen([binary, *args], env={**env, **extra}, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        state.services.append(Service(name, proc.pid, url, ready, str(log)))
+        pid = _spawn([binary, *args], {**env, **extra}, log)
+        state.services.append(Service(name, pid, url, ready, str(log)))
         state.save()
     for s in state.services:
         wait_ready(s.ready_url, s.pid, ready_timeout_s, Path(s.log))

@@ -121,3 +121,17 @@ def test_metrics_endpoint_serves_this_apps_registry(client: TestClient) -> None:
                  "db_client_connections_usage_connections", "process_resident_memory_bytes",
                  "target_info", "db_client_connection_max"):
         assert f"\n{name}" in text or text.startswith(name), name
+
+
+def test_per_signal_otlp_endpoints() -> None:
+    s = Settings.from_env({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://tempo:4317",
+                           "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://loki:3100/otlp/v1/logs",
+                           "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "http/protobuf"})
+    assert s.exporter("traces") == ("http://tempo:4317", "grpc", True)
+    assert s.exporter("logs") == ("http://loki:3100/otlp/v1/logs", "http/protobuf", True)
+    assert Settings.from_env({}).exporter("traces") is None
+    shared = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+                                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    assert shared.exporter("logs") == ("http://c:4318", "http/protobuf", False)
+    with pytest.raises(SettingsError, match="TRACES_PROTOCOL"):
+        Settings.from_env({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "carrier-pigeon"})

@@ -1,0 +1,70 @@
+"""The demo scripts work on a machine without Docker (Prometheus only, saying what is
+missing); trigger-incident switches a real live_app."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.prometheus_server import free_port, prometheus_binary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.integration
+def test_run_demo_without_docker(tmp_path: Path) -> None:
+    prom = prometheus_binary()
+    replayer = shutil.which("replayer") or str(Path(sys.executable).parent / "replayer")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(prom, bin_dir / "prometheus")
+    os.symlink(replayer, bin_dir / "replayer")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PROMETHEUS_PORT": str(free_port()),
+           "REPLAYER_STACK_DIR": str(tmp_path / "stack"), "HOME": str(tmp_path)}
+    try:
+        out = subprocess.run(["bash", str(ROOT / "scripts/run-demo.sh")], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        text = out.stdout
+        assert "No Docker engine" in text and "loading metrics only" in text
+        assert "loki" in text and "missing" in text
+        assert "rejected 0" in text
+        assert "PromQL" in text and "LogQL" in text and "TraceQL" in text
+    finally:
+        subprocess.run([str(bin_dir / "replayer"), "stack", "down"], env=env, cwd=ROOT,
+                       capture_output=True, timeout=120)
+
+
+def test_trigger_incident(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    import uvicorn
+
+    from live_app.app import create_app
+    from live_app.settings import Settings
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Settings(
+        database_url=f"sqlite:///{tmp_path / 'p.db'}")), host="127.0.0.1", port=port,
+        log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        env = {**os.environ, "LIVE_APP_URL": f"http://127.0.0.1:{port}"}
+        out = subprocess.run(["bash", str(ROOT / "scripts/trigger-incident.sh"), "slow_query"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and '"mode":"slow_query"' in out.stdout.replace(" ", "")
+        bad = subprocess.run(["bash", str(ROOT / "scripts/trigger-incident.sh"), "boom"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and "usage" in bad.stderr
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
