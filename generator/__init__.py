@@ -21,7 +21,7 @@ from .texts import failures
 from .traces import build_spans
 from .truth import build_truth
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 MAX_STEPS = 2_000_000
 STREAMS = ("traffic", "latency", "pool", "ids", "clients", "logs", "gauges")
 

@@ -76,6 +76,8 @@ class PhasePlan:
     peak: float
     recovery: float
     recovered: float
+    onset_jump: float = 0.0  # severity reached the moment the fault starts (a deploy, a
+    # dropped index: real faults start at an instant, then get worse)
 
     def __post_init__(self) -> None:
         points = (self.onset, self.peak, self.recovery, self.recovered)
@@ -162,7 +164,8 @@ _register(
         fault="slow_query",
         root_cause_component="postgresql",
         root_cause_kind="missing_index",
-        phases=PhasePlan(onset=0.33, peak=0.43, recovery=0.73, recovered=0.80),
+        phases=PhasePlan(onset=0.33, peak=0.43, recovery=0.73, recovered=0.80,
+                         onset_jump=0.75),
     )
 )
 _register(
@@ -176,7 +179,8 @@ _register(
         fault="connection_hold",
         root_cause_component="payment-service",
         root_cause_kind="connection_pool_exhaustion",
-        phases=PhasePlan(onset=0.33, peak=0.40, recovery=0.70, recovered=0.74),
+        phases=PhasePlan(onset=0.33, peak=0.40, recovery=0.70, recovered=0.74,
+                         onset_jump=0.6),
         knobs={"hold_extra_peak_ms": 3500.0},
     )
 )

@@ -85,7 +85,8 @@ def severity_curve(plan: PhasePlan | None, t_frac: np.ndarray) -> np.ndarray:
         x = np.clip(x, 0.0, 1.0)
         return x * x * (3.0 - 2.0 * x)
 
-    rise = smooth((t_frac - plan.onset) / max(plan.peak - plan.onset, 1e-9))
+    ramp = smooth((t_frac - plan.onset) / max(plan.peak - plan.onset, 1e-9))
+    rise = np.where(t_frac >= plan.onset, plan.onset_jump + (1.0 - plan.onset_jump) * ramp, 0.0)
     fall = 1.0 - smooth((t_frac - plan.recovery) / max(plan.recovered - plan.recovery, 1e-9))
     return np.minimum(rise, fall)
 
@@ -124,7 +125,7 @@ def simulate(
     start_ns = step_idx * step_ms * NS_PER_MS + offset.astype(np.int64)
     order = np.lexsort((route, start_ns))
     route, step_idx, start_ns = route[order], step_idx[order], start_ns[order]
-    sev = severity[step_idx]
+    sev = severity_curve(plan, start_ns / (duration_ms * NS_PER_MS))  # per request
 
     work = _database_work(knobs, fault, route, sev, streams["latency"])
     state_load = _offered_load(work["hold_s"], route, step_idx, n_steps, step_s)

@@ -52,7 +52,7 @@ class Targets:
 
 @dataclass(frozen=True)
 class LoadRequest:
-    source: str
+    source: str | Incident  # a scenario name, a recording path, or an incident
     seed: int = 1
     duration_ms: int | None = None
     step_ms: int | None = None
@@ -88,9 +88,11 @@ class LoadResult:
         return 1 if self.lost else 0
 
 
-def resolve_source(source: str, seed: int, duration_ms: int | None, step_ms: int | None,
-                   knobs: dict[str, str]) -> Incident:
-    """A scenario name, or a path to a recording file."""
+def resolve_source(source: str | Incident, seed: int, duration_ms: int | None,
+                   step_ms: int | None, knobs: dict[str, str]) -> Incident:
+    """A scenario name, a path to a recording file, or an incident as it is."""
+    if isinstance(source, Incident):
+        return source
     path = Path(source)
     if path.suffix in (".gz", ".jsonl") or path.exists():
         if knobs or duration_ms or step_ms:

@@ -7,6 +7,8 @@ import pytest
 from generator import generate
 from generator.model import Incident
 
+pytest_plugins = ["pytester"]
+
 BUILT_IN = ("baseline", "slow_query", "pool_exhaustion")
 
 

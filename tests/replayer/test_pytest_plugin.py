@@ -1,0 +1,70 @@
+"""The pytest plugin, tested with pytester (pytest's own plugin-testing fixture)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.prometheus_server import free_port, running_prometheus
+
+pytestmark = pytest.mark.integration
+
+
+def test_fixture_loads_the_marked_scenario_with_a_run_label(pytester: pytest.Pytester,
+                                                           tmp_path: Path) -> None:
+    pytester.makepyfile(test_it="""
+        import pytest, requests
+
+        @pytest.mark.replayer("pool_exhaustion", seed=3, signals=("metrics",))
+        def test_marked(replayed_incident):
+            r = replayed_incident
+            assert r.incident.scenario == "pool_exhaustion" and r.incident.seed == 3
+            assert r.truth.root_cause_kind == "connection_pool_exhaustion"
+            run = r.labels["replayer_run"]
+            got = requests.get(r.prometheus_url + "/api/v1/query", params={
+                "query": 'count(up{replayer_run="%s"})' % run,
+                "time": r.window_end.timestamp()}).json()["data"]["result"]
+            assert got[0]["value"][1] == "2"
+
+        @pytest.mark.parametrize("replayed_incident", ["baseline"], indirect=True)
+        def test_indirect(replayed_incident):
+            assert replayed_incident.incident.scenario == "baseline"
+            assert replayed_incident.truth.onset is None
+    """)
+    with running_prometheus(tmp_path / "p") as url:
+        result = pytester.runpytest("-p", "no:cacheprovider", f"--replayer-prometheus-url={url}",
+                                    "--replayer-signals=metrics")
+    result.assert_outcomes(passed=2)
+
+
+def test_ini_and_environment_pick_the_targets(pytester: pytest.Pytester, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_it="""
+        def test_default_scenario(replayed_incident):
+            assert replayed_incident.incident.scenario == "slow_query"
+    """)
+    with running_prometheus(tmp_path / "p") as url:
+        pytester.makeini(f"[pytest]\nreplayer_prometheus_url = {url}\n"
+                         "replayer_signals = metrics\n")
+        monkeypatch.setenv("PROMETHEUS_URL", "http://127.0.0.1:9")  # ini wins over env
+        result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_unreachable_target_is_an_error_with_the_reason(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_it="""
+        def test_needs_prometheus(replayed_incident):
+            pass
+    """)
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--replayer-prometheus-url={dead}",
+                                "--replayer-signals=metrics")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*replayed_incident: unreachable target*cannot reach "
+                                 "Prometheus*--replayer-skip-unreachable*"])
+    skipped = pytester.runpytest("-p", "no:cacheprovider", f"--replayer-prometheus-url={dead}",
+                                 "--replayer-signals=metrics", "--replayer-skip-unreachable",
+                                 "-rs")
+    skipped.assert_outcomes(skipped=1)
+    skipped.stdout.fnmatch_lines(["*unreachable target*"])
