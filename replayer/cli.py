@@ -18,6 +18,7 @@ from .loki.push import LokiOptions
 from .prometheus import PushOptions, parse_prom_duration
 from .recording import counts, truth_to_json, write_recording
 from .report import SignalReport
+from .shard import parse_shard
 from .transport import TargetConfig
 
 
@@ -243,6 +244,9 @@ def _progress_printer() -> object:
 @click.option("--batch-samples", type=click.IntRange(1, 1_000_000), default=5000,
               show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--shard", "shard_spec", default="0/1", show_default=True, metavar="K/N",
+              help="Push part K of N (by series, stream and trace); N processes with "
+                   "K = 0..N-1 push the whole incident exactly once.")
 @click.option("--follow", is_flag=True,
               help="Backfill up to now, then push each new step live until the window ends.")
 @click.option("--live-from", help="With --follow: how far into the window 'now' sits "
@@ -256,8 +260,8 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
              basic_auth: str | None, bearer_token: str | None, headers: tuple[str, ...],
              tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
              insecure_skip_verify: bool, labels: tuple[str, ...], clip: bool,
-             no_exemplars: bool, batch_samples: int, concurrency: int, follow: bool,
-             live_from: str | None, dry_run: bool, as_json: bool) -> None:
+             no_exemplars: bool, batch_samples: int, concurrency: int, shard_spec: str,
+             follow: bool, live_from: str | None, dry_run: bool, as_json: bool) -> None:
     """Replay SOURCE (a scenario or a recording) so its window ends at --end."""
     chosen = _signals(signals)
     extra = []
@@ -285,7 +289,7 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         loki=LokiOptions(format=loki_format, rate_bytes_s=None if loki_rate_mb is None
                          else loki_rate_mb * 1024 * 1024),
         extra_labels=tuple(extra), dry_run=dry_run, follow=follow,
-        live_from_ms=_duration_ms(live_from, "--live-from"))
+        live_from_ms=_duration_ms(live_from, "--live-from"), shard=parse_shard(shard_spec))
     result = run_load(req, progress=None if as_json else _progress_printer())  # type: ignore
     if dry_run:
         c = counts(result.incident)

@@ -33,6 +33,7 @@ from .prometheus import (
 )
 from .recording import read_recording
 from .report import SignalReport
+from .shard import shard
 from .slicing import slice_logs, slice_series, slice_spans
 from .timeshift import NS_PER_MS, parse_end, shift, start_ns_for
 from .transport import HttpTransport, TargetConfig
@@ -66,6 +67,7 @@ class LoadRequest:
     dry_run: bool = False
     follow: bool = False
     live_from_ms: int | None = None  # --follow: where in the window "now" sits
+    shard: tuple[int, int] = (0, 1)  # (K, N): this process pushes part K of N
 
 
 @dataclass
@@ -136,8 +138,8 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
              transport: HttpTransport | None = None,
              sleep: Callable[[float], None] = time.sleep) -> LoadResult:
     """Load ``req.source`` into the chosen backends; ``transport`` overrides Prometheus'."""
-    incident = resolve_source(req.source, req.seed, req.duration_ms, req.step_ms,
-                              dict(req.knobs))
+    incident = shard(resolve_source(req.source, req.seed, req.duration_ms, req.step_ms,
+                                    dict(req.knobs)), *req.shard)
     if req.follow:
         return _follow(req, incident, now_ns, progress, transport, sleep)
     end_ns, is_now = parse_end(req.end, now_ns(), incident.step_ms)
