@@ -1,38 +1,51 @@
-"""Benchmarks: figures as ratios against baselines measured in the same run.
+"""Benchmarks: every figure beside a baseline measured in the same run, reported as ratios.
 
-    python -m benchmarks.run            # full size (by hand)
-    python -m benchmarks.run --small    # reduced size (what CI runs, correctness only)
+    python -m benchmarks.run            # full size, by hand (several minutes)
+    python -m benchmarks.run --small    # reduced size: what CI runs; checks what was pushed
 
-Prints a table and writes benchmarks/results/latest.json.
+Prints a table and writes benchmarks/results/latest.json. Baselines:
+(a) the server ceiling: the same kind of data encoded beforehand and posted with the same
+    concurrency; (b) the naive encoders: one protobuf object per sample / line / span;
+(c) the OpenTelemetry Python SDK creating and exporting the same spans; (d) promtool
+    tsdb create-blocks-from openmetrics for the same samples.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.naive import naive_write_request
-from generator import generate
-from generator.model import Series
-from replayer.prometheus import PushOptions, ServerInfo, push_metrics
-from replayer.remote_write.encode import (
-    HEADERS,
-    SeriesEncoder,
-    compress,
-    plan_pieces,
+from benchmarks.naive import (
+    naive_loki_request,
+    naive_otlp_request,
+    naive_write_request,
+    sdk_export_spans,
 )
+from generator import generate
+from generator.model import Incident, Series
+from replayer.loki.encode import plan_batches as loki_batches
+from replayer.loki.encode import proto_request
+from replayer.otlp.encode import TraceEncoder
+from replayer.otlp.encode import plan_batches as span_batches
+from replayer.prometheus import PushOptions, ServerInfo, push_metrics
+from replayer.remote_write.encode import HEADERS, SeriesEncoder, compress, plan_pieces
 from replayer.report import SignalReport
 from replayer.timeshift import shift
 from replayer.transport import HttpTransport, TargetConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def best_of(n: int, fn: Callable[[], object]) -> float:
@@ -44,7 +57,7 @@ def best_of(n: int, fn: Callable[[], object]) -> float:
     return min(times)
 
 
-def replicas(copies: int, end_ns: int) -> tuple[list[Series], object]:
+def replicas(copies: int, end_ns: int) -> tuple[list[Series], Incident]:
     inc = generate("slow_query", seed=1, duration_ms=3_600_000)
     out: list[Series] = []
     for i in range(copies):
@@ -61,35 +74,90 @@ def bench_generation(rounds: int) -> dict[str, float]:
             "spans": inc.span_count}
 
 
-def bench_encode(series: list[Series], batch: int, rounds: int) -> dict[str, float]:
-    pieces = plan_pieces(series, batch)
-    batches = [pieces[i:i + 50] for i in range(0, len(pieces), 50)]
+def bench_encoders(series: list[Series], inc: Incident, rounds: int) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    pieces = plan_pieces(series, 5000)
+    groups = [pieces[i:i + 25] for i in range(0, len(pieces), 25)]
     enc = SeriesEncoder(series)
     samples = sum(len(s) for s in series)
-    fast = best_of(rounds, lambda: [enc.write_request(b) for b in batches])
-    naive = best_of(1, lambda: [naive_write_request(series, b) for b in batches])
-    assert enc.write_request(batches[0]) == naive_write_request(series, batches[0])
-    return {"fast_samples_per_s": samples / fast, "naive_samples_per_s": samples / naive,
-            "ratio_fast_over_naive": naive / fast}
+    assert enc.write_request(groups[0]) == naive_write_request(series, groups[0])
+    fast = best_of(rounds, lambda: [SeriesEncoder(series).write_request(g) for g in groups])
+    naive = best_of(1, lambda: [naive_write_request(series, g) for g in groups])
+    out["remote_write"] = {"fast_per_s": samples / fast, "naive_per_s": samples / naive,
+                           "ratio_fast_over_naive": naive / fast, "unit": "samples"}
+    shifted = shift(inc, 1_795_778_400_000 * 1_000_000)
+    streams = shifted.log_streams
+    lb = list(loki_batches(streams, 5000, 1 << 20))
+    b0 = lb[0]
+    assert proto_request(streams[b0.stream], b0.lo, b0.hi) == naive_loki_request(
+        streams[b0.stream], b0.lo, b0.hi)
+    fast = best_of(rounds, lambda: [proto_request(streams[b.stream], b.lo, b.hi) for b in lb])
+    naive = best_of(1, lambda: [naive_loki_request(streams[b.stream], b.lo, b.hi) for b in lb])
+    lines = shifted.log_line_count
+    out["loki"] = {"fast_per_s": lines / fast, "naive_per_s": lines / naive,
+                   "ratio_fast_over_naive": naive / fast, "unit": "lines"}
+    tables = shifted.span_tables
+    tb = list(span_batches(tables, 2000))
+    assert TraceEncoder(tables).request(tb[0]) == naive_otlp_request(tables, tb[0])
+    fast = best_of(rounds, lambda: [TraceEncoder(tables).request(b) for b in tb])
+    naive = best_of(1, lambda: [naive_otlp_request(tables, b) for b in tb])
+    sdk = best_of(1, lambda: sdk_export_spans(tables))
+    spans = shifted.span_count
+    out["otlp"] = {"fast_per_s": spans / fast, "naive_per_s": spans / naive,
+                   "sdk_per_s": spans / sdk, "ratio_fast_over_naive": naive / fast,
+                   "ratio_fast_over_sdk": sdk / fast, "unit": "spans"}
+    return out
+
+
+def write_openmetrics(series: list[Series], path: Path) -> int:
+    """The samples as OpenMetrics text, families together, each series in time order."""
+    by_name: dict[str, list[Series]] = {}
+    for s in series:
+        by_name.setdefault(s.name, []).append(s)
+    n = 0
+    with open(path, "w") as f:
+        for name in sorted(by_name):
+            for s in by_name[name]:
+                labels = ",".join(f'{k}="{v}"' for k, v in s.labels if k != "__name__")
+                head = f"{name}{{{labels}}} "
+                for t, v in zip(s.t_ms.tolist(), s.values.tolist()):
+                    f.write(f"{head}{v!r} {t / 1000:.3f}\n")
+                n += len(s)
+        f.write("# EOF\n")
+    return n
+
+
+def bench_promtool(series: list[Series]) -> dict[str, float] | str:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        return "promtool not on PATH (Debian package prometheus)"
+    with tempfile.TemporaryDirectory() as tmp:
+        om = Path(tmp) / "samples.om"
+        n = write_openmetrics(series, om)
+        t = time.perf_counter()
+        out = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(om),
+                              str(Path(tmp) / "blocks")], capture_output=True, text=True,
+                             timeout=3600)
+        secs = time.perf_counter() - t
+        if out.returncode != 0:
+            return f"promtool failed: {out.stderr[-500:]}"
+    return {"samples_per_s": n / secs, "samples": n}
 
 
 def bench_prometheus(series: list[Series], families, concurrency: int,  # type: ignore[no-untyped-def]
                      batch: int, end_ms: int) -> dict[str, float]:
     from tests.integration.prometheus_server import query, running_prometheus
 
-    samples = sum(len(s) for s in series)
     half = len(series) // 2
     ceiling_part, e2e_part = series[:half], series[half:]
     with tempfile.TemporaryDirectory() as tmp, running_prometheus(Path(tmp)) as url:
         transport = HttpTransport(TargetConfig(url), pool_size=concurrency + 1)
-        # (a) ceiling: the same kind of data, encoded beforehand, posted with the same lanes
         enc = SeriesEncoder(ceiling_part)
         pieces = plan_pieces(ceiling_part, batch)
+        per = max(1, batch // 241)
         lanes: list[list[bytes]] = [[] for _ in range(concurrency)]
-        for i in range(0, len(pieces), max(1, batch // 241)):
-            group = pieces[i:i + max(1, batch // 241)]
-            lanes[(i // max(1, batch // 241)) % concurrency].append(
-                compress(enc.write_request(group)))
+        for n, i in enumerate(range(0, len(pieces), per)):
+            lanes[n % concurrency].append(compress(enc.write_request(pieces[i:i + per])))
 
         def post_all(bodies: list[bytes]) -> None:
             for body in bodies:
@@ -101,9 +169,6 @@ def bench_prometheus(series: list[Series], families, concurrency: int,  # type: 
             list(pool.map(post_all, lanes))
         ceiling = time.perf_counter() - t
         ceiling_samples = sum(len(s) for s in ceiling_part)
-        # (b) end to end: encode and send through the real push path
-        from generator.model import Incident
-
         inc = Incident("bench", 1, 3_600_000, 15_000, families, tuple(e2e_part), (), (),
                        None)  # type: ignore[arg-type]
         report = SignalReport("metrics", "samples")
@@ -116,45 +181,90 @@ def bench_prometheus(series: list[Series], families, concurrency: int,  # type: 
         assert not report.lost and report.accepted == sum(len(s) for s in e2e_part)
         stored = query(url, 'count_over_time({__name__="up"}[2h])', end_ms / 1000)
         assert sum(int(x["value"][1]) for x in stored) == sum(
-            len(s) for s in series if s.name == "up")
+            len(s) for s in series if s.name == "up"), "Prometheus does not hold every sample"
         transport.close()
     return {"ceiling_samples_per_s": ceiling_samples / ceiling,
             "end_to_end_samples_per_s": report.accepted / e2e,
             "ratio_end_to_end_over_ceiling": (report.accepted / e2e) / (ceiling_samples / ceiling),
-            "samples": samples, "concurrency": concurrency}
+            "samples": ceiling_samples + report.accepted, "concurrency": concurrency}
+
+
+def bench_scale(duration: str, instances: int) -> dict[str, float]:
+    """`replayer load --instances N --duration D` into a real Prometheus, in a child
+    process so its peak RSS is its own."""
+    from tests.integration.prometheus_server import query, running_prometheus
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_dir = Path(tmp)
+        with running_prometheus(cfg_dir, ooo_window="25h") as url:
+            t = time.perf_counter()
+            out = subprocess.run(
+                [sys.executable, "-m", "replayer.cli", "load", "slow_query", "--duration",
+                 duration, "--instances", str(instances), "--signals", "metrics",
+                 "--prometheus-url", url, "--json"], capture_output=True, text=True,
+                timeout=7200, cwd=ROOT)
+            secs = time.perf_counter() - t
+            if out.returncode != 0:
+                raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
+            report = json.loads(out.stdout)["signals"][0]
+            series = query(url, 'count({__name__=~".+", job!=""})', time.time())
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"instances": instances, "duration": duration, "series": int(series[0]["value"][1]),
+            "samples": report["accepted"], "rejected": sum(report["rejected"].values()),
+            "seconds": secs, "samples_per_s": report["accepted"] / secs,
+            "peak_rss_mb": rss}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--small", action="store_true", help="reduced size, for CI")
     args = ap.parse_args()
-    copies, rounds = (4, 1) if args.small else (80, 3)
+    copies, rounds = (2, 1) if args.small else (60, 3)
+    scale = ("2h", 2) if args.small else ("24h", 28)
     end_ms = (time.time_ns() // 1_000_000) // 60_000 * 60_000
     series, inc = replicas(copies, end_ms * 1_000_000)
-    results = {
+    results: dict[str, object] = {
         "machine": {"python": platform.python_version(), "cpu": platform.processor()
-                    or platform.machine(), "cores": __import__("os").cpu_count()},
+                    or platform.machine(), "cores": os.cpu_count()},
         "size": "small" if args.small else "full",
         "generation": bench_generation(rounds),
-        "remote_write_encode": bench_encode(series, 5000, rounds),
+        "encode": bench_encoders(series, inc, rounds),
         "prometheus_load": bench_prometheus(series, inc.families, 4, 5000, end_ms),
+        "promtool": bench_promtool(series[len(series) // 2:]),
+        "loki_load": "not measured: no loki binary on PATH" if not shutil.which("loki")
+        else "not measured in this build",
+        "tempo_load": "not measured: no tempo binary on PATH" if not shutil.which("tempo")
+        else "not measured in this build",
+        "scale": bench_scale(*scale),
     }
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    g, e, p = results["generation"], results["remote_write_encode"], results["prometheus_load"]
-    print(f"{'figure':<52}{'value':>14}")
+    print_table(results)
+
+
+def print_table(r: dict) -> None:  # type: ignore[type-arg]
+    g, e, p, s = r["generation"], r["encode"], r["prometheus_load"], r["scale"]
     rows = [
-        ("generate 1 h slow_query at 15 s (s)", f"{g['seconds_1h_slow_query']:.3f}"),
-        ("  samples/s | log lines/s | spans/s",
-         f"{g['samples_per_s']:.3g} | {g['log_lines_per_s']:.3g} | {g['spans_per_s']:.3g}"),
-        ("remote-write encode: fast / naive protobuf", f"{e['ratio_fast_over_naive']:.1f}x"),
-        ("Prometheus load: end-to-end / pre-encoded ceiling",
+        ("generate 1 h of slow_query at 15 s", f"{g['seconds_1h_slow_query']:.2f} s"),
+        ("remote-write encoder / naive (samples)",
+         f"{e['remote_write']['ratio_fast_over_naive']:.1f}x"),
+        ("Loki encoder / naive (lines)", f"{e['loki']['ratio_fast_over_naive']:.1f}x"),
+        ("OTLP encoder / naive (spans)", f"{e['otlp']['ratio_fast_over_naive']:.1f}x"),
+        ("OTLP encoder / OTel SDK create+export (spans)",
+         f"{e['otlp']['ratio_fast_over_sdk']:.1f}x"),
+        ("Prometheus load end-to-end / pre-encoded ceiling",
          f"{p['ratio_end_to_end_over_ceiling']:.2f}"),
-        (f"  samples pushed ({p['samples']}), peak RSS MB", f"{results['peak_rss_mb']:.0f}"),
     ]
+    if isinstance(r["promtool"], dict):
+        rows.append(("Prometheus load / promtool create-blocks (samples/s)",
+                     f"{p['end_to_end_samples_per_s'] / r['promtool']['samples_per_s']:.1f}x"))
+    rows += [(f"scale: {s['instances']} copies x {s['duration']} ({s['samples']} samples)",
+              f"peak RSS {s['peak_rss_mb']:.0f} MB"),
+             ("scale: samples rejected", str(s["rejected"]))]
+    width = max(len(a) for a, _ in rows) + 2
     for name, value in rows:
-        print(f"{name:<52}{value:>14}")
+        print(f"{name:<{width}}{value:>16}")
 
 
 if __name__ == "__main__":

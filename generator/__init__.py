@@ -30,8 +30,12 @@ __all__ = ["generate", "Incident", "Scenario", "ScenarioError", "SCENARIOS", "ge
 
 
 def generate(scenario: str, seed: int = 1, duration_ms: int | None = None,
-             step_ms: int | None = None, knobs: Mapping[str, object] | None = None) -> Incident:
-    """Build the incident ``scenario`` for ``seed``; same arguments, same incident."""
+             step_ms: int | None = None, knobs: Mapping[str, object] | None = None,
+             signals: tuple[str, ...] = ("metrics", "logs", "traces")) -> Incident:
+    """Build the incident ``scenario`` for ``seed``; same arguments, same incident.
+
+    ``signals`` leaves out what is not needed (a metrics-only load of a day-long window
+    need not format a million log lines); what is built is the same either way."""
     spec = get_scenario(scenario)
     duration_ms = spec.default_duration_s * 1000 if duration_ms is None else int(duration_ms)
     step_ms = spec.default_step_s * 1000 if step_ms is None else int(step_ms)
@@ -48,11 +52,14 @@ def generate(scenario: str, seed: int = 1, duration_ms: int | None = None,
     clients = make_clients(traffic, rngs["clients"])
     fails = failures(resolved)
     families, series = build_metrics(traffic, ids, state, resolved, rngs["gauges"])
+    if "metrics" not in signals:
+        families, series = (), ()
     return Incident(
         scenario=spec.name, seed=int(seed), duration_ms=duration_ms, step_ms=step_ms,
         families=families, series=series,
-        log_streams=build_logs(traffic, ids, clients, resolved, fails, rngs["logs"]),
-        span_tables=build_spans(traffic, ids, clients, fails),
+        log_streams=build_logs(traffic, ids, clients, resolved, fails, rngs["logs"])
+        if "logs" in signals else (),
+        span_tables=build_spans(traffic, ids, clients, fails) if "traces" in signals else (),
         truth=build_truth(spec, duration_ms, traffic, ids),
         knobs=tuple(sorted(resolved.items())), generator_version=GENERATOR_VERSION,
         source=(("kind", "generated"),),

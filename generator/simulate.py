@@ -141,6 +141,7 @@ def simulate(
     select_s = np.where(db & ~timed_out, work["select_s"], 0.0)
     insert_s = np.where((route == POST_PAYMENT) & (error == ERR_NONE), work["insert_s"], 0.0)
     extra_s = np.where(insert_s > 0, work["extra_s"], 0.0)
+    del work  # a day-long window holds a million requests: free what is no longer needed
 
     app_s = _lognormal(streams["latency"], np.full(route.shape, knobs["app_p50_ms"] / 1e3),
                        knobs["app_sigma"])
@@ -154,12 +155,14 @@ def simulate(
     select_ns, insert_ns, extra_ns = to_ns(select_s), to_ns(insert_s), to_ns(extra_s)
     end_ns = start_ns + np.maximum(to_ns(total_s),
                                    pre_ns + wait_ns + select_ns + insert_ns + extra_ns + 1000)
+    del total_s, gaps_s, app_s, pre_s
 
     status = _status(knobs, route, error, streams["latency"])
     latency = (end_ns - start_ns) / NS_PER_S
     keep_draw = streams["latency"].random(route.shape[0])
     sampled = ((status >= 500) | ((latency > SLOW_TRACE_S) & (keep_draw < SLOW_KEEP_RATIO))
                | (keep_draw < knobs["trace_sample_ratio"]))
+    del keep_draw, latency
     payment_id = np.asarray(streams["latency"].integers(10_000, 990_000, route.shape[0]))
 
     keep = end_ns <= duration_ms * NS_PER_MS

@@ -244,6 +244,9 @@ def _progress_printer() -> object:
 @click.option("--batch-samples", type=click.IntRange(1, 1_000_000), default=5000,
               show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--instances", type=click.IntRange(1, 100_000), default=1, show_default=True,
+              help="Load N copies of the service (instance label <host>-<i>), generated and "
+                   "pushed one at a time: memory stays that of one copy.")
 @click.option("--shard", "shard_spec", default="0/1", show_default=True, metavar="K/N",
               help="Push part K of N (by series, stream and trace); N processes with "
                    "K = 0..N-1 push the whole incident exactly once.")
@@ -260,7 +263,8 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
              basic_auth: str | None, bearer_token: str | None, headers: tuple[str, ...],
              tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
              insecure_skip_verify: bool, labels: tuple[str, ...], clip: bool,
-             no_exemplars: bool, batch_samples: int, concurrency: int, shard_spec: str,
+             no_exemplars: bool, batch_samples: int, concurrency: int, instances: int,
+             shard_spec: str,
              follow: bool, live_from: str | None, dry_run: bool, as_json: bool) -> None:
     """Replay SOURCE (a scenario or a recording) so its window ends at --end."""
     chosen = _signals(signals)
@@ -289,7 +293,8 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         loki=LokiOptions(format=loki_format, rate_bytes_s=None if loki_rate_mb is None
                          else loki_rate_mb * 1024 * 1024),
         extra_labels=tuple(extra), dry_run=dry_run, follow=follow,
-        live_from_ms=_duration_ms(live_from, "--live-from"), shard=parse_shard(shard_spec))
+        live_from_ms=_duration_ms(live_from, "--live-from"), shard=parse_shard(shard_spec),
+        instances=instances)
     result = run_load(req, progress=None if as_json else _progress_printer())  # type: ignore
     if dry_run:
         c = counts(result.incident)
@@ -297,7 +302,8 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
                    f"{c['exemplars']} exemplars, {c['log_lines']} log lines in "
                    f"{c['log_streams']} streams and {c['spans']} spans "
                    f"({', '.join(chosen)}) for the window {_iso(result.start_ns)} .. "
-                   f"{_iso(result.end_ns)}; nothing sent")
+                   f"{_iso(result.end_ns)}" + (f", times {instances} copies of the service"
+                                              if instances > 1 else "") + "; nothing sent")
         return
     if as_json:
         click.echo(json.dumps({"window": {"start_ns": result.start_ns, "end_ns": result.end_ns},

@@ -68,6 +68,7 @@ class LoadRequest:
     follow: bool = False
     live_from_ms: int | None = None  # --follow: where in the window "now" sits
     shard: tuple[int, int] = (0, 1)  # (K, N): this process pushes part K of N
+    instances: int = 1  # N copies of the service (scale tests), generated one at a time
 
 
 @dataclass
@@ -138,6 +139,8 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
              transport: HttpTransport | None = None,
              sleep: Callable[[float], None] = time.sleep) -> LoadResult:
     """Load ``req.source`` into the chosen backends; ``transport`` overrides Prometheus'."""
+    if req.instances > 1:
+        return _load_instances(req, now_ns, progress, transport)
     incident = shard(resolve_source(req.source, req.seed, req.duration_ms, req.step_ms,
                                     dict(req.knobs)), *req.shard)
     if req.follow:
@@ -165,6 +168,70 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
                       notes)
 
 
+def relabel_instance(incident: Incident, index: int) -> Incident:
+    """Copy ``index`` of the service: ``instance`` labels become ``host-<index>:port`` and
+    log streams get an ``instance`` label, so copies never share a series or stream."""
+    from generator.model import LogStream, Series, make_labels
+
+    def rename(value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        return f"{host}-{index}:{port}" if sep else f"{value}-{index}"
+
+    series = tuple(Series(make_labels({k: rename(v) if k == "instance" else v
+                                       for k, v in s.labels}), s.t_ms, s.values, s.exemplars)
+                   for s in incident.series)
+    streams = tuple(LogStream(make_labels({**dict(s.labels), "instance": f"copy-{index}"}),
+                              s.t_ns, s.lines, s.metadata, s.time_prefix)
+                    for s in incident.log_streams)
+    return replace(incident, series=series, log_streams=streams)
+
+
+def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
+                    progress: Callable[[SignalReport], None] | None,
+                    transport: HttpTransport | None) -> LoadResult:
+    """N copies of the scenario, each generated, pushed and dropped before the next, so
+    memory is bounded by one copy, not by the whole load."""
+    if isinstance(req.source, Incident) or Path(req.source).exists() or \
+            str(req.source).endswith((".jsonl", ".gz")):
+        raise UsageError("--instances needs a scenario name (it generates each copy)")
+    if req.follow:
+        raise UsageError("--instances and --follow do not go together")
+
+    def copy(i: int) -> Incident:
+        inc = generate(str(req.source), seed=req.seed + i, duration_ms=req.duration_ms,
+                       step_ms=req.step_ms, knobs=dict(req.knobs), signals=req.signals)
+        return relabel_instance(shard(inc, *req.shard), i)
+
+    first: Incident | None = copy(0)
+    assert first is not None
+    end_ns, is_now = parse_end(req.end, now_ns(), first.step_ms)
+    duration_ns = first.duration_ms * NS_PER_MS
+    reports = {s: SignalReport(s, UNITS[s]) for s in req.signals}
+    notes: list[str] = [f"{req.instances} copies of the service"]
+    if req.dry_run:
+        return LoadResult(shift(first, end_ns, dict(req.extra_labels)), end_ns - duration_ns,
+                          end_ns, [], notes)
+    session = _Session(req, transport)
+    last: Incident | None = None
+    try:
+        for i in range(req.instances):
+            last = None  # only one copy is alive at a time
+            inc = first if first is not None else copy(i)
+            first = None
+            if "metrics" in reports and not reports["metrics"].failed:
+                end_ns = _metrics(session, inc, end_ns, is_now and i == 0, reports["metrics"],
+                                  [] if i else notes, progress)
+            last = shift(inc, end_ns, dict(req.extra_labels))
+            if "logs" in reports and not reports["logs"].failed:
+                _logs(session, last, end_ns - duration_ns, now_ns(), reports["logs"], progress)
+            if "traces" in reports and not reports["traces"].failed:
+                _traces(session, last, reports["traces"], progress)
+    finally:
+        session.close()
+    assert last is not None
+    return LoadResult(last, end_ns - duration_ns, end_ns, list(reports.values()), notes)
+
+
 def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
              report: SignalReport, notes: list[str],
              progress: Callable[[SignalReport], None] | None) -> int:
@@ -181,7 +248,7 @@ def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
                      end_ns // NS_PER_MS, progress)
     except (PreflightError, TransportError) as exc:
         _fail(report, exc, incident.sample_count)
-    report.notes.extend(notes)
+    report.notes.extend(n for n in notes if n not in report.notes)
     return end_ns
 
 

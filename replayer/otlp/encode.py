@@ -8,6 +8,7 @@ Spans are grouped by resource and scope, as OTLP wants.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -48,20 +49,65 @@ class _AttrCache:
         return b"".join(out)
 
 
-def _span(t: SpanTable, i: int, attrs: _AttrCache) -> bytes:
-    parent = t.parent_span_id[i].tobytes()
-    status = text(2, t.status_message[i]) + uint(3, int(t.status_code[i]))
-    events = b"".join(
-        field(11, fixed64(1, e.t_ns) + text(2, e.name) + attrs.key_values(3, e.attributes))
-        for e in t.events[i])
-    body = b"".join((
-        field(1, t.trace_id[i].tobytes()), field(2, t.span_id[i].tobytes()),
-        field(4, parent) if any(parent) else b"", text(5, t.name[i]), uint(6, int(t.kind[i])),
-        fixed64(7, int(t.start_ns[i])), fixed64(8, int(t.end_ns[i])),
-        attrs.key_values(9, t.attributes[i]), events,
-        field(15, status) if status else b"",
-    ))
-    return field(2, body)  # ScopeSpans.spans
+_FIXED = struct.Struct("<Q")
+
+
+class _Spans:
+    """Writes the spans of one table; everything that repeats across spans is cached."""
+
+    def __init__(self, t: SpanTable, attrs: _AttrCache) -> None:
+        self.t, self.attrs = t, attrs
+        self.trace = t.trace_id.tobytes()
+        self.span_ids = t.span_id.tobytes()
+        self.parent = t.parent_span_id.tobytes()
+        self.has_parent = t.parent_span_id.any(axis=1).tolist()
+        self.start = t.start_ns.tolist()
+        self.end = t.end_ns.tolist()
+        self.kind = t.kind.tolist()
+        self.code = t.status_code.tolist()
+        self.text: dict[tuple[int, str], bytes] = {}
+        self.status: dict[tuple[str, int], bytes] = {}
+        self.attr_sets: dict[tuple, bytes] = {}
+
+    def _text(self, number: int, value: str) -> bytes:
+        key = (number, value)
+        out = self.text.get(key)
+        if out is None:
+            out = self.text[key] = text(number, value)
+        return out
+
+    def span(self, i: int) -> bytes:
+        t = self.t
+        parts = [b"\x0a\x10", self.trace[16 * i:16 * i + 16],
+                 b"\x12\x08", self.span_ids[8 * i:8 * i + 8]]
+        if self.has_parent[i]:
+            parts += (b"\x22\x08", self.parent[8 * i:8 * i + 8])
+        parts.append(self._text(5, t.name[i]))
+        if self.kind[i]:
+            parts.append(b"\x30" + varint(self.kind[i]))
+        parts += (b"\x39", _FIXED.pack(self.start[i] & _U64), b"\x41",
+                  _FIXED.pack(self.end[i] & _U64))
+        attrs = t.attributes[i]
+        encoded = self.attr_sets.get(attrs)
+        if encoded is None:
+            encoded = self.attrs.key_values(9, attrs)
+            if len(self.attr_sets) < 50_000:
+                self.attr_sets[attrs] = encoded
+        parts.append(encoded)
+        for e in t.events[i]:
+            parts.append(field(11, fixed64(1, e.t_ns) + text(2, e.name)
+                               + self.attrs.key_values(3, e.attributes)))
+        key = (t.status_message[i], self.code[i])
+        if key != ("", 0):
+            status = self.status.get(key)
+            if status is None:
+                status = self.status[key] = field(15, text(2, key[0]) + uint(3, key[1]))
+            parts.append(status)
+        body = b"".join(parts)
+        return b"\x12" + varint(len(body)) + body  # ScopeSpans.spans
+
+
+_U64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -81,11 +127,15 @@ class TraceEncoder:
     def __init__(self, tables: Sequence[SpanTable]) -> None:
         self.tables = tables
         self.attrs = _AttrCache()
+        self._writers: dict[int, _Spans] = {}
 
     def resource_spans(self, batch: SpanBatch) -> bytes:
         t = self.tables[batch.table]
+        writer = self._writers.get(batch.table)
+        if writer is None:
+            writer = self._writers[batch.table] = _Spans(t, self.attrs)
         scope = field(1, text(1, t.scope_name) + text(2, t.scope_version))
-        spans = b"".join(_span(t, i, self.attrs) for i in range(batch.lo, batch.hi))
+        spans = b"".join([writer.span(i) for i in range(batch.lo, batch.hi)])
         resource = field(1, self.attrs.key_values(1, t.resource))
         return field(1, resource + field(2, scope + spans))  # request.resource_spans
 

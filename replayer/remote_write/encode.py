@@ -67,15 +67,18 @@ def encode_labels(labels: Labels) -> bytes:
     return b"".join([_label(name, value) for name, value in labels])
 
 
+_VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
+
+
 def varint_matrix(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Varints of int64 ``values``: a (n, 10) byte matrix and each row's length."""
-    u = values.astype(np.int64).view(np.uint64)
-    shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
+    """Varints of int64 ``values``: a (n, width) byte matrix (width = the longest) and each
+    row's length."""
+    u = np.asarray(values, np.int64).view(np.uint64)
+    length = 1 + np.searchsorted(_VARINT_LIMITS, u, side="right").astype(np.int64)
+    width = int(length.max(initial=1))
+    shifts = np.arange(width, dtype=np.uint64) * np.uint64(7)
     groups = ((u[:, None] >> shifts[None, :]) & np.uint64(0x7F)).astype(np.uint8)
-    length = np.ones(u.shape[0], np.int64)
-    for k in range(1, 10):
-        length += u >= (np.uint64(1) << np.uint64(7 * k))
-    more = np.arange(10)[None, :] < (length[:, None] - 1)
+    more = np.arange(width)[None, :] < (length[:, None] - 1)
     groups |= (more * 0x80).astype(np.uint8)
     return groups, length
 
@@ -98,7 +101,7 @@ def encode_samples(t_ms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np
     rows[:, 2] = 0x09
     rows[:, 3:11] = v.view(np.uint8).reshape(n, 8)
     rows[:, 11] = 0x10
-    rows[:, 12:width] = groups[:, : width - 12]
+    rows[:, 12:12 + groups.shape[1]] = groups
     col = np.arange(width)[None, :]
     keep = ((col < 2) | ((col < 11) & has_v[:, None])
             | ((col >= 11) & (col < 12 + vlen[:, None]) & has_t[:, None]))

@@ -65,3 +65,12 @@ def test_generator_imports_no_io_or_clock() -> None:
         text = path.read_text()
         assert not banned.search(text), f"{path.name} imports something impure"
         assert not calls.search(text), f"{path.name} uses numpy's global random state"
+
+
+def test_leaving_signals_out_changes_nothing_else() -> None:
+    full = generate("slow_query", seed=4, duration_ms=600_000)
+    metrics_only = generate("slow_query", seed=4, duration_ms=600_000, signals=("metrics",))
+    assert metrics_only.log_streams == () and metrics_only.span_tables == ()
+    assert [s.values.tolist() for s in metrics_only.series] == [s.values.tolist()
+                                                                for s in full.series]
+    assert metrics_only.truth == full.truth

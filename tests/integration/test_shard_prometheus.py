@@ -48,3 +48,27 @@ def test_two_shards_equal_one_unsharded_load(tmp_path: Path) -> None:
         whole, split = _stored_all(one, end_ms), _stored_all(two, end_ms)
     assert split == whole
     assert sum(len(v) for v in split.values()) == cached_incident("slow_query").sample_count
+
+
+def test_instances_load_copies_that_never_share_a_series(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from generator import generate
+    from replayer.cli import cli
+
+    now = time.time_ns() // 1_000_000
+    end_ms = now - now % 60_000
+    with running_prometheus(tmp_path) as url:
+        r = CliRunner().invoke(cli, ["load", "baseline", "--duration", "10m", "--instances",
+                                     "3", "--signals", "metrics", "--end", iso(end_ms),
+                                     "--prometheus-url", url])
+        assert r.exit_code == 0, r.output
+        got = stored(url, "process_cpu_seconds_total", end_ms, 600)
+    instances = sorted(dict(k)["instance"] for k in got)
+    assert instances == ["payment-service-0:8000", "payment-service-1:8000",
+                         "payment-service-2:8000"]
+    one = generate("baseline", seed=1, duration_ms=600_000)
+    per_copy = sum(len(s) for s in one.series)
+    assert f"accepted {3 * per_copy}" in r.output
+    values = [tuple(v.values()) for v in got.values()]
+    assert len(set(values)) == 3  # each copy has its own seed

@@ -7,6 +7,7 @@ import json
 import cramjam
 import pytest
 
+from benchmarks.naive import naive_loki_request
 from replayer.loki import push_pb2
 from replayer.loki.encode import (
     compress,
@@ -22,17 +23,6 @@ from tests.replayer.captures import capture
 END_NS = 1_795_778_400_000 * 1_000_000
 
 
-def reference(stream, lo, hi) -> bytes:  # type: ignore[no-untyped-def]
-    req = push_pb2.PushRequest()
-    s = req.streams.add(labels=label_string(stream.labels))
-    for i in range(lo, hi):
-        e = s.entries.add(line=stream.lines[i])
-        e.timestamp.seconds, e.timestamp.nanos = divmod(int(stream.t_ns[i]), 10**9)
-        for k, v in stream.metadata[i]:
-            e.structuredMetadata.add(name=k, value=v)
-    return req.SerializeToString()
-
-
 @pytest.mark.parametrize("scenario", ["slow_query", "pool_exhaustion"])
 def test_proto_bytes_equal_the_schema_and_decode_to_the_recording(scenario: str) -> None:
     inc = shift(cached_incident(scenario), END_NS)
@@ -40,7 +30,7 @@ def test_proto_bytes_equal_the_schema_and_decode_to_the_recording(scenario: str)
     for b in plan_batches(inc.log_streams, 1000, 1 << 20):
         stream = inc.log_streams[b.stream]
         body = proto_request(stream, b.lo, b.hi)
-        assert body == reference(stream, b.lo, b.hi)
+        assert body == naive_loki_request(stream, b.lo, b.hi)
         req = push_pb2.PushRequest.FromString(bytes(cramjam.snappy.decompress_raw(
             compress(body))))
         (s,) = req.streams

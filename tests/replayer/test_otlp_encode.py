@@ -6,8 +6,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from generator.model import SpanTable
-from replayer.otlp.encode import SpanBatch, TraceEncoder, plan_batches
+from benchmarks.naive import naive_otlp_request
+from replayer.otlp.encode import TraceEncoder, plan_batches
 from replayer.timeshift import shift
 from tests.conftest import cached_incident
 
@@ -19,53 +19,12 @@ def _value(v):  # type: ignore[no-untyped-def]
     return getattr(v, kind)
 
 
-def reference_request(tables: list[SpanTable], batches: list[SpanBatch]) -> bytes:
-    """Built the slow way with opentelemetry-proto's classes: the bytes we must equal."""
-    req = trace_service_pb2.ExportTraceServiceRequest()
-    for b in batches:
-        t = tables[b.table]
-        rs = req.resource_spans.add()
-        for k, v in t.resource:
-            _set(rs.resource.attributes.add(), k, v)
-        ss = rs.scope_spans.add()
-        ss.scope.name, ss.scope.version = t.scope_name, t.scope_version
-        for i in range(b.lo, b.hi):
-            sp = ss.spans.add(trace_id=t.trace_id[i].tobytes(), span_id=t.span_id[i].tobytes(),
-                              name=t.name[i], kind=int(t.kind[i]),
-                              start_time_unix_nano=int(t.start_ns[i]),
-                              end_time_unix_nano=int(t.end_ns[i]))
-            if t.parent_span_id[i].any():
-                sp.parent_span_id = t.parent_span_id[i].tobytes()
-            for k, v in t.attributes[i]:
-                _set(sp.attributes.add(), k, v)
-            for e in t.events[i]:
-                ev = sp.events.add(time_unix_nano=e.t_ns, name=e.name)
-                for k, v in e.attributes:
-                    _set(ev.attributes.add(), k, v)
-            if t.status_code[i] or t.status_message[i]:
-                sp.status.code = int(t.status_code[i])
-                sp.status.message = t.status_message[i]
-    return req.SerializeToString()
-
-
-def _set(kv, key, value) -> None:  # type: ignore[no-untyped-def]
-    kv.key = key
-    if isinstance(value, bool):
-        kv.value.bool_value = value
-    elif isinstance(value, int):
-        kv.value.int_value = value
-    elif isinstance(value, float):
-        kv.value.double_value = value
-    else:
-        kv.value.string_value = value
-
-
 @pytest.mark.parametrize("scenario", ["slow_query", "pool_exhaustion"])
 def test_bytes_equal_opentelemetry_proto(scenario: str) -> None:
     tables = list(shift(cached_incident(scenario), END_NS).span_tables)
     enc = TraceEncoder(tables)
     for batches in list(plan_batches(tables, 700))[:6]:
-        assert enc.request(batches) == reference_request(tables, batches)
+        assert enc.request(batches) == naive_otlp_request(tables, batches)
 
 
 def test_decoded_spans_equal_the_recording() -> None:

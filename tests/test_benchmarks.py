@@ -1,0 +1,33 @@
+"""The benchmark runs in reduced size (what CI can afford). It asserts what was pushed,
+never how fast: speed is for the full-size run by hand, reported in the README."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from generator import generate
+from tests.integration.prometheus_server import prometheus_binary
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
+
+
+def test_reduced_benchmark_pushes_everything() -> None:
+    prometheus_binary()
+    out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--small"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = json.loads((ROOT / "benchmarks/results/latest.json").read_text())
+    assert results["size"] == "small"
+    for codec in ("remote_write", "loki", "otlp"):
+        assert results["encode"][codec]["fast_per_s"] > 0
+    scale = results["scale"]
+    per_copy = generate("slow_query", duration_ms=7_200_000, signals=("metrics",)).sample_count
+    assert scale["rejected"] == 0
+    assert per_copy < scale["samples"] <= 2 * per_copy  # two copies, different seeds
+    assert "Prometheus load end-to-end / pre-encoded ceiling" in out.stdout
