@@ -60,7 +60,7 @@ class _Spans:
         self.trace = t.trace_id.tobytes()
         self.span_ids = t.span_id.tobytes()
         self.parent = t.parent_span_id.tobytes()
-        self.has_parent: list[bool] = t.parent_span_id.any(axis=1).tolist()
+        self.has_parent: list[bool] = [bool(x) for x in t.parent_span_id.any(axis=1)]
         self.start = t.start_ns.tolist()
         self.end = t.end_ns.tolist()
         self.kind = t.kind.tolist()
