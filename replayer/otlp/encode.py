@@ -12,6 +12,8 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from generator.model import Attributes, AttrValue, SpanTable
 
 from ..wire import double, field, fixed64, tag, text, uint, varint
@@ -60,7 +62,7 @@ class _Spans:
         self.trace = t.trace_id.tobytes()
         self.span_ids = t.span_id.tobytes()
         self.parent = t.parent_span_id.tobytes()
-        self.has_parent: list[bool] = [bool(x) for x in t.parent_span_id.any(axis=1)]
+        self.has_parent: list[bool] = np.asarray(t.parent_span_id.any(axis=1)).tolist()
         self.start = t.start_ns.tolist()
         self.end = t.end_ns.tolist()
         self.kind = t.kind.tolist()
