@@ -189,6 +189,22 @@ def bench_prometheus(series: list[Series], families, concurrency: int,  # type: 
             "samples": ceiling_samples + report.accepted, "concurrency": concurrency}
 
 
+def _watch_peak_rss(pid: int, proc: subprocess.Popen) -> float:
+    """The child's own peak RSS (VmHWM) in MB, read until it exits (the Prometheus it loads
+    into is another child, so RUSAGE_CHILDREN would count that too)."""
+    peak = 0.0
+    status = Path(f"/proc/{pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        time.sleep(0.2)
+    return peak
+
+
 def bench_scale(duration: str, instances: int) -> dict[str, float]:
     """`replayer load --instances N --duration D` into a real Prometheus, in a child
     process so its peak RSS is its own."""
@@ -198,17 +214,18 @@ def bench_scale(duration: str, instances: int) -> dict[str, float]:
         cfg_dir = Path(tmp)
         with running_prometheus(cfg_dir, ooo_window="25h") as url:
             t = time.perf_counter()
-            out = subprocess.run(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "replayer.cli", "load", "slow_query", "--duration",
                  duration, "--instances", str(instances), "--signals", "metrics",
-                 "--prometheus-url", url, "--json"], capture_output=True, text=True,
-                timeout=7200, cwd=ROOT)
+                 "--prometheus-url", url, "--json"], stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True, cwd=ROOT)
+            rss = _watch_peak_rss(proc.pid, proc)
+            stdout, stderr = proc.communicate(timeout=7200)
             secs = time.perf_counter() - t
-            if out.returncode != 0:
-                raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
-            report = json.loads(out.stdout)["signals"][0]
+            if proc.returncode != 0:
+                raise RuntimeError(stdout[-2000:] + stderr[-2000:])
+            report = json.loads(stdout)["signals"][0]
             series = query(url, 'count({__name__=~".+", job!=""})', time.time())
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"instances": instances, "duration": duration, "series": int(series[0]["value"][1]),
             "samples": report["accepted"], "rejected": sum(report["rejected"].values()),
             "seconds": secs, "samples_per_s": report["accepted"] / secs,

@@ -181,14 +181,18 @@ class Pusher:
         self.ooo_allowed = ooo_allowed
         self.exemplars_kept = exemplars_kept
 
-    def _post(self, pieces: Sequence[Piece]) -> Response:
-        body = compress(self.encoder.write_request(pieces))
+    def encode(self, pieces: Sequence[Piece]) -> bytes:
+        return compress(self.encoder.write_request(pieces))
+
+    def _post(self, pieces: Sequence[Piece], body: bytes | None = None) -> Response:
+        body = body if body is not None else self.encode(pieces)
         resp, retries = self.transport.post(WRITE_PATH, body, HEADERS, final=_final)
         self.report.count_request(retries)
         return resp
 
-    def send(self, pieces: Sequence[Piece], depth: int = 0) -> None:
-        resp = self._post(pieces)
+    def send(self, pieces: Sequence[Piece], depth: int = 0, body: bytes | None = None) -> None:
+        """Post ``pieces`` (``body``: already encoded); split and retry parts on rejection."""
+        resp = self._post(pieces, body)
         if 200 <= resp.status < 300:
             self.report.add(accepted=sum(p.samples for p in pieces),
                             exemplars=sum(p.exemplars for p in pieces),
@@ -300,10 +304,16 @@ def push_series(transport: HttpTransport, series: Sequence[Series], info: Server
                      options.max_samples)
 
     def run(batches: list[list[Piece]]) -> None:
-        for batch in batches:
-            pusher.send(batch)
-            if progress:
-                progress(report)
+        # pipelined: the next request is encoded while this one is on the wire
+        with ThreadPoolExecutor(max_workers=1) as ahead:
+            upcoming = ahead.submit(pusher.encode, batches[0])
+            for i, batch in enumerate(batches):
+                body = upcoming.result()
+                if i + 1 < len(batches):
+                    upcoming = ahead.submit(pusher.encode, batches[i + 1])
+                pusher.send(batch, body=body)
+                if progress:
+                    progress(report)
 
     with ThreadPoolExecutor(max_workers=max(1, len(lanes))) as pool:
         for fut in [pool.submit(run, b) for b in lanes]:

@@ -112,21 +112,46 @@ _EX_SPAN = _field(0x0A, _field(0x0A, b"span_id") + _field(0x12, bytes(16)))[:-16
 _EX_TRACE = _field(0x0A, _field(0x0A, b"trace_id") + _field(0x12, bytes(32)))[:-32]
 
 
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def hex_matrix(ids: np.ndarray) -> np.ndarray:
+    """(n, k) id bytes -> (n, 2k) lower-case hex ASCII, vectorized."""
+    out = np.empty((ids.shape[0], ids.shape[1] * 2), np.uint8)
+    out[:, 0::2] = _HEX[ids >> 4]
+    out[:, 1::2] = _HEX[ids & 0x0F]
+    return out
+
+
+def exemplar_rows(values: np.ndarray, t_ms: np.ndarray, span_ids: np.ndarray,
+                  trace_ids: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """``Exemplar`` fields (tag 3 of TimeSeries) with labels span_id and trace_id, for many
+    exemplars at once (canonical: a +0.0 value or 0 timestamp is left out). Returns the
+    bytes back to back and each exemplar's length."""
+    from .. import bulk
+
+    n = values.shape[0]
+    values = np.ascontiguousarray(values, dtype="<f8")
+    t = np.asarray(t_ms, np.int64)
+    has_v, has_t = values.view(np.uint64) != 0, t != 0
+    body_len = (len(_EX_SPAN) + 16 + len(_EX_TRACE) + 32 + 9 * has_v
+                + (1 + bulk.varint_len(t)) * has_t)
+    packed, row_len = bulk.pack([
+        bulk.const(n, b"\x1a"), bulk.varint_piece(body_len),
+        bulk.const(n, _EX_SPAN), (hex_matrix(span_ids), np.full(n, 16)),
+        bulk.const(n, _EX_TRACE), (hex_matrix(trace_ids), np.full(n, 32)),
+        bulk.const(n, b"\x11", has_v),
+        (values.view(np.uint8).reshape(n, 8), np.where(has_v, 8, 0)),
+        bulk.const(n, b"\x18", has_t), bulk.varint_piece(t, has_t),
+    ])
+    return packed.tobytes(), row_len
+
+
 def encode_exemplars(series: Series, lo: int, hi: int) -> bytes:
-    """Repeated ``Exemplar`` fields (tag 3 of TimeSeries): labels span_id, trace_id."""
     e = series.exemplars
-    values = np.ascontiguousarray(e.value[lo:hi], dtype="<f8")
-    out = []
-    for i in range(hi - lo):
-        value = values[i].tobytes()
-        t = int(e.t_ms[lo + i])
-        body = b"".join((
-            _EX_SPAN, e.span_id[lo + i].tobytes().hex().encode(),
-            _EX_TRACE, e.trace_id[lo + i].tobytes().hex().encode(),
-            b"\x11" + value if value != bytes(8) else b"",
-            b"\x18" + varint(t) if t else b""))
-        out.append(b"\x1a" + varint(len(body)) + body)
-    return b"".join(out)
+    if hi <= lo:
+        return b""
+    return exemplar_rows(e.value[lo:hi], e.t_ms[lo:hi], e.span_id[lo:hi], e.trace_id[lo:hi])[0]
 
 
 class SeriesEncoder:
@@ -150,18 +175,36 @@ class SeriesEncoder:
         v = np.concatenate([self.series[p.series].values[p.lo:p.hi] for p in pieces])
         blob, ends = encode_samples(t, v)
         raw = blob.tobytes()
+        ex_raw, ex_ends = self._exemplars(pieces)
         out = []
-        first = 0
+        first = ex_first = 0
         for p in pieces:
             last = first + p.samples
             lo_b = int(ends[first - 1]) if first else 0
             hi_b = int(ends[last - 1]) if last else 0
             body = self.labels(p.series) + raw[lo_b:hi_b]
             if p.exemplars:
-                body += encode_exemplars(self.series[p.series], p.ex_lo, p.ex_hi)
+                ex_last = ex_first + p.exemplars
+                a = int(ex_ends[ex_first - 1]) if ex_first else 0
+                body += ex_raw[a:int(ex_ends[ex_last - 1])]
+                ex_first = ex_last
             out.append(_field(0x0A, body))
             first = last
         return b"".join(out)
+
+    def _exemplars(self, pieces: Sequence[Piece]) -> tuple[bytes, np.ndarray]:
+        """The exemplars of every piece, encoded in one go."""
+        with_ex = [p for p in pieces if p.exemplars]
+        if not with_ex:
+            return b"", np.zeros(0, np.int64)
+        ex = [self.series[p.series].exemplars for p in with_ex]
+        cut = [(e, p.ex_lo, p.ex_hi) for e, p in zip(ex, with_ex)]
+        raw, row_len = exemplar_rows(
+            np.concatenate([e.value[a:b] for e, a, b in cut]),
+            np.concatenate([e.t_ms[a:b] for e, a, b in cut]),
+            np.concatenate([e.span_id[a:b] for e, a, b in cut]),
+            np.concatenate([e.trace_id[a:b] for e, a, b in cut]))
+        return raw, np.cumsum(row_len)
 
 
 def metadata_request(families: Sequence[MetricFamily]) -> bytes:

@@ -83,3 +83,25 @@ def test_traces_found_by_id_and_by_traceql_search(tmp_path: Path) -> None:
         hits = eventually(found)
         traces = {t.trace_id[i].tobytes().hex() for t in inc.span_tables for i in range(len(t))}
         assert hits and hits <= traces
+
+
+def test_stack_up_starts_loki_and_tempo_from_the_repo_configs(tmp_path: Path) -> None:
+    from .backends import binary
+    from .prometheus_server import free_port
+
+    binary("loki")
+    binary("tempo")
+    ports = {"--prometheus-port": free_port(), "--loki-port": free_port(),
+             "--tempo-port": free_port(), "--tempo-otlp-grpc-port": free_port(),
+             "--tempo-otlp-http-port": free_port()}
+    args = [x for k, v in ports.items() for x in (k, str(v))]
+    runner = CliRunner()
+    try:
+        r = runner.invoke(cli, ["stack", "up", "--data-dir", str(tmp_path / "s"), *args])
+        assert r.exit_code == 0, r.output
+        status = runner.invoke(cli, ["stack", "status", "--data-dir", str(tmp_path / "s")])
+        for name in ("prometheus", "loki", "tempo"):
+            assert f"{name:<11} ready" in status.output, status.output
+    finally:
+        runner.invoke(cli, ["stack", "down", "--data-dir", str(tmp_path / "s"),
+                            "--timeout", "120"])
