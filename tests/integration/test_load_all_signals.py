@@ -4,7 +4,6 @@ server (opentelemetry-proto's stubs) standing in for Tempo, and Loki's captured 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -20,14 +19,10 @@ from tests.conftest import cached_incident
 from tests.replayer.test_otlp_push import Collector, collector_server  # noqa: F401
 
 from .prometheus_server import query, running_prometheus
+from .test_prometheus_load import iso
 
 pytestmark = pytest.mark.integration
 LOKI = "http://loki.test:3100"
-
-
-def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")
 
 
 def _loki_mock(rsps: responses.RequestsMock, pushed: list[push_pb2.PushRequest]) -> None:
@@ -54,7 +49,7 @@ def test_one_load_fills_all_three_and_logs_join_traces(tmp_path: Path,
     with running_prometheus(tmp_path) as prom, responses.RequestsMock() as rsps:
         rsps.add_passthru(prom)
         _loki_mock(rsps, pushed)
-        r = CliRunner().invoke(cli, ["load", "slow_query", "--end", _iso(end_ms), "--json",
+        r = CliRunner().invoke(cli, ["load", "slow_query", "--end", iso(end_ms), "--json",
                                      "--prometheus-url", prom, "--loki-url", LOKI,
                                      "--tempo-url", tempo, "--loki-rate-mb", "0"])
         assert r.exit_code == 0, r.output
@@ -80,7 +75,7 @@ def test_unreachable_loki_and_tempo_still_load_metrics(tmp_path: Path) -> None:
     now_ms = time.time_ns() // 1_000_000
     end_ms = now_ms - now_ms % 60_000
     with running_prometheus(tmp_path) as prom:
-        r = CliRunner().invoke(cli, ["load", "baseline", "--end", _iso(end_ms),
+        r = CliRunner().invoke(cli, ["load", "baseline", "--end", iso(end_ms),
                                      "--prometheus-url", prom,
                                      "--loki-url", f"http://127.0.0.1:{free_port()}",
                                      "--tempo-url", f"http://127.0.0.1:{free_port()}"])

@@ -5,8 +5,6 @@ Skipped with the reason when the binaries are not on PATH (LOKI_BIN / TEMPO_BIN)
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import time
 from pathlib import Path
 
 import pytest
@@ -17,26 +15,17 @@ from replayer.cli import cli
 from tests.conftest import cached_incident
 
 from .backends import eventually, running_loki, running_tempo
+from .test_prometheus_load import fixed_end_ms, iso
 
 pytestmark = pytest.mark.integration
 
 
-def _end_ms() -> int:
-    now = time.time_ns() // 1_000_000
-    return now - now % 60_000
-
-
-def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")
-
-
 def test_logs_of_an_example_trace_are_found_by_logql(tmp_path: Path) -> None:
     inc = cached_incident("slow_query")
-    end_ms = _end_ms()
+    end_ms = fixed_end_ms()
     with running_loki(tmp_path) as loki:
         r = CliRunner().invoke(cli, ["load", "slow_query", "--signals", "logs", "--end",
-                                     _iso(end_ms), "--loki-url", loki])
+                                     iso(end_ms), "--loki-url", loki])
         assert r.exit_code == 0, r.output
         tid = inc.truth.example_trace_ids[0]
         want = sorted(line for s in inc.log_streams for line, meta in zip(s.lines, s.metadata)
@@ -55,10 +44,10 @@ def test_logs_of_an_example_trace_are_found_by_logql(tmp_path: Path) -> None:
 
 def test_traces_found_by_id_and_by_traceql_search(tmp_path: Path) -> None:
     inc = cached_incident("slow_query")
-    end_ms = _end_ms()
+    end_ms = fixed_end_ms()
     with running_tempo(tmp_path) as (otlp, api):
         r = CliRunner().invoke(cli, ["load", "slow_query", "--signals", "traces", "--end",
-                                     _iso(end_ms), "--tempo-url", otlp])
+                                     iso(end_ms), "--tempo-url", otlp])
         assert r.exit_code == 0, r.output
         tid = inc.truth.example_trace_ids[0]
         want = sorted(t.span_id[i].tobytes().hex() for t in inc.span_tables
