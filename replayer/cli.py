@@ -217,6 +217,10 @@ def _progress_printer() -> object:
               help="Comma-separated subset of metrics, logs, traces.")
 @click.option("--prometheus-url", envvar="PROMETHEUS_URL", default="http://localhost:9090",
               show_default=True, help="Prometheus / remote-write receiver [PROMETHEUS_URL].")
+@click.option("--remote-write-url", envvar="REMOTE_WRITE_URL",
+              help="Where remote-write requests go when not <prometheus-url>/api/v1/write "
+                   "(Mimir: http://mimir:8080/api/v1/push, with --prometheus-url "
+                   "http://mimir:8080/prometheus for the checks) [REMOTE_WRITE_URL].")
 @click.option("--loki-url", envvar="LOKI_URL", default="http://localhost:3100",
               show_default=True, help="[LOKI_URL]")
 @click.option("--loki-format", type=click.Choice(["protobuf", "json"]), default="protobuf",
@@ -258,7 +262,8 @@ def _progress_printer() -> object:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
              knobs: tuple[str, ...], end: str, signals: str, prometheus_url: str,
-             loki_url: str, loki_format: str, loki_rate_mb: float | None,
+             remote_write_url: str | None, loki_url: str, loki_format: str,
+             loki_rate_mb: float | None,
              tempo_url: str | None, tempo_protocol: str, tenant: str | None,
              basic_auth: str | None, bearer_token: str | None, headers: tuple[str, ...],
              tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
@@ -276,6 +281,8 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         extra.append((k, v))
     if live_from and not follow:
         raise UsageError("--live-from goes with --follow")
+    if remote_write_url and not remote_write_url.startswith(("http://", "https://")):
+        raise UsageError(f"--remote-write-url {remote_write_url!r} must be a full http(s) URL")
     tempo_url = tempo_url or ("http://localhost:4317" if tempo_protocol == "grpc"
                               else "http://localhost:4318")
 
@@ -289,7 +296,8 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         targets=Targets(prometheus=target(prometheus_url), loki=target(loki_url),
                         tempo=target(tempo_url), tempo_protocol=tempo_protocol),
         push=PushOptions(max_samples=batch_samples, concurrency=concurrency, clip=clip,
-                         send_exemplars=not no_exemplars),
+                         send_exemplars=not no_exemplars,
+                         write_url=remote_write_url or "api/v1/write"),
         loki=LokiOptions(format=loki_format, rate_bytes_s=None if loki_rate_mb is None
                          else loki_rate_mb * 1024 * 1024),
         extra_labels=tuple(extra), dry_run=dry_run, follow=follow,

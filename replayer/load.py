@@ -398,7 +398,7 @@ def _follow_preflight(live: _Live, start_ms: int, now_ms: int, notes: list[str])
                 notes += check_server(info, req.targets.prometheus.url, req.push.send_exemplars)
                 kept = check_window(shifted.series, info, req.push, report, start_ms, now_ms)
                 live.shifted = shifted = replace(shifted, series=kept)
-                send_metadata(session.prometheus, shifted, report)
+                send_metadata(session.prometheus, shifted, report, req.push.write_url)
                 live.metrics_info = info
             elif signal == "logs":
                 live.loki_info = info_l = preflight_loki(session.loki)

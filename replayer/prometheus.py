@@ -57,6 +57,9 @@ class PushOptions:
     concurrency: int = 4
     clip: bool = False
     send_exemplars: bool = True
+    # where remote-write requests go: below --prometheus-url by default; a full URL for
+    # receivers whose write path differs (Mimir: http://mimir:8080/api/v1/push)
+    write_url: str = WRITE_PATH
 
 
 _DURATION = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
@@ -174,8 +177,9 @@ class Pusher:
     """Sends pieces of series; splits rejected requests until the bad part is alone."""
 
     def __init__(self, transport: HttpTransport, series: Sequence[Series], report: SignalReport,
-                 ooo_allowed: bool, exemplars_kept: bool) -> None:
+                 ooo_allowed: bool, exemplars_kept: bool, write_url: str = WRITE_PATH) -> None:
         self.transport = transport
+        self.write_url = write_url
         self.encoder = SeriesEncoder(series)
         self.report = report
         self.ooo_allowed = ooo_allowed
@@ -186,7 +190,7 @@ class Pusher:
 
     def _post(self, pieces: Sequence[Piece], body: bytes | None = None) -> Response:
         body = body if body is not None else self.encode(pieces)
-        resp, retries = self.transport.post(WRITE_PATH, body, HEADERS, final=_final)
+        resp, retries = self.transport.post(self.write_url, body, HEADERS, final=_final)
         self.report.count_request(retries)
         return resp
 
@@ -280,8 +284,9 @@ def check_window(series: Sequence[Series], info: ServerInfo, options: PushOption
     return kept
 
 
-def send_metadata(transport: HttpTransport, incident: Incident, report: SignalReport) -> None:
-    meta, _ = transport.post(WRITE_PATH, compress(metadata_request(incident.families)), HEADERS)
+def send_metadata(transport: HttpTransport, incident: Incident, report: SignalReport,
+                  write_url: str = WRITE_PATH) -> None:
+    meta, _ = transport.post(write_url, compress(metadata_request(incident.families)), HEADERS)
     if not 200 <= meta.status < 300:
         report.notes.append(f"metadata not accepted: {_reason(meta)}")
 
@@ -299,7 +304,8 @@ def push_series(transport: HttpTransport, series: Sequence[Series], info: Server
     if not exemplars_kept and exemplars:
         report.exemplars_dropped["server has exemplar storage off "
                                  "(--enable-feature=exemplar-storage)"] += exemplars
-    pusher = Pusher(transport, series, report, bool(info.ooo_window_ms), exemplars_kept)
+    pusher = Pusher(transport, series, report, bool(info.ooo_window_ms), exemplars_kept,
+                    options.write_url)
     lanes = lanes_of(plan_pieces(series, options.max_samples), options.concurrency,
                      options.max_samples)
 
@@ -325,7 +331,7 @@ def push_metrics(transport: HttpTransport, incident: Incident, info: ServerInfo,
                  progress: Callable[[SignalReport], None] | None = None) -> None:
     """Push ``incident``'s (already time-shifted) series: window check, metadata, samples."""
     series = check_window(incident.series, info, options, report, start_ms, end_ms)
-    send_metadata(transport, incident, report)
+    send_metadata(transport, incident, report, options.write_url)
     push_series(transport, series, info, options, report, progress)
 
 

@@ -152,6 +152,9 @@ def _alive(pid: int) -> bool:
 def up(data_dir: Path, ports: Ports = Ports(), env: dict[str, str] | None = None,
        ready_timeout_s: float = 120.0) -> StackState:
     env = dict(os.environ if env is None else env)
+    if not (INFRA / "prometheus" / "prometheus.yml").exists():
+        raise UsageError(f"the stack configs are not at {INFRA}: `replayer stack` runs from a "
+                         "clone of the repository (pip install -e .)")
     data_dir.mkdir(parents=True, exist_ok=True)
     state = StackState(str(data_dir))
     try:

@@ -97,6 +97,9 @@ class HttpTransport:
         self.session.headers.update(target.auth_headers())
 
     def url(self, path: str) -> str:
+        """``path`` below the target URL; an absolute URL is taken as it is."""
+        if path.startswith(("http://", "https://")):
+            return path
         return self.target.url.rstrip("/") + "/" + path.lstrip("/")
 
     def get(self, path: str, params: object = None,

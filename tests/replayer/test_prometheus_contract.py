@@ -197,3 +197,26 @@ def test_server_errors_are_retried_then_reported() -> None:
                                inc.sample_count}
     assert report.retries == 2 * report.requests
     assert np.isclose(report.accepted, 0)
+
+
+@responses.activate
+def test_a_mimir_style_receiver_with_its_own_write_url() -> None:
+    """Mimir answers the status API under /prometheus, has no flags or config endpoint,
+    and takes remote write at /api/v1/push."""
+    base = "http://mimir.test:8080"
+    responses.get(f"{base}/prometheus/api/v1/status/buildinfo",
+                  json=capture("prom_buildinfo")["response"]["body"])
+    for path in ("flags", "config", "tsdb"):
+        responses.get(f"{base}/prometheus/api/v1/status/{path}", status=404)
+    rx = Receiver242(min_valid_ms=0, ooo=True)
+    responses.add_callback(responses.POST, f"{base}/api/v1/push", callback=rx)
+    t = HttpTransport(TargetConfig(f"{base}/prometheus", tenant="team-a"),
+                      sleep=lambda s: None)
+    info = preflight(t)
+    assert info.receiver is None and "limits unchecked" in check_server(info, base, True)[0]
+    inc = shift(cached_incident("baseline"), END_MS * 1_000_000)
+    report = SignalReport("metrics", "samples")
+    push_metrics(t, inc, info, PushOptions(write_url=f"{base}/api/v1/push"), report,
+                 END_MS - inc.duration_ms, END_MS)
+    assert not report.lost and report.accepted == inc.sample_count
+    assert all(c.request.headers["X-Scope-OrgID"] == "team-a" for c in responses.calls)
