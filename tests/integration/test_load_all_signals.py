@@ -85,3 +85,34 @@ def test_unreachable_loki_and_tempo_still_load_metrics(tmp_path: Path) -> None:
         inc = cached_incident("baseline")
         assert f"accepted {inc.sample_count}" in r.output
         assert query(prom, 'count(up{job="payment-service"})', end_ms / 1000)
+
+
+def test_follow_pushes_all_three_signals_step_by_step(tmp_path: Path,
+                                                       collector_server) -> None:  # noqa: F811
+    from replayer.load import LoadRequest, Targets, run_load
+    from replayer.loki.push import LokiOptions
+    from replayer.transport import TargetConfig
+
+    from .test_prometheus_load import FakeClock, baseline_10m
+
+    collector = Collector()
+    tempo = collector_server(collector)
+    pushed: list[push_pb2.PushRequest] = []
+    clock = FakeClock()
+    with running_prometheus(tmp_path) as prom, responses.RequestsMock() as rsps:
+        rsps.add_passthru(prom)
+        _loki_mock(rsps, pushed)
+        req = LoadRequest(source="baseline", duration_ms=600_000, follow=True,
+                          live_from_ms=300_000, loki=LokiOptions(rate_bytes_s=0),
+                          targets=Targets(prometheus=TargetConfig(prom),
+                                          loki=TargetConfig(LOKI), tempo=TargetConfig(tempo)))
+        result = run_load(req, now_ns=clock, sleep=clock.sleep)
+    reports = {r.signal: r for r in result.reports}
+    full = baseline_10m()
+    assert not any(r.lost for r in reports.values())
+    assert reports["metrics"].accepted == full.sample_count
+    assert reports["logs"].accepted == full.log_line_count
+    assert reports["traces"].accepted == full.span_count
+    stamps = sorted(e.timestamp.seconds for p in pushed for s in p.streams for e in s.entries)
+    assert len(stamps) == full.log_line_count
+    assert len(collector.requests) > 10  # the live part went step by step
