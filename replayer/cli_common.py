@@ -1,0 +1,70 @@
+"""Flag parsing shared by the `replayer` commands (validated before any I/O)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from .errors import UsageError
+from .load import SIGNALS
+from .prometheus import parse_prom_duration
+from .transport import TargetConfig
+
+
+def duration_ms(value: str | None, flag: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        ms = parse_prom_duration(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r} is not a duration like 30m, 1h or 15s") from None
+    if ms <= 0:
+        raise UsageError(f"{flag} must be positive, got {value!r}")
+    return ms
+
+
+def knobs(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set {pair!r}: expected KNOB=VALUE, e.g. --set rps_post_payment=12")
+        out.append((key.strip(), value.strip()))
+    return tuple(out)
+
+
+def target(url: str, tenant: str | None, basic_auth: str | None, bearer: str | None,
+            headers: tuple[str, ...], ca: str | None, cert: str | None, key: str | None,
+            insecure: bool) -> TargetConfig:
+    auth = None
+    if basic_auth:
+        user, sep, password = basic_auth.partition(":")
+        if not sep:
+            raise UsageError("--basic-auth needs USER:PASSWORD")
+        auth = (user, password)
+    hdrs = []
+    for h in headers:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--header {h!r}: expected 'Name: value'")
+        hdrs.append((name.strip(), value.strip()))
+    if (cert is None) != (key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"target URL {url!r} must start with http:// or https://")
+    return TargetConfig(url=url, tenant=tenant, basic_auth=auth, bearer_token=bearer,
+                        headers=tuple(hdrs), ca_file=ca,
+                        client_cert=(cert, key) if cert and key else None,
+                        insecure_skip_verify=insecure)
+
+
+def signals(value: str) -> tuple[str, ...]:
+    chosen = tuple(s.strip() for s in value.split(",") if s.strip())
+    bad = [s for s in chosen if s not in SIGNALS]
+    if bad or not chosen:
+        raise UsageError(f"--signals {value!r}: choose from {', '.join(SIGNALS)}")
+    return chosen
+
+
+def iso(t_ns: int) -> str:
+    return dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
