@@ -246,7 +246,7 @@ def main() -> None:
         "size": "small" if args.small else "full",
         "generation": bench_generation(rounds),
         "encode": bench_encoders(series, inc, rounds),
-        "prometheus_load": bench_prometheus(series, inc.families, 4, 5000, end_ms),
+        "prometheus_load": bench_prometheus(series, inc.families, 4, 20000, end_ms),
         "promtool": bench_promtool(series[len(series) // 2:]),
         "loki_load": "not measured: no loki binary on PATH" if not shutil.which("loki")
         else "not measured in this build",

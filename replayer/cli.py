@@ -194,7 +194,7 @@ def _progress_printer() -> object:
               help="Add a label to every series and log stream (e.g. run=ci-42).")
 @click.option("--clip", is_flag=True, help="Load only the part Prometheus accepts.")
 @click.option("--no-exemplars", is_flag=True, help="Do not send exemplars.")
-@click.option("--batch-samples", type=click.IntRange(1, 1_000_000), default=5000,
+@click.option("--batch-samples", type=click.IntRange(1, 1_000_000), default=20000,
               show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--instances", type=click.IntRange(1, 100_000), default=1, show_default=True,
