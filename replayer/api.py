@@ -25,6 +25,7 @@ from .prometheus import PushOptions, parse_prom_duration
 from .recording import read_recording as _read
 from .recording import write_recording as _write
 from .report import SignalReport
+from .traceids import salt_of
 from .transport import TargetConfig
 
 NS_PER_MS = 1_000_000
@@ -169,10 +170,12 @@ class LoadReport:
 
 def load(source: Incident | str | Path, targets: Targets | None = None, end: object = "now",
          signals: Sequence[str] = SIGNALS, labels: Mapping[str, str] | None = None,
-         seed: int = 1) -> LoadReport:
+         seed: int = 1, trace_id_salt: str | None = None) -> LoadReport:
     """Load a scenario name, a recording path or an :class:`Incident`, ending at ``end``
-    ('now', an RFC 3339 string or an aware datetime). Never raises for rejected data:
-    check :attr:`LoadReport.lost` or call :meth:`LoadReport.raise_for_loss`."""
+    ('now', an RFC 3339 string or an aware datetime). ``labels`` go on every series and log
+    stream; ``trace_id_salt`` gives the load its own trace IDs (consistently in spans,
+    exemplars and logs). Never raises for rejected data: check :attr:`LoadReport.lost` or
+    call :meth:`LoadReport.raise_for_loss`."""
     targets = targets or Targets()
     if isinstance(end, dt.datetime):
         if end.tzinfo is None:
@@ -185,7 +188,8 @@ def load(source: Incident | str | Path, targets: Targets | None = None, end: obj
                              loki=targets._config(targets.loki),
                              tempo=targets._config(targets.tempo),
                              tempo_protocol=targets.tempo_protocol),
-        push=PushOptions(), extra_labels=tuple((labels or {}).items()))
+        push=PushOptions(), extra_labels=tuple((labels or {}).items()),
+        trace_salt=salt_of(trace_id_salt) if trace_id_salt else None)
     result = run_load(req)
     start_ns = result.start_ns
     return LoadReport(

@@ -23,6 +23,7 @@ from .prometheus import PushOptions
 from .recording import counts, truth_to_json, write_recording
 from .report import SignalReport
 from .shard import parse_shard
+from .traceids import salt_of
 from .transport import TargetConfig
 
 
@@ -192,6 +193,9 @@ def _progress_printer() -> object:
 @click.option("--insecure-skip-verify", is_flag=True)
 @click.option("--label", "labels", multiple=True, metavar="NAME=VALUE",
               help="Add a label to every series and log stream (e.g. run=ci-42).")
+@click.option("--trace-id-salt", metavar="TEXT",
+              help="Give this load its own trace IDs (derived from TEXT, consistently in "
+                   "spans, exemplars and logs), e.g. beside --label run=TEXT.")
 @click.option("--clip", is_flag=True, help="Load only the part Prometheus accepts.")
 @click.option("--no-exemplars", is_flag=True, help="Do not send exemplars.")
 @click.option("--batch-samples", type=click.IntRange(1, 1_000_000), default=20000,
@@ -216,7 +220,8 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
              tempo_url: str | None, tempo_protocol: str, tenant: str | None,
              basic_auth: str | None, bearer_token: str | None, headers: tuple[str, ...],
              tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
-             insecure_skip_verify: bool, labels: tuple[str, ...], clip: bool,
+             insecure_skip_verify: bool, labels: tuple[str, ...], trace_id_salt: str | None,
+             clip: bool,
              no_exemplars: bool, batch_samples: int, concurrency: int, instances: int,
              shard_spec: str,
              follow: bool, live_from: str | None, dry_run: bool, as_json: bool) -> None:
@@ -251,7 +256,8 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
                          else loki_rate_mb * 1024 * 1024),
         extra_labels=tuple(extra), dry_run=dry_run, follow=follow,
         live_from_ms=duration_ms(live_from, "--live-from"), shard=parse_shard(shard_spec),
-        instances=instances)
+        instances=instances,
+        trace_salt=salt_of(trace_id_salt) if trace_id_salt else None)
     result = run_load(req, progress=None if as_json else _progress_printer())  # type: ignore
     if dry_run:
         c = counts(result.incident)

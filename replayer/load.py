@@ -36,6 +36,7 @@ from .report import SignalReport
 from .shard import shard
 from .slicing import slice_logs, slice_series, slice_spans
 from .timeshift import NS_PER_MS, parse_end, shift, start_ns_for
+from .traceids import salt_trace_ids
 from .transport import HttpTransport, TargetConfig
 
 SIGNALS = ("metrics", "logs", "traces")
@@ -69,6 +70,7 @@ class LoadRequest:
     live_from_ms: int | None = None  # --follow: where in the window "now" sits
     shard: tuple[int, int] = (0, 1)  # (K, N): this process pushes part K of N
     instances: int = 1  # N copies of the service (scale tests), generated one at a time
+    trace_salt: bytes | None = None  # give this load its own trace IDs (see traceids.py)
 
 
 @dataclass
@@ -143,6 +145,8 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
         return _load_instances(req, now_ns, progress, transport)
     incident = shard(resolve_source(req.source, req.seed, req.duration_ms, req.step_ms,
                                     dict(req.knobs)), *req.shard)
+    if req.trace_salt:
+        incident = salt_trace_ids(incident, req.trace_salt)
     if req.follow:
         return _follow(req, incident, now_ns, progress, transport, sleep)
     end_ns, is_now = parse_end(req.end, now_ns(), incident.step_ms)
@@ -200,7 +204,8 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
     def copy(i: int) -> Incident:
         inc = generate(str(req.source), seed=req.seed + i, duration_ms=req.duration_ms,
                        step_ms=req.step_ms, knobs=dict(req.knobs), signals=req.signals)
-        return relabel_instance(shard(inc, *req.shard), i)
+        inc = relabel_instance(shard(inc, *req.shard), i)
+        return salt_trace_ids(inc, req.trace_salt) if req.trace_salt else inc
 
     first: Incident | None = copy(0)
     assert first is not None

@@ -13,10 +13,10 @@ Signals: the marker's ``signals``, else ``--replayer-signals`` / ``replayer_sign
 all three.
 
 Isolation: every test's load carries the label ``replayer_run=<id of the test>`` on every
-series and log stream, and ``report.truth.promql`` / ``logql`` are rewritten to select it,
-so tests sharing a Prometheus/Loki never see each other's data. Trace IDs are the
-incident's own: two tests loading the same scenario and seed into one Tempo share trace
-IDs; give such tests distinct seeds.
+series and log stream, ``report.truth.promql`` / ``logql`` are rewritten to select it, and
+its trace IDs are its own (salted with the same id, consistently in spans, exemplars and
+logs; ``report.truth.example_trace_ids`` are the salted ones), so tests sharing a
+Prometheus, Loki or Tempo never see each other's data.
 
 An unreachable target fails the test with the reason, unless ``--replayer-skip-unreachable``
 (or ini ``replayer_skip_unreachable = true``) turns that into a skip. A load that lost data
@@ -111,7 +111,8 @@ def replayed_incident(request: pytest.FixtureRequest) -> Iterator[LoadReport]:
     try:
         report = load(source, Targets(prometheus=prom, loki=loki, tempo=tempo),
                       signals=signals, seed=spec["seed"],
-                      labels={RUN_LABEL: run_id(request.node.nodeid)})
+                      labels={RUN_LABEL: run_id(request.node.nodeid)},
+                      trace_id_salt=run_id(request.node.nodeid))
     except ReplayerError as exc:
         pytest.fail(f"replayed_incident: {exc}", pytrace=False)
     unreachable = {n: why for n, (code, why) in report.failures.items() if code == 4}
