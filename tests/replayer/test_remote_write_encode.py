@@ -115,3 +115,15 @@ def test_metadata_bytes_equal_protobuf() -> None:
         wr.metadata.add(type=remote_pb2.MetricMetadata.MetricType.Value(f.type.upper()),
                         metric_family_name=f.name, help=f.help, unit=f.unit)
     assert metadata_request(inc.families) == wr.SerializeToString()
+
+
+@pytest.mark.parametrize("t0", [1_795_778_400_000, 200, 2**34])
+def test_uniform_timestamp_fast_path_matches_protobuf(t0: int) -> None:
+    from generator.model import Series, make_labels
+
+    t = t0 + np.arange(50, dtype=np.int64) * 15_000
+    values = np.where(np.arange(50) % 3 == 0, 0.0, np.arange(50) * 1.5)
+    values[7] = -0.0
+    s = Series(make_labels({"__name__": "u"}), t, values)
+    pieces = plan_pieces([s], 17)
+    assert SeriesEncoder([s]).write_request(pieces) == naive_write_request([s], pieces)
