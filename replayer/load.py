@@ -112,7 +112,7 @@ def _fail(report: SignalReport, exc: ReplayerError, items: int) -> None:
     unsent = items - report.accepted - report.rejected_total
     if unsent > 0:
         report.sent = max(report.sent, items)
-        report.add(rejected=unsent, reason="not sent: " + str(exc).splitlines()[0])
+        report.add(rejected=unsent, reason="not sent (the backend failed, below)")
 
 
 class _Session:

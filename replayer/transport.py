@@ -111,6 +111,12 @@ class HttpTransport:
         try:
             r = self.session.request(method, self.url(path), timeout=self.target.timeout_s,
                                      **kw)  # type: ignore[arg-type]
+        except requests.ConnectionError:
+            raise TransportError(f"{method} {self.url(path)}: cannot connect (refused or "
+                                 "unreachable)") from None
+        except requests.Timeout:
+            raise TransportError(f"{method} {self.url(path)}: no answer within "
+                                 f"{self.target.timeout_s:g} s") from None
         except requests.RequestException as exc:
             raise TransportError(f"{method} {self.url(path)} failed: {exc}") from None
         return Response(r.status_code, r.text, dict(r.headers), r.content)
