@@ -21,9 +21,10 @@ from .texts import failures
 from .traces import build_spans
 from .truth import build_truth
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 MAX_STEPS = 2_000_000
-STREAMS = ("traffic", "latency", "pool", "ids", "clients", "logs", "gauges")
+# Appending a stream keeps the others' draws as they were (SeedSequence.spawn is by index).
+STREAMS = ("traffic", "latency", "pool", "ids", "clients", "logs", "gauges", "faults")
 
 __all__ = ["generate", "Incident", "Scenario", "ScenarioError", "SCENARIOS", "get_scenario",
            "GENERATOR_VERSION"]

@@ -233,7 +233,7 @@ def _pool_metrics(b: _Builder, traffic: Traffic, idx: np.ndarray, state: StepSta
     b.family("db_client_connection_max", "gauge", "The maximum number of open connections "
              "allowed.")
     b.add("db_client_connection_max", pool, b.const(cap))
-    db = traffic.route != HEALTH
+    db = traffic.used_db
     step_of = traffic.start_ns // (state.step_ms * NS_PER_MS)
     waiting = np.bincount(step_of[db], weights=traffic.wait_ns[db] / NS_PER_S,
                           minlength=state.severity.shape[0]) / (state.step_ms / 1000.0)

@@ -9,7 +9,6 @@ import numpy as np
 from .simulate import (
     ERR_POOL_TIMEOUT,
     GET_PAYMENT,
-    HEALTH,
     NS_PER_MS,
     POST_PAYMENT,
     StepState,
@@ -42,7 +41,7 @@ def postgres_series(b: _Builder, traffic: Traffic, idx: np.ndarray, state: StepS
              "connect to the server (1 for yes, 0 for no).")
     b.add("pg_up", job, b.const(1))
 
-    ran_select = (traffic.route != HEALTH) & (traffic.error != ERR_POOL_TIMEOUT)
+    ran_select = traffic.used_db & (traffic.error != ERR_POOL_TIMEOUT)
     slow = state.fault == "slow_query"
     seq = ran_select & (traffic.route == POST_PAYMENT) & (state.severity[_step(traffic, state)]
                                                           > 0.05) & slow
@@ -96,9 +95,9 @@ def postgres_series(b: _Builder, traffic: Traffic, idx: np.ndarray, state: StepS
         b.family(f"pg_stat_user_tables_{name}", mtype, help_text)
         b.add(f"pg_stat_user_tables_{name}", tbl, values)
 
-    commits = counter((traffic.route != HEALTH) & (traffic.error != ERR_POOL_TIMEOUT)
+    commits = counter(traffic.used_db & (traffic.error != ERR_POOL_TIMEOUT)
                       & (traffic.status < 500))
-    rollbacks = counter((traffic.route != HEALTH) & (traffic.error != ERR_POOL_TIMEOUT)
+    rollbacks = counter(traffic.used_db & (traffic.error != ERR_POOL_TIMEOUT)
                         & (traffic.status >= 500))
     seq_rows = counter(seq) * live_rows
     pages = seq_rows / ROWS_PER_PAGE

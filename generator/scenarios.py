@@ -37,6 +37,7 @@ KNOB_DEFAULTS: Mapping[str, float] = MappingProxyType(
         "log_min_duration_statement_ms": 1000,
         "trace_sample_ratio": 0.1,  # kept besides every error and every request over 1 s
         "not_found_ratio": 0.02,  # GET /payments/{id} answering 404
+        "error_ratio_peak": 0.0,  # share of POST /payment the card processor fails at peak
     }
 )
 
@@ -61,10 +62,11 @@ _RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
         "log_min_duration_statement_ms": (0, 3600000),
         "trace_sample_ratio": (0.0, 1.0),
         "not_found_ratio": (0.0, 1.0),
+        "error_ratio_peak": (0.0, 1.0),
     }
 )
 
-FAULT_KINDS = ("none", "slow_query", "connection_hold")
+FAULT_KINDS = ("none", "slow_query", "connection_hold", "upstream_errors")
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,23 @@ _register(
         phases=PhasePlan(onset=0.33, peak=0.40, recovery=0.70, recovered=0.74,
                          onset_jump=0.6),
         knobs={"hold_extra_peak_ms": 3500.0},
+    )
+)
+
+_register(
+    Scenario(
+        name="error_spike",
+        description=(
+            "The card processor starts answering 503 to about a third of the charges: "
+            "POST /payment fails fast with PaymentGatewayError (HTTP 500), the database "
+            "stays calm."
+        ),
+        fault="upstream_errors",
+        root_cause_component="card-processor",
+        root_cause_kind="upstream_errors",
+        phases=PhasePlan(onset=0.33, peak=0.36, recovery=0.66, recovered=0.70,
+                         onset_jump=0.8),
+        knobs={"error_ratio_peak": 0.35},
     )
 )
 

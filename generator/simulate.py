@@ -28,7 +28,7 @@ NS_PER_S = 1_000_000_000
 ROUTES = (("POST", "/payment"), ("GET", "/payments/{id}"), ("GET", "/health"))
 POST_PAYMENT, GET_PAYMENT, HEALTH = 0, 1, 2
 
-ERR_NONE, ERR_POOL_TIMEOUT, ERR_STATEMENT_TIMEOUT = 0, 1, 2
+ERR_NONE, ERR_POOL_TIMEOUT, ERR_STATEMENT_TIMEOUT, ERR_GATEWAY = 0, 1, 2, 3
 # Tail sampling as an OTel collector policy would do it: keep every error, a quarter of the
 # requests slower than 1 s, and `trace_sample_ratio` of the rest.
 SLOW_TRACE_S = 1.0
@@ -58,6 +58,11 @@ class Traffic:
     @property
     def latency_s(self) -> np.ndarray:
         return (self.end_ns - self.start_ns) / NS_PER_S
+
+    @property
+    def used_db(self) -> np.ndarray:
+        """Requests that checked out a connection (or waited for one)."""
+        return (self.route != HEALTH) & (self.error != ERR_GATEWAY)
 
 
 @dataclass(frozen=True)
@@ -126,18 +131,23 @@ def simulate(
     order = np.lexsort((route, start_ns))
     route, step_idx, start_ns = route[order], step_idx[order], start_ns[order]
     sev = severity_curve(plan, start_ns / (duration_ms * NS_PER_MS))  # per request
+    gateway_s, gw_fail = _gateway_failures(knobs, fault, route, sev, streams["faults"])
 
     work = _database_work(knobs, fault, route, sev, streams["latency"])
+    work["hold_s"] = np.where(gw_fail, 0.0, work["hold_s"])  # it failed before the DB
     state_load = _offered_load(work["hold_s"], route, step_idx, n_steps, step_s)
     capacity = int(knobs["pool_size"] + knobs["max_overflow"])
     wait_s, timed_out = _pool_wait(knobs, capacity, state_load, route, step_idx,
                                    work["hold_s"], streams["pool"])
 
+    wait_s = np.where(gw_fail, 0.0, wait_s)
+    timed_out &= ~gw_fail
     error = np.full(route.shape, ERR_NONE, np.int8)
     error[timed_out] = ERR_POOL_TIMEOUT
-    stmt_to = work["statement_timeout"] & ~timed_out
+    stmt_to = work["statement_timeout"] & ~timed_out & ~gw_fail
     error[stmt_to] = ERR_STATEMENT_TIMEOUT
-    db = route != HEALTH
+    error[gw_fail] = ERR_GATEWAY
+    db = (route != HEALTH) & ~gw_fail
     select_s = np.where(db & ~timed_out, work["select_s"], 0.0)
     insert_s = np.where((route == POST_PAYMENT) & (error == ERR_NONE), work["insert_s"], 0.0)
     extra_s = np.where(insert_s > 0, work["extra_s"], 0.0)
@@ -148,7 +158,7 @@ def simulate(
     app_s = np.where(route == HEALTH, app_s * 0.3, app_s)
     pre_s = app_s * 0.4
     gaps_s = np.where(db & ~timed_out, 0.0003, 0.0)
-    total_s = app_s + wait_s + select_s + insert_s + extra_s + gaps_s
+    total_s = app_s + wait_s + select_s + insert_s + extra_s + gaps_s + gateway_s
 
     to_ns = _to_ns
     pre_ns, wait_ns = to_ns(pre_s), to_ns(wait_s)
@@ -203,6 +213,19 @@ def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     route = np.repeat(np.repeat(np.arange(routes), steps), flat)
     step_idx = np.repeat(np.tile(np.arange(steps), routes), flat)
     return route.astype(np.int8), step_idx.astype(np.int64)
+
+
+def _gateway_failures(knobs: dict[str, float], fault: str, route: np.ndarray, sev: np.ndarray,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """upstream_errors: the card processor answers 503 to a share of POST /payment (that
+    grows with the severity), after ~80 ms, before any database work. Other faults draw
+    nothing here, so their incidents do not change."""
+    n = route.shape[0]
+    if fault != "upstream_errors":
+        return np.zeros(n), np.zeros(n, bool)
+    failed = (route == POST_PAYMENT) & (rng.random(n) < sev * knobs["error_ratio_peak"])
+    took = _lognormal(rng, np.full(n, 0.08), 0.3)
+    return np.where(failed, took, 0.0), failed
 
 
 def _database_work(knobs: dict[str, float], fault: str, route: np.ndarray, sev: np.ndarray,

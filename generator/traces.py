@@ -26,7 +26,6 @@ from .simulate import (
     ERR_POOL_TIMEOUT,
     ERR_STATEMENT_TIMEOUT,
     GET_PAYMENT,
-    HEALTH,
     POST_PAYMENT,
     ROUTES,
     TraceIds,
@@ -100,6 +99,7 @@ def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
                 failures: dict[int, tuple[str, str]]) -> tuple[SpanTable, ...]:
     server, sql = _Rows(), _Rows()
     rows = np.flatnonzero(traffic.sampled)
+    used_db = traffic.used_db.tolist()
     for i, r in enumerate(rows.tolist()):
         route, status, err = int(traffic.route[r]), int(traffic.status[r]), int(traffic.error[r])
         start, end = int(traffic.start_ns[r]), int(traffic.end_ns[r])
@@ -119,7 +119,7 @@ def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
         server.add(tid, ids.server[i], None, start, end, SPAN_KIND_SERVER,
                    f"{method} {http_route}", tuple(attrs), str(status) if status >= 500 else "",
                    events)
-        if route == HEALTH:
+        if not used_db[r]:
             continue
         _db_spans(sql, traffic, ids, i, r, end, failures)
     return (server.table("opentelemetry.instrumentation.fastapi"),

@@ -6,7 +6,7 @@ import numpy as np
 
 from .model import GroundTruth, Phase
 from .scenarios import Scenario
-from .simulate import ERR_POOL_TIMEOUT, POST_PAYMENT, TraceIds, Traffic
+from .simulate import ERR_GATEWAY, ERR_POOL_TIMEOUT, POST_PAYMENT, TraceIds, Traffic
 
 P99_POST = ('histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_'
             'bucket{job="payment-service", http_route="/payment", http_request_method="POST"}'
@@ -88,6 +88,26 @@ def build_truth(scenario: Scenario, duration_ms: int, traffic: Traffic,
                       '{ resource.service.name = "payment-service" && name = "connect" && '
                       'status = error }'),),
         )
+    if scenario.fault == "upstream_errors":
+        return GroundTruth(
+            summary="the card processor answered 503 to about a third of the charges: POST "
+                    "/payment failed fast with PaymentGatewayError (HTTP 500) while the "
+                    "database and the pool stayed calm.",
+            root_cause_component=scenario.root_cause_component,
+            root_cause_kind=scenario.root_cause_kind,
+            onset_ms=_at(ph, "onset"), peak_ms=_at(ph, "peak"), recovery_ms=_at(ph, "recovery"),
+            phases=ph,
+            affected_signals=("metrics:http_server_request_duration_seconds (5xx)",
+                              "metrics:http_requests_total",
+                              "logs:payment-service PaymentGatewayError",
+                              "traces:POST /payment spans with error status"),
+            example_trace_ids=examples,
+            promql=(("5xx ratio", ERROR_RATIO), ("p99 of POST /payment", P99_POST)),
+            logql=(("gateway errors", '{service_name="payment-service", level="error"} '
+                    '|= "PaymentGatewayError"'),) + common_logql,
+            traceql=(("failed payments", '{ resource.service.name = "payment-service" && '
+                      'name = "POST /payment" && status = error }'),),
+        )
     return GroundTruth(
         summary="healthy traffic; no incident.", root_cause_component="none",
         root_cause_kind="none", onset_ms=None, peak_ms=None, recovery_ms=None, phases=ph,
@@ -113,6 +133,8 @@ def _examples(scenario: Scenario, traffic: Traffic, ids: TraceIds,
         mask &= (t >= peak.start_ms) & (t < peak.end_ms)
     if scenario.fault == "connection_hold":
         mask &= traffic.error[rows] == ERR_POOL_TIMEOUT
+    if scenario.fault == "upstream_errors":
+        mask &= traffic.error[rows] == ERR_GATEWAY
     chosen = pos[mask]
     latency = traffic.latency_s[rows[chosen]]
     order = np.lexsort((chosen, -latency)) if scenario.fault != "none" else np.arange(

@@ -44,7 +44,7 @@ from .assemble import example_traces, recorded_incident, span_tables
 NS_PER_MS = 1_000_000
 ROOT_CAUSES = {"slow_query": ("postgresql", "slow_query"),
                "pool_exhaustion": ("payment-service", "connection_pool_exhaustion"),
-               "error_spike": ("payment-service", "error_spike")}
+               "error_spike": ("card-processor", "upstream_errors")}
 
 
 class Sink:
