@@ -227,9 +227,10 @@ def test_follow_backfills_then_pushes_each_step_until_the_end(tmp_path: Path) ->
         got = stored(url, "process_cpu_seconds_total", end_ms, 600)
         want = next(s for s in full.series if s.name == "process_cpu_seconds_total")
         assert got[want.labels] == dict(zip(want.t_ms.tolist(), want.values.tolist()))
-        # "now" sat 5 minutes into the window; the last step was pushed when it came due
-        assert result.end_ns - 600_000 * 10**6 + 300_000 * 10**6 <= clock.now - sum(
-            int(x * 1e9) for x in clock.slept) + 15 * 10**9
+        # "now" (floored to the step) sat 5 minutes into the 10-minute window ...
+        started_ms = (clock.now - sum(int(x * 1e9) for x in clock.slept)) // 10**6
+        assert result.end_ns // 10**6 == started_ms - started_ms % 15_000 + 300_000
+        # ... and the last step was pushed only once it came due
         assert clock.now >= result.end_ns
 
 
