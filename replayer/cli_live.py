@@ -3,6 +3,7 @@ systems (registered on the main group in cli.py)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -170,7 +171,7 @@ def stack_up(data_dir: str | None, prometheus_port: int, loki_port: int, tempo_p
     ports = Ports(prometheus=prometheus_port, loki=loki_port, loki_grpc=loki_port + 5996,
                   tempo=tempo_port, tempo_grpc=tempo_port + 5895,
                   tempo_otlp_grpc=tempo_otlp_grpc_port, tempo_otlp_http=tempo_otlp_http_port)
-    state = up(_data_dir(data_dir), ports)
+    state = up(_data_dir(data_dir), ports, env=dict(os.environ))  # resolved here, at the edge
     for s in state.services:
         click.echo(f"{s.name:<11} ready   {s.url}")
     for name, how in state.missing.items():

@@ -149,9 +149,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def up(data_dir: Path, ports: Ports = Ports(), env: dict[str, str] | None = None,
+def up(data_dir: Path, ports: Ports, env: dict[str, str],
        ready_timeout_s: float = 120.0) -> StackState:
-    env = dict(os.environ if env is None else env)
+    """Start what ``env``'s PATH (or *_BIN) provides; ``env`` also goes to the servers."""
     if not (INFRA / "prometheus" / "prometheus.yml").exists():
         raise UsageError(f"the stack configs are not at {INFRA}: `replayer stack` runs from a "
                          "clone of the repository (pip install -e .)")
