@@ -34,6 +34,8 @@ from benchmarks.naive import (
 )
 from generator import generate
 from generator.model import Incident, Series
+from replayer.loki.encode import PROTO_HEADERS as LOKI_HEADERS
+from replayer.loki.encode import compress as compress_loki
 from replayer.loki.encode import plan_batches as loki_batches
 from replayer.loki.encode import proto_request
 from replayer.otlp.encode import TraceEncoder
@@ -205,6 +207,82 @@ def _watch_peak_rss(pid: int, proc: subprocess.Popen) -> float:
     return peak
 
 
+def _binary(name: str) -> bool:
+    return bool(os.environ.get(f"{name.upper()}_BIN") or shutil.which(name))
+
+
+def _incident_copies(copies: int, end_ms: int) -> list[Incident]:
+    """Copies of 1 h of slow_query with their own stream labels and trace IDs."""
+    from replayer.traceids import salt_of, salt_trace_ids
+
+    inc = generate("slow_query", seed=1, duration_ms=3_600_000)
+    return [shift(salt_trace_ids(inc, salt_of(f"r{i}")), end_ms * 1_000_000,
+                  {"replica": f"r{i:04d}"}) for i in range(copies)]
+
+
+def bench_loki(copies: int, end_ms: int) -> dict[str, float]:
+    """Loki: the same entries pre-encoded and posted one request at a time (the ceiling)
+    against `push_logs` (encode, pace off, post), as the replayer sends logs."""
+    from replayer.loki.push import LokiOptions, preflight, push_logs
+    from tests.integration.backends import running_loki
+
+    incs = _incident_copies(max(2, copies // 10), end_ms)
+    half = len(incs) // 2
+    with tempfile.TemporaryDirectory() as tmp, running_loki(Path(tmp)) as url:
+        t = HttpTransport(TargetConfig(url))
+        bodies = [(compress_loki(proto_request(s, b.lo, b.hi)))
+                  for inc in incs[:half] for s in inc.log_streams
+                  for b in loki_batches([s], 5000, 1 << 20)]
+        lines_a = sum(i.log_line_count for i in incs[:half])
+        start = time.perf_counter()
+        for body in bodies:
+            r, _ = t.post("loki/api/v1/push", body, LOKI_HEADERS)
+            assert r.status == 204, r.body
+        ceiling = time.perf_counter() - start
+        info = preflight(t)
+        report = SignalReport("logs", "lines")
+        start = time.perf_counter()
+        for inc in incs[half:]:
+            push_logs(t, inc.log_streams, LokiOptions(rate_bytes_s=0), info, report)
+        e2e = time.perf_counter() - start
+        assert not report.lost, report.lines()
+    return {"ceiling_lines_per_s": lines_a / ceiling,
+            "end_to_end_lines_per_s": report.accepted / e2e,
+            "ratio_end_to_end_over_ceiling": (report.accepted / e2e) / (lines_a / ceiling)}
+
+
+def bench_tempo(copies: int, end_ms: int) -> dict[str, float]:
+    """Tempo over OTLP gRPC: pre-encoded requests (the ceiling) against `push_traces`."""
+    from replayer.otlp.push import GrpcTraces, push_traces
+    from tests.integration.backends import running_tempo
+
+    incs = _incident_copies(max(2, copies // 10), end_ms)
+    half = len(incs) // 2
+    with tempfile.TemporaryDirectory() as tmp, running_tempo(Path(tmp)) as (otlp, _api):
+        exporter = GrpcTraces(TargetConfig(otlp))
+        exporter.check(timeout_s=30)
+        bodies = []
+        for inc in incs[:half]:
+            enc = TraceEncoder(inc.span_tables)
+            bodies += [enc.request(b) for b in span_batches(inc.span_tables, 2000)]
+        spans_a = sum(i.span_count for i in incs[:half])
+        start = time.perf_counter()
+        for body in bodies:
+            answer = exporter.export(body)
+            assert answer.ok and not answer.rejected_spans, answer.reason
+        ceiling = time.perf_counter() - start
+        report = SignalReport("traces", "spans")
+        start = time.perf_counter()
+        for inc in incs[half:]:
+            push_traces(exporter, inc.span_tables, report)
+        e2e = time.perf_counter() - start
+        exporter.close()
+        assert not report.lost, report.lines()
+    return {"ceiling_spans_per_s": spans_a / ceiling,
+            "end_to_end_spans_per_s": report.accepted / e2e,
+            "ratio_end_to_end_over_ceiling": (report.accepted / e2e) / (spans_a / ceiling)}
+
+
 def median_run(runs: list[dict[str, float]]) -> dict[str, object]:
     """The run with the median end-to-end/ceiling ratio (the machine is shared with the
     server, so single runs vary by a few percent), with every run's ratio beside it."""
@@ -258,10 +336,10 @@ def main() -> None:
         "prometheus_load": median_run(
             [bench_prometheus(series, inc.families, 4, 20000, end_ms) for _ in range(rounds)]),
         "promtool": bench_promtool(series[len(series) // 2:]),
-        "loki_load": "not measured: no loki binary on PATH" if not shutil.which("loki")
-        else "not measured in this build",
-        "tempo_load": "not measured: no tempo binary on PATH" if not shutil.which("tempo")
-        else "not measured in this build",
+        "loki_load": bench_loki(copies, end_ms) if _binary("loki")
+        else "not measured: no loki binary on PATH (or LOKI_BIN)",
+        "tempo_load": bench_tempo(copies, end_ms) if _binary("tempo")
+        else "not measured: no tempo binary on PATH (or TEMPO_BIN)",
         "scale": bench_scale(*scale),
     }
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -286,6 +364,11 @@ def print_table(r: dict) -> None:  # type: ignore[type-arg]
     if isinstance(r["promtool"], dict):
         rows.append(("Prometheus load / promtool create-blocks (samples/s)",
                      f"{p['end_to_end_samples_per_s'] / r['promtool']['samples_per_s']:.1f}x"))
+    for signal in ("loki_load", "tempo_load"):
+        value = r[signal]
+        rows.append((f"{signal.split('_')[0].title()} load end-to-end / pre-encoded ceiling",
+                     f"{value['ratio_end_to_end_over_ceiling']:.2f}" if isinstance(value, dict)
+                     else "not measured"))
     rows += [(f"scale: {s['instances']} copies x {s['duration']} ({s['samples']} samples)",
               f"peak RSS {s['peak_rss_mb']:.0f} MB"),
              ("scale: samples rejected", str(s["rejected"]))]
