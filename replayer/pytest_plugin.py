@@ -1,6 +1,6 @@
 """pytest plugin: a replayed incident as a fixture, with its ground truth to grade against.
 
-    @pytest.mark.replayer("slow_query", seed=1, signals=("metrics",))
+    @pytest.mark.replayer("slow_query", seed=1, signals=("metrics",))   # end="now" default
     def test_my_investigator(replayed_incident):
         report = replayed_incident              # a replayer.LoadReport
         query = report.truth.promql[0][1]       # scoped to this test's data
@@ -58,8 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "replayer(scenario, seed=1, signals=None, knobs=None): the incident "
-        "the replayed_incident fixture loads")
+        "markers", "replayer(scenario, seed=1, signals=None, knobs=None, duration=None, "
+        "end='now'): the incident the replayed_incident fixture loads")
 
 
 def _setting(config: pytest.Config, name: str, env: str | None, default: str) -> str:
@@ -110,7 +110,7 @@ def replayed_incident(request: pytest.FixtureRequest) -> Iterator[LoadReport]:
                           step=spec.get("step"), knobs=spec.get("knobs"))
     try:
         report = load(source, Targets(prometheus=prom, loki=loki, tempo=tempo),
-                      signals=signals, seed=spec["seed"],
+                      end=spec.get("end", "now"), signals=signals, seed=spec["seed"],
                       labels={RUN_LABEL: run_id(request.node.nodeid)},
                       trace_id_salt=run_id(request.node.nodeid))
     except ReplayerError as exc:

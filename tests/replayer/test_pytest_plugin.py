@@ -14,6 +14,7 @@ pytestmark = pytest.mark.integration
 def test_fixture_loads_the_marked_scenario_with_a_run_label(pytester: pytest.Pytester,
                                                            tmp_path: Path) -> None:
     pytester.makepyfile(test_it="""
+        import datetime, time
         import pytest, requests
 
         @pytest.mark.replayer("pool_exhaustion", seed=3, signals=("metrics",))
@@ -34,11 +35,19 @@ def test_fixture_loads_the_marked_scenario_with_a_run_label(pytester: pytest.Pyt
         def test_indirect(replayed_incident):
             assert replayed_incident.incident.scenario == "baseline"
             assert replayed_incident.truth.onset is None
+
+        END = datetime.datetime.fromtimestamp((time.time() // 60 - 2) * 60,
+                                              tz=datetime.timezone.utc)
+
+        @pytest.mark.replayer("baseline", duration="10m", end=END, signals=("metrics",))
+        def test_fixed_end_and_duration(replayed_incident):
+            assert replayed_incident.window_end == END
+            assert replayed_incident.window_start == END - datetime.timedelta(minutes=10)
     """)
     with running_prometheus(tmp_path / "p") as url:
         result = pytester.runpytest("-p", "no:cacheprovider", f"--replayer-prometheus-url={url}",
                                     "--replayer-signals=metrics")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
 
 
 def test_ini_and_environment_pick_the_targets(pytester: pytest.Pytester, tmp_path: Path,
