@@ -20,7 +20,6 @@ from generator.model import (
     SpanEvent,
     SpanTable,
     frozen_array,
-    make_labels,
 )
 
 NS_PER_MS = 1_000_000
@@ -134,7 +133,3 @@ def recorded_incident(name: str, start_ms: int, end_ms: int, series: Sequence[Se
         series=tuple(sorted(relative_time_values(series, start_ms), key=lambda s: s.labels)),
         log_streams=tuple(streams), span_tables=tuple(tables), truth=truth,
         source=tuple(sorted(source.items())))
-
-
-def labels_of(mapping: dict[str, str]):  # type: ignore[no-untyped-def]
-    return make_labels(mapping)

@@ -10,7 +10,6 @@ labels; the index labels are told apart with ``/loki/api/v1/labels``, and Loki's
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,7 +94,3 @@ def record_loki(t: HttpTransport, logql: str, start_ns: int, end_ns: int,
             index, frozen_array([e[0] - start_ns for e in items], np.int64),
             tuple(e[1] for e in items), tuple(e[2] for e in items), None))
     return rec
-
-
-def stream_labels_of(streams: Sequence[LogStream]) -> list[dict[str, str]]:
-    return [dict(s.labels) for s in streams]
