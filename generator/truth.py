@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .model import GroundTruth, Phase
@@ -30,93 +32,81 @@ def phases(scenario: Scenario, duration_ms: int) -> tuple[Phase, ...]:
     return tuple(Phase(n, a, b) for n, a, b in zip(names, cut, cut[1:]) if b > a)
 
 
+TRACEQL_POST = '{ resource.service.name = "payment-service" && name = "POST /payment"'
+
+
+@dataclass(frozen=True)
+class _Story:
+    """What each fault kind looks like: the words and queries of its ground truth."""
+
+    summary: str
+    affected: tuple[str, ...]
+    promql: tuple[tuple[str, str], ...]
+    logql: tuple[tuple[str, str], ...]  # before the example-trace query
+    traceql: tuple[tuple[str, str], ...]
+
+
+STORIES = {
+    "slow_query": _Story(
+        "payments SELECT by idempotency_key became a sequential scan (index missing); POST "
+        "/payment latency rose from milliseconds to seconds and the connection pool saturated.",
+        ("metrics:http_server_request_duration_seconds", "metrics:pg_stat_user_tables_seq_scan",
+         "metrics:db_client_connections_usage_connections", "logs:postgresql duration lines",
+         "traces:SELECT payments spans"),
+        (("p99 of POST /payment", P99_POST), ("seq scans on payments", SEQ_SCANS),
+         ("pool connections in use", POOL_USED), ("5xx ratio", ERROR_RATIO)),
+        (("slow statements logged by PostgreSQL", '{service_name="postgresql"} |= "duration:"'),),
+        (("slow SELECT spans", '{ resource.service.name = "payment-service" && name = '
+          '"SELECT payments" && duration > 500ms }'),
+         ("slow POST /payment requests", TRACEQL_POST + " && duration > 1s }"))),
+    "connection_hold": _Story(
+        "POST /payment held database connections open for seconds; the QueuePool (5 + 10) "
+        "stayed at 15 used, requests waited up to the 30 s pool timeout and failed with "
+        "sqlalchemy.exc.TimeoutError (HTTP 500).",
+        ("metrics:db_client_connections_usage_connections",
+         "metrics:db_client_connection_timeouts_total",
+         "metrics:http_server_request_duration_seconds", "metrics:pg_stat_activity_count",
+         "logs:payment-service QueuePool errors", "traces:connect spans with TimeoutError"),
+        (("pool connections in use", POOL_USED), ("pool timeouts", POOL_TIMEOUTS),
+         ("5xx ratio", ERROR_RATIO), ("idle in transaction", IDLE_IN_TX),
+         ("p99 of POST /payment", P99_POST)),
+        (("QueuePool timeouts",
+          '{service_name="payment-service", level="error"} |= "QueuePool limit"'),),
+        (("pool checkouts that timed out", '{ resource.service.name = "payment-service" && '
+          'name = "connect" && status = error }'),)),
+    "upstream_errors": _Story(
+        "the card processor answered 503 to about a third of the charges: POST /payment "
+        "failed fast with PaymentGatewayError (HTTP 500) while the database and the pool "
+        "stayed calm.",
+        ("metrics:http_server_request_duration_seconds (5xx)", "metrics:http_requests_total",
+         "logs:payment-service PaymentGatewayError",
+         "traces:POST /payment spans with error status"),
+        (("5xx ratio", ERROR_RATIO), ("p99 of POST /payment", P99_POST)),
+        (("gateway errors",
+          '{service_name="payment-service", level="error"} |= "PaymentGatewayError"'),),
+        (("failed payments", TRACEQL_POST + " && status = error }"),)),
+    "none": _Story(
+        "healthy traffic; no incident.", (),
+        (("p99 of POST /payment", P99_POST), ("5xx ratio", ERROR_RATIO)), (),
+        (("POST /payment requests", TRACEQL_POST + " }"),)),
+}
+
+
 def build_truth(scenario: Scenario, duration_ms: int, traffic: Traffic,
                 ids: TraceIds) -> GroundTruth:
     ph = phases(scenario, duration_ms)
     peak = next((p for p in ph if p.name == "peak"), None)
     examples = _examples(scenario, traffic, ids, peak)
-    common_logql = (("access lines of one example trace",
-                     '{service_name="payment-service"} | trace_id="' + examples[0] + '"')
-                    if examples else ("access lines", '{service_name="payment-service"}'),)
-    if scenario.fault == "slow_query":
-        return GroundTruth(
-            summary="payments SELECT by idempotency_key became a sequential scan (index "
-                    "missing); POST /payment latency rose from milliseconds to seconds and the "
-                    "connection pool saturated.",
-            root_cause_component=scenario.root_cause_component,
-            root_cause_kind=scenario.root_cause_kind,
-            onset_ms=_at(ph, "onset"), peak_ms=_at(ph, "peak"), recovery_ms=_at(ph, "recovery"),
-            phases=ph,
-            affected_signals=("metrics:http_server_request_duration_seconds",
-                              "metrics:pg_stat_user_tables_seq_scan",
-                              "metrics:db_client_connections_usage_connections",
-                              "logs:postgresql duration lines", "traces:SELECT payments spans"),
-            example_trace_ids=examples,
-            promql=(("p99 of POST /payment", P99_POST), ("seq scans on payments", SEQ_SCANS),
-                    ("pool connections in use", POOL_USED), ("5xx ratio", ERROR_RATIO)),
-            logql=(("slow statements logged by PostgreSQL",
-                    '{service_name="postgresql"} |= "duration:"'),) + common_logql,
-            traceql=(("slow SELECT spans",
-                      '{ resource.service.name = "payment-service" && name = "SELECT payments" '
-                      '&& duration > 500ms }'),
-                     ("slow POST /payment requests",
-                      '{ resource.service.name = "payment-service" && name = "POST /payment" '
-                      '&& duration > 1s }')),
-        )
-    if scenario.fault == "connection_hold":
-        return GroundTruth(
-            summary="POST /payment held database connections open for seconds; the QueuePool "
-                    "(5 + 10) stayed at 15 used, requests waited up to the 30 s pool timeout "
-                    "and failed with sqlalchemy.exc.TimeoutError (HTTP 500).",
-            root_cause_component=scenario.root_cause_component,
-            root_cause_kind=scenario.root_cause_kind,
-            onset_ms=_at(ph, "onset"), peak_ms=_at(ph, "peak"), recovery_ms=_at(ph, "recovery"),
-            phases=ph,
-            affected_signals=("metrics:db_client_connections_usage_connections",
-                              "metrics:db_client_connection_timeouts_total",
-                              "metrics:http_server_request_duration_seconds",
-                              "metrics:pg_stat_activity_count",
-                              "logs:payment-service QueuePool errors",
-                              "traces:connect spans with TimeoutError"),
-            example_trace_ids=examples,
-            promql=(("pool connections in use", POOL_USED), ("pool timeouts", POOL_TIMEOUTS),
-                    ("5xx ratio", ERROR_RATIO), ("idle in transaction", IDLE_IN_TX),
-                    ("p99 of POST /payment", P99_POST)),
-            logql=(("QueuePool timeouts", '{service_name="payment-service", level="error"} '
-                    '|= "QueuePool limit"'),) + common_logql,
-            traceql=(("pool checkouts that timed out",
-                      '{ resource.service.name = "payment-service" && name = "connect" && '
-                      'status = error }'),),
-        )
-    if scenario.fault == "upstream_errors":
-        return GroundTruth(
-            summary="the card processor answered 503 to about a third of the charges: POST "
-                    "/payment failed fast with PaymentGatewayError (HTTP 500) while the "
-                    "database and the pool stayed calm.",
-            root_cause_component=scenario.root_cause_component,
-            root_cause_kind=scenario.root_cause_kind,
-            onset_ms=_at(ph, "onset"), peak_ms=_at(ph, "peak"), recovery_ms=_at(ph, "recovery"),
-            phases=ph,
-            affected_signals=("metrics:http_server_request_duration_seconds (5xx)",
-                              "metrics:http_requests_total",
-                              "logs:payment-service PaymentGatewayError",
-                              "traces:POST /payment spans with error status"),
-            example_trace_ids=examples,
-            promql=(("5xx ratio", ERROR_RATIO), ("p99 of POST /payment", P99_POST)),
-            logql=(("gateway errors", '{service_name="payment-service", level="error"} '
-                    '|= "PaymentGatewayError"'),) + common_logql,
-            traceql=(("failed payments", '{ resource.service.name = "payment-service" && '
-                      'name = "POST /payment" && status = error }'),),
-        )
+    example_logql = (("access lines of one example trace",
+                      '{service_name="payment-service"} | trace_id="' + examples[0] + '"')
+                     if examples else ("access lines", '{service_name="payment-service"}'))
+    story = STORIES[scenario.fault]
     return GroundTruth(
-        summary="healthy traffic; no incident.", root_cause_component="none",
-        root_cause_kind="none", onset_ms=None, peak_ms=None, recovery_ms=None, phases=ph,
-        affected_signals=(), example_trace_ids=examples,
-        promql=(("p99 of POST /payment", P99_POST), ("5xx ratio", ERROR_RATIO)),
-        logql=common_logql,
-        traceql=(("POST /payment requests",
-                  '{ resource.service.name = "payment-service" && name = "POST /payment" }'),),
-    )
+        summary=story.summary, root_cause_component=scenario.root_cause_component,
+        root_cause_kind=scenario.root_cause_kind, onset_ms=_at(ph, "onset"),
+        peak_ms=_at(ph, "peak"), recovery_ms=_at(ph, "recovery"), phases=ph,
+        affected_signals=story.affected, example_trace_ids=examples, promql=story.promql,
+        logql=story.logql + (example_logql,), traceql=story.traceql)
 
 
 def _at(ph: tuple[Phase, ...], name: str) -> int | None:
