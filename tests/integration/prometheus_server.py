@@ -49,31 +49,41 @@ def running_prometheus(tmp: Path, receiver: bool = True, exemplars: bool = True,
         args.append("--web.enable-remote-write-receiver")
     if exemplars:
         args.append("--enable-feature=exemplar-storage")
-    log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {(tmp / 'prometheus.log').read_text()}")
-            try:
-                if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise RuntimeError("prometheus did not become ready within 60 s")
-            time.sleep(0.1)
+    with run_server(args, {}, f"{url}/-/ready", tmp / "prometheus.log", ready_within_s=60,
+                    stop_timeout_s=20):
         yield url
-    finally:
-        proc.terminate()
+
+
+@contextmanager
+def run_server(args: list[str], env: dict[str, str], ready_url: str, log: Path,
+               ready_within_s: float = 120, stop_timeout_s: float = 60) -> Iterator[None]:
+    """Run a server process until it answers ``ready_url`` with 200; stop it after (a
+    bounded wait, then kill: Tempo can take minutes to stop)."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=out,
+                                stderr=subprocess.STDOUT)
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            deadline = time.monotonic() + ready_within_s
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{args[0]} exited: {log.read_text()[-2000:]}")
+                try:
+                    if requests.get(ready_url, timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass  # not listening yet
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{args[0]} not ready after {ready_within_s:g} s")
+                time.sleep(0.1)
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def query(url: str, promql: str, at_s: float) -> list[dict]:
