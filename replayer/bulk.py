@@ -19,12 +19,17 @@ Piece = tuple[np.ndarray, np.ndarray]  # (n, width) uint8 matrix, (n,) used leng
 def const(n: int, value: bytes, present: np.ndarray | None = None) -> Piece:
     m = np.tile(np.frombuffer(value, np.uint8), (n, 1))
     length = np.full(n, len(value), np.int64)
-    return m, length if present is None else np.where(present, length, 0)
+    if present is None:
+        return m, length
+    return m * present[:, None].astype(np.uint8), np.where(present, length, 0)
 
 
 def varint_piece(values: np.ndarray, present: np.ndarray | None = None) -> Piece:
+    """A varint per row; rows not ``present`` get length 0 and all-zero bytes."""
     m, length = varint_matrix(np.asarray(values, np.int64))
-    return m, length if present is None else np.where(present, length, 0)
+    if present is None:
+        return m, length
+    return m * present[:, None].astype(np.uint8), np.where(present, length, 0)
 
 
 def pack(pieces: Sequence[Piece]) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +40,33 @@ def pack(pieces: Sequence[Piece]) -> tuple[np.ndarray, np.ndarray]:
     keep = np.concatenate([np.arange(m.shape[1])[None, :] < length[:, None]
                            for m, length in pieces], axis=1)
     return matrix[keep], np.sum([length for _, length in pieces], axis=0)
+
+
+def rows(pieces: Sequence[Piece]) -> np.ndarray:
+    """The pieces of each row back to back, in an (n, width) matrix padded with zeros.
+
+    Each piece writes its whole width at the row's running offset: the zero bytes past a
+    short varint are overwritten by the next piece or end up in the padding. Cheaper than
+    `pack` (no mask over every byte) when the rows are wanted one by one."""
+    n = pieces[0][0].shape[0]
+    width = sum(m.shape[1] for m, _ in pieces)
+    out = np.zeros(n * width, np.uint8)
+    at = np.arange(n, dtype=np.int64) * width
+    for m, length in pieces:
+        if m.shape[1] == 1:
+            out[at] = m[:, 0]
+        else:
+            out[at[:, None] + np.arange(m.shape[1])] = m
+        at = at + length
+    return out.reshape(n, width)
+
+
+def row_texts(matrix: np.ndarray) -> list[str]:
+    """Each row of a ``rows`` matrix as a str of code points 0-255 (bytes read as latin-1),
+    with the zero padding stripped, made in C. A row whose own last byte is 0x00 loses it:
+    callers keep such rows out."""
+    width = matrix.shape[1]
+    return matrix.astype(np.uint32).view(f"U{width}").ravel().tolist()
 
 
 def segments(n: int, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> bytes:

@@ -77,3 +77,21 @@ def test_batches_respect_limits_and_cover_everything() -> None:
         mine = [b for b in batches if b.stream == si]
         assert mine[0].lo == 0 and mine[-1].hi == len(s)
         assert all(a.hi == b.lo for a, b in zip(mine, mine[1:]))
+
+
+def test_edge_entries_equal_the_schema() -> None:
+    """Empty lines and values, whole seconds, the epoch itself, non-ASCII text, varint
+    boundaries: the vectorized heads must still be protobuf's bytes exactly."""
+    import numpy as np
+
+    from generator.model import LogStream
+
+    lines = ("", "x" * 127, "y" * 128, "café ☕ done", "", "z" * 300, "plain", "")
+    meta = ((), (("trace_id", "ab" * 16),), (("k", ""),), (("note", "naïve"),),
+            (("a", "1"), ("b", "2")), (), (("span_id", "c" * 16),), ())
+    t = np.array([0, 0, 1, 10**9, 5 * 10**9 + 1, 2**33 * 10**9 + 999_999_999,
+                  1_795_778_400_123_456_789, 0], np.int64)
+    stream = LogStream((("service_name", "ünï"),), np.sort(t), lines, meta)
+    for lo in range(len(lines)):
+        for hi in range(lo, len(lines) + 1):
+            assert proto_request(stream, lo, hi) == naive_loki_request(stream, lo, hi), (lo, hi)
