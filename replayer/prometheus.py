@@ -9,7 +9,9 @@ the bad part is reported with the server's reason.
 from __future__ import annotations
 
 import json
+import queue
 import re
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -309,20 +311,44 @@ def push_series(transport: HttpTransport, series: Sequence[Series], info: Server
     lanes = lanes_of(plan_pieces(series, options.max_samples), options.concurrency,
                      options.max_samples)
 
-    def run(batches: list[list[Piece]]) -> None:
-        # pipelined: the next request is encoded while this one is on the wire
-        with ThreadPoolExecutor(max_workers=1) as ahead:
-            upcoming = ahead.submit(pusher.encode, batches[0])
-            for i, batch in enumerate(batches):
-                body = upcoming.result()
-                if i + 1 < len(batches):
-                    upcoming = ahead.submit(pusher.encode, batches[i + 1])
-                pusher.send(batch, body=body)
-                if progress:
-                    progress(report)
+    send_lanes(lanes, pusher.encode, pusher.send, progress and (lambda: progress(report)))
+
+
+def send_lanes(lanes: Sequence[Sequence[list[Piece]]], encode: Callable[[list[Piece]], bytes],
+               send: Callable[..., None], after_each: Callable[[], None] | None = None) -> None:
+    """One thread encodes every batch, lane by lane in turn; one thread per lane posts that
+    lane's bodies in order, while the next ones are encoded.
+
+    One encoder rather than one per lane: encoding is Python and numpy under the GIL, and
+    several threads taking turns at it cost more CPU than they win (the server shares the
+    machine). A sender that fails stops the encoder, and its error is raised here."""
+    queues: list[queue.Queue[tuple[list[Piece], bytes] | None]] = [
+        queue.Queue(maxsize=2) for _ in lanes]
+    failed = threading.Event()
+
+    def sender(q: queue.Queue[tuple[list[Piece], bytes] | None]) -> None:
+        try:
+            while (item := q.get()) is not None:
+                send(item[0], body=item[1])
+                if after_each:
+                    after_each()
+        except BaseException:
+            failed.set()
+            while q.get() is not None:  # unblock the encoder; its batches are not sent
+                pass
+            raise
 
     with ThreadPoolExecutor(max_workers=max(1, len(lanes))) as pool:
-        for fut in [pool.submit(run, b) for b in lanes]:
+        futures = [pool.submit(sender, q) for q in queues]
+        try:
+            for i in range(max((len(b) for b in lanes), default=0)):
+                for batches, q in zip(lanes, queues):
+                    if i < len(batches) and not failed.is_set():
+                        q.put((batches[i], encode(batches[i])))
+        finally:
+            for q in queues:
+                q.put(None)
+        for fut in futures:
             fut.result()
 
 

@@ -220,3 +220,41 @@ def test_a_mimir_style_receiver_with_its_own_write_url() -> None:
                  END_MS - inc.duration_ms, END_MS)
     assert not report.lost and report.accepted == inc.sample_count
     assert all(c.request.headers["X-Scope-OrgID"] == "team-a" for c in responses.calls)
+
+
+def test_lanes_post_in_order_and_a_failing_sender_stops_the_load() -> None:
+    """One encoder feeds every lane; each lane's bodies go out in the order planned, and a
+    sender that fails (server gone) ends the load with its error instead of hanging."""
+    import threading
+
+    from replayer.prometheus import send_lanes
+    from replayer.remote_write.encode import Piece
+
+    lanes = [[[Piece(lane, b, b + 1)] for b in range(7)] for lane in range(3)]
+    sent: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    lock = threading.Lock()
+
+    def send(batch, body):  # type: ignore[no-untyped-def]
+        assert body == f"{batch[0].series}:{batch[0].lo}".encode()
+        with lock:
+            sent[batch[0].series].append(batch[0].lo)
+
+    def encode(batch):  # type: ignore[no-untyped-def]
+        return f"{batch[0].series}:{batch[0].lo}".encode()
+
+    send_lanes(lanes, encode, send)
+    assert sent == {lane: list(range(7)) for lane in range(3)}
+
+    encoded: list[tuple[int, int]] = []
+
+    def failing_send(batch, body):  # type: ignore[no-untyped-def]
+        if batch[0].series == 1 and batch[0].lo == 2:
+            raise ConnectionError("server went away")
+
+    def counting_encode(batch):  # type: ignore[no-untyped-def]
+        encoded.append((batch[0].series, batch[0].lo))
+        return b""
+
+    with pytest.raises(ConnectionError, match="server went away"):
+        send_lanes(lanes, counting_encode, failing_send)
+    assert len(encoded) < 21  # the encoder stopped early
