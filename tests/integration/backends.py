@@ -49,7 +49,8 @@ def running_tempo(tmp: Path) -> Iterator[tuple[str, str]]:
            "TEMPO_OTLP_GRPC": f"127.0.0.1:{otlp_g}", "TEMPO_OTLP_HTTP": f"127.0.0.1:{otlp_h}"}
     api = f"http://127.0.0.1:{http}"
     with run_server([binary("tempo"), f"-config.file={ROOT / 'infra/tempo/tempo.yaml'}",
-               "-config.expand-env=true"], env, f"{api}/ready", tmp / "tempo.log"):
+                         "-config.expand-env=true"], env, f"{api}/ready", tmp / "tempo.log",
+                         stop_timeout_s=5):  # its data is thrown away; a graceful stop takes ~60 s
         yield f"http://127.0.0.1:{otlp_g}", api
 
 
