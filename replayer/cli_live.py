@@ -163,13 +163,25 @@ _data_dir_option = click.option(
 @click.option("--tempo-port", type=int, default=3200, show_default=True)
 @click.option("--tempo-otlp-grpc-port", type=int, default=4317, show_default=True)
 @click.option("--tempo-otlp-http-port", type=int, default=4318, show_default=True)
+@click.option("--loki-grpc-port", type=int, default=None,
+              help="Loki's internal gRPC port [9096 with the default --loki-port, else a "
+                   "free one].")
+@click.option("--tempo-grpc-port", type=int, default=None,
+              help="Tempo's internal gRPC port [9095 with the default --tempo-port, else a "
+                   "free one].")
 def stack_up(data_dir: str | None, prometheus_port: int, loki_port: int, tempo_port: int,
-             tempo_otlp_grpc_port: int, tempo_otlp_http_port: int) -> None:
+             tempo_otlp_grpc_port: int, tempo_otlp_http_port: int, loki_grpc_port: int | None,
+             tempo_grpc_port: int | None) -> None:
     """Start what is installed, wait until it is ready, print the URLs."""
-    from .stack import Ports, up
+    from .stack import Ports, free_port, up
 
-    ports = Ports(prometheus=prometheus_port, loki=loki_port, loki_grpc=loki_port + 5996,
-                  tempo=tempo_port, tempo_grpc=tempo_port + 5895,
+    def internal(given: int | None, http: int, default_http: int, default: int) -> int:
+        # a second stack on other HTTP ports must not collide on the internal ones
+        return given if given is not None else default if http == default_http else free_port()
+
+    ports = Ports(prometheus=prometheus_port, loki=loki_port,
+                  loki_grpc=internal(loki_grpc_port, loki_port, 3100, 9096),
+                  tempo=tempo_port, tempo_grpc=internal(tempo_grpc_port, tempo_port, 3200, 9095),
                   tempo_otlp_grpc=tempo_otlp_grpc_port, tempo_otlp_http=tempo_otlp_http_port)
     state = up(_data_dir(data_dir), ports, env=dict(os.environ))  # resolved here, at the edge
     for s in state.services:

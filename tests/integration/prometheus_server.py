@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from replayer.stack import free_port  # noqa: F401  (the tests take it from here)
 
 
 def prometheus_binary() -> str:
@@ -24,12 +25,6 @@ def prometheus_binary() -> str:
     if os.environ.get("CI"):
         pytest.fail(reason)  # CI installs it: missing is a broken CI, not a skip
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

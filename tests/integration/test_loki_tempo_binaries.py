@@ -74,9 +74,30 @@ def test_traces_found_by_id_and_by_traceql_search(tmp_path: Path) -> None:
         assert hits and hits <= traces
 
 
-def test_stack_up_starts_loki_and_tempo_from_the_repo_configs(tmp_path: Path) -> None:
+def dashboard_queries() -> list[tuple[str, str, str]]:
+    """(datasource, panel, query) of every target of the provisioned dashboards."""
+    import json
+
+    from .test_stack_and_dashboards import DASHBOARDS
+
+    out = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for t in panel["targets"]:
+                out.append((t["datasource"]["uid"], f"{path.stem}: {panel['title']}",
+                            t.get("expr") or t["query"]))
+    return out
+
+
+def test_stack_up_then_every_dashboard_query_of_all_three_backends_has_data(
+        tmp_path: Path) -> None:
+    """`stack up` starts Prometheus, Loki and Tempo from the repo configs; after one
+    `load slow_query` of every signal, every panel query (PromQL, LogQL, TraceQL) of the
+    provisioned dashboards returns data over the replayed window."""
+    import re
+
     from .backends import binary
-    from .prometheus_server import free_port
+    from .prometheus_server import free_port, query_range
 
     binary("loki")
     binary("tempo")
@@ -84,13 +105,42 @@ def test_stack_up_starts_loki_and_tempo_from_the_repo_configs(tmp_path: Path) ->
              "--tempo-port": free_port(), "--tempo-otlp-grpc-port": free_port(),
              "--tempo-otlp-http-port": free_port()}
     args = [x for k, v in ports.items() for x in (k, str(v))]
+    prom, loki, tempo = (f"http://127.0.0.1:{ports[k]}" for k in
+                         ("--prometheus-port", "--loki-port", "--tempo-port"))
+    data = str(tmp_path / "s")
     runner = CliRunner()
+    inc = cached_incident("slow_query")
+    end_ms = fixed_end_ms()
+    start_ms = end_ms - inc.duration_ms
     try:
-        r = runner.invoke(cli, ["stack", "up", "--data-dir", str(tmp_path / "s"), *args])
+        r = runner.invoke(cli, ["stack", "up", "--data-dir", data, *args])
         assert r.exit_code == 0, r.output
-        status = runner.invoke(cli, ["stack", "status", "--data-dir", str(tmp_path / "s")])
+        status = runner.invoke(cli, ["stack", "status", "--data-dir", data])
         for name in ("prometheus", "loki", "tempo"):
             assert f"{name:<11} ready" in status.output, status.output
+        r = runner.invoke(cli, ["load", "slow_query", "--end", iso(end_ms),
+                                "--prometheus-url", prom, "--loki-url", loki, "--tempo-url",
+                                f"http://127.0.0.1:{ports['--tempo-otlp-grpc-port']}"])
+        assert r.exit_code == 0, r.output
+
+        def has_data(source: str, query: str) -> bool:
+            if source == "prometheus":
+                promql = re.sub(r"\$__rate_interval", "1m", query)
+                return bool(query_range(prom, promql, start_ms / 1000, end_ms / 1000, 15))
+            if source == "loki":
+                body = requests.get(f"{loki}/loki/api/v1/query_range", params={
+                    "query": query, "start": start_ms * 10**6, "end": (end_ms + 1) * 10**6,
+                    "limit": 10}, timeout=30).json()
+                return bool(body["data"]["result"])
+            body = requests.get(f"{tempo}/api/search", params={
+                "q": query, "start": start_ms // 1000, "end": end_ms // 1000 + 1,
+                "limit": 20}, timeout=30).json()
+            return bool(body.get("traces"))
+
+        queries = dashboard_queries()
+        assert {q[0] for q in queries} == {"prometheus", "loki", "tempo"}
+        empty = [f"{src} {title}: {q}" for src, title, q in queries
+                 if not eventually(lambda s=src, x=q: has_data(s, x), timeout_s=60)]
+        assert not empty, "panels without data:\n" + "\n".join(empty)
     finally:
-        runner.invoke(cli, ["stack", "down", "--data-dir", str(tmp_path / "s"),
-                            "--timeout", "120"])
+        runner.invoke(cli, ["stack", "down", "--data-dir", data, "--timeout", "10"])

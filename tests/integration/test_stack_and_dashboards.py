@@ -88,3 +88,25 @@ def test_stack_without_any_binary_says_what_to_install(tmp_path: Path, monkeypat
 def test_stack_status_without_a_stack(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["stack", "status", "--data-dir", str(tmp_path / "none")])
     assert r.exit_code == 2 and "replayer stack up" in r.output
+
+
+def test_stack_on_other_ports_picks_free_internal_grpc_ports(tmp_path: Path,
+                                                             monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Loki and Tempo also listen on an internal gRPC port; moving their HTTP ports (a
+    second stack) must not derive one past 65535 or onto the first stack's."""
+    import replayer.stack as stack
+
+    seen = {}
+
+    def fake_up(data_dir, ports, env):  # type: ignore[no-untyped-def]
+        seen["ports"] = ports
+        return stack.StackState(str(data_dir))
+
+    monkeypatch.setattr(stack, "up", fake_up)
+    CliRunner().invoke(cli, ["stack", "up", "--data-dir", str(tmp_path), "--loki-port", "62000",
+                             "--tempo-port", "63000"])
+    p = seen["ports"]
+    assert 0 < p.loki_grpc < 65536 and p.loki_grpc not in (9096, 62000)
+    assert 0 < p.tempo_grpc < 65536 and p.tempo_grpc not in (9095, 63000)
+    CliRunner().invoke(cli, ["stack", "up", "--data-dir", str(tmp_path)])
+    assert (seen["ports"].loki_grpc, seen["ports"].tempo_grpc) == (9096, 9095)
