@@ -44,26 +44,36 @@ class EntryBatch:
         return self.hi - self.lo
 
 
-def plan_batches(streams: Sequence[LogStream], max_entries: int,
-                 max_bytes: int) -> Iterator[EntryBatch]:
+def entry_costs(stream: LogStream) -> np.ndarray:
+    """What each entry weighs for Loki's rate limit: line and structured-metadata bytes."""
+    lines = stream.lines
+    if "".join(lines).isascii():
+        size = np.fromiter(map(len, lines), np.int64, len(lines))
+    else:
+        size = np.fromiter((len(x.encode()) for x in lines), np.int64, len(lines))
+    meta = [i for i, m in enumerate(stream.metadata) if m]
+    if meta:
+        size[meta] += np.fromiter(
+            (len("".join(chain.from_iterable(stream.metadata[i])).encode()) for i in meta),
+            np.int64, len(meta))
+    return size
+
+
+def plan_batches(streams: Sequence[LogStream], max_entries: int, max_bytes: int,
+                 costs: Sequence[np.ndarray] | None = None) -> Iterator[EntryBatch]:
     """Consecutive entries of one stream, at most ``max_entries`` and about ``max_bytes``
-    of line and metadata text each."""
+    (line and metadata bytes, plus 16 an entry) each; at least one entry a batch."""
     for si, s in enumerate(streams):
-        lo, size = 0, 0
-        for i, line in enumerate(s.lines):
-            cost = len(line) + sum(len(k) + len(v) for k, v in s.metadata[i]) + 16
-            if i > lo and (i - lo >= max_entries or size + cost > max_bytes):
-                yield EntryBatch(si, lo, i)
-                lo, size = i, 0
-            size += cost
-        if len(s) > lo:
-            yield EntryBatch(si, lo, len(s))
-
-
-def entry_bytes(stream: LogStream, lo: int, hi: int) -> int:
-    """What Loki's rate limit counts: line and structured-metadata bytes."""
-    return sum(len(stream.lines[i].encode()) + sum(len(k) + len(v) for k, v in
-                                                   stream.metadata[i]) for i in range(lo, hi))
+        n = len(s)
+        cost = (costs[si] if costs is not None else entry_costs(s)) + 16
+        total = np.cumsum(cost)
+        lo = 0
+        while lo < n:
+            before = int(total[lo] - cost[lo])
+            hi = int(np.searchsorted(total, before + max_bytes, "right"))
+            hi = min(max(hi, lo + 1), lo + max_entries, n)
+            yield EntryBatch(si, lo, hi)
+            lo = hi
 
 
 _PAIR_PREFIX: dict[tuple[str, int], str] = {}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from generator.model import LogStream
 
 from ..errors import PreflightError, TransportError
+from ..pipeline import one_ahead
 from ..prometheus import parse_prom_duration
 from ..report import SignalReport
 from ..transport import HttpTransport, Response
@@ -24,7 +25,7 @@ from .encode import (
     PROTO_HEADERS,
     EntryBatch,
     compress,
-    entry_bytes,
+    entry_costs,
     json_request,
     plan_batches,
     proto_request,
@@ -155,6 +156,7 @@ class LokiPusher:
                  options: LokiOptions, report: SignalReport, pacer: Pacer) -> None:
         self.transport, self.streams, self.options = transport, streams, options
         self.report, self.pacer = report, pacer
+        self.costs = [entry_costs(s) for s in streams]
 
     def body(self, b: EntryBatch) -> tuple[bytes, dict[str, str]]:
         stream = self.streams[b.stream]
@@ -162,9 +164,9 @@ class LokiPusher:
             return json_request(stream, b.lo, b.hi), JSON_HEADERS
         return compress(proto_request(stream, b.lo, b.hi)), PROTO_HEADERS
 
-    def send(self, b: EntryBatch) -> None:
-        self.pacer.take(entry_bytes(self.streams[b.stream], b.lo, b.hi))
-        body, headers = self.body(b)
+    def send(self, b: EntryBatch, encoded: tuple[bytes, dict[str, str]] | None = None) -> None:
+        self.pacer.take(int(self.costs[b.stream][b.lo:b.hi].sum()))
+        body, headers = encoded or self.body(b)
         resp, retries = self.transport.post(PUSH_PATH, body, headers)
         self.report.count_request(retries)
         if 200 <= resp.status < 300:
@@ -191,8 +193,9 @@ def push_logs(transport: HttpTransport, streams: Sequence[LogStream], options: L
     pacer = pacer or Pacer(rate)
     report.sent += sum(len(s) for s in streams)
     pusher = LokiPusher(transport, streams, options, report, pacer)
-    for batch in plan_batches(streams, options.max_entries, options.max_bytes):
-        pusher.send(batch)
+    batches = plan_batches(streams, options.max_entries, options.max_bytes, pusher.costs)
+    for batch, encoded in one_ahead(batches, pusher.body):
+        pusher.send(batch, encoded)
         if progress:
             progress(report)
     if pacer.waited > 1:

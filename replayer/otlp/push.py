@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from generator.model import SpanTable
 
 from ..errors import TransportError, UsageError
+from ..pipeline import one_ahead
 from ..report import SignalReport
 from ..transport import HttpTransport, RetryPolicy, TargetConfig
 from ..wire import read_fields
@@ -152,16 +153,16 @@ def push_traces(exporter: GrpcTraces | HttpTraces, tables: Sequence[SpanTable],
                 progress: Callable[[SignalReport], None] | None = None) -> None:
     encoder = TraceEncoder(tables)
     report.sent += sum(len(t) for t in tables)
-    for batches in plan_batches(tables, max_spans):
-        _send(exporter, encoder, batches, report)
+    for batches, body in one_ahead(plan_batches(tables, max_spans), encoder.request):
+        _send(exporter, body, batches, report)
         if progress:
             progress(report)
 
 
-def _send(exporter: GrpcTraces | HttpTraces, encoder: TraceEncoder, batches: list[SpanBatch],
+def _send(exporter: GrpcTraces | HttpTraces, body: bytes, batches: list[SpanBatch],
           report: SignalReport) -> None:
     spans = sum(b.spans for b in batches)
-    answer = exporter.export(encoder.request(batches))
+    answer = exporter.export(body)
     report.count_request(answer.retries)
     if answer.ok:
         report.add(accepted=spans - answer.rejected_spans, rejected=answer.rejected_spans,

@@ -11,6 +11,7 @@ from benchmarks.naive import naive_loki_request
 from replayer.loki import push_pb2
 from replayer.loki.encode import (
     compress,
+    entry_costs,
     json_request,
     label_string,
     plan_batches,
@@ -73,6 +74,12 @@ def test_batches_respect_limits_and_cover_everything() -> None:
     streams = cached_incident("slow_query").log_streams
     batches = list(plan_batches(streams, 700, 64 * 1024))
     assert all(b.entries <= 700 for b in batches)
+    small = list(plan_batches(streams, 5000, 16 * 1024))
+    for b in small:
+        cost = entry_costs(streams[b.stream]) + 16
+        assert b.entries == 1 or cost[b.lo:b.hi].sum() <= 16 * 1024
+        if b.hi < len(streams[b.stream]):  # greedy: one more entry would not have fit
+            assert cost[b.lo:b.hi + 1].sum() > 16 * 1024
     for si, s in enumerate(streams):
         mine = [b for b in batches if b.stream == si]
         assert mine[0].lo == 0 and mine[-1].hi == len(s)
@@ -95,3 +102,13 @@ def test_edge_entries_equal_the_schema() -> None:
     for lo in range(len(lines)):
         for hi in range(lo, len(lines) + 1):
             assert proto_request(stream, lo, hi) == naive_loki_request(stream, lo, hi), (lo, hi)
+
+
+def test_entry_costs_count_utf8_bytes_of_lines_and_metadata() -> None:
+    import numpy as np
+
+    from generator.model import LogStream
+
+    stream = LogStream((("a", "b"),), np.arange(3, dtype=np.int64), ("é", "", "abc"),
+                       ((("k", "ü"),), (), (("trace_id", "ab"), ("x", ""))))
+    assert entry_costs(stream).tolist() == [2 + 1 + 2, 0, 3 + 8 + 2 + 1]
