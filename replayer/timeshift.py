@@ -56,14 +56,18 @@ def shift(incident: Incident, end_ns: int, extra_labels: dict[str, str] | None =
         raise UsageError("--end must be a whole millisecond")
     start_ms = start_ns // NS_PER_MS
     extra = extra_labels or {}
-    series = tuple(_series(s, start_ms, extra) for s in incident.series)
+    grids: dict[int, np.ndarray] = {}
+    series = tuple(_series(s, start_ms, extra, grids) for s in incident.series)
     logs = tuple(_stream(s, start_ns, extra) for s in incident.log_streams)
     spans = tuple(_table(t, start_ns) for t in incident.span_tables)
     return replace(incident, series=series, log_streams=logs, span_tables=spans,
                    source=incident.source + (("window_end_ns", str(end_ns)),))
 
 
-def _series(s: Series, start_ms: int, extra: dict[str, str]) -> Series:
+def _series(s: Series, start_ms: int, extra: dict[str, str],
+            grids: dict[int, np.ndarray]) -> Series:
+    """``grids``: series that shared one timestamp array still do (less memory, and the
+    remote-write encoder encodes a shared array's timestamps once)."""
     values = s.values
     if s.name in TIME_VALUED:  # a value that is a time: it moves with the window
         values = frozen_array(values + start_ms / 1000.0, np.float64)
@@ -71,7 +75,10 @@ def _series(s: Series, start_ms: int, extra: dict[str, str]) -> Series:
     ex = Exemplars(frozen_array(e.t_ms + start_ms, np.int64), e.value, e.trace_id, e.span_id) \
         if len(e) else e
     labels = make_labels({**dict(s.labels), **extra}) if extra else s.labels
-    return Series(labels, frozen_array(s.t_ms + start_ms, np.int64), values, ex)
+    t = grids.get(id(s.t_ms))
+    if t is None:
+        t = grids[id(s.t_ms)] = frozen_array(s.t_ms + start_ms, np.int64)
+    return Series(labels, t, values, ex)
 
 
 def render_prefix(kind: str | None, t_ns: int) -> str:

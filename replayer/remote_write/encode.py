@@ -7,6 +7,7 @@ decodes with ``remote_pb2.WriteRequest`` (see tests) and is snappy block-compres
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -63,8 +64,14 @@ def _label(name: str, value: str) -> bytes:
 
 
 def encode_labels(labels: Labels) -> bytes:
-    """Repeated ``Label`` fields (tag 1 of TimeSeries/Exemplar), in the given order."""
-    return b"".join([_label(name, value) for name, value in labels])
+    """Repeated ``Label`` fields (tag 1 of TimeSeries/Exemplar), in the given order.
+
+    The pairs are looked up in the cache as they are (tuples), in C; only the misses go
+    through Python (a load labels thousands of series that share most pairs)."""
+    parts = list(map(_LABEL_CACHE.get, labels))
+    if None in parts:
+        parts = [p if p is not None else _label(*pair) for p, pair in zip(parts, labels)]
+    return b"".join(parts)  # type: ignore[arg-type]
 
 
 _VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
@@ -90,9 +97,19 @@ def encode_samples(t_ms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np
     Returns the concatenated bytes and the end offset of each sample in them.
     """
     n = t_ms.shape[0]
-    fast = _encode_samples_uniform(t_ms, values)
-    if fast is not None:
-        return fast
+    t_varints = time_varints(t_ms)
+    if t_varints is not None:  # every sample a fixed-size row; +0.0 ones shortened after
+        rows = sample_rows(values, t_varints.shape[1])
+        rows[:, 12:] = t_varints
+        record = rows.shape[1]
+        zero = np.ascontiguousarray(values, dtype="<f8").view(np.uint64) == 0
+        if not zero.any():
+            return rows.reshape(-1), np.arange(1, n + 1, dtype=np.int64) * record
+        rows[zero, 1] = record - 11
+        rows[zero, 2:record - 9] = rows[zero, 11:]
+        keep = np.ones((n, record), bool)
+        keep[zero, record - 9:] = False
+        return rows[keep], np.cumsum(np.where(zero, record - 9, record))
     groups, vlen = varint_matrix(t_ms)
     width = 12 + int(vlen.max(initial=1))
     v = np.ascontiguousarray(values, dtype="<f8")
@@ -111,43 +128,37 @@ def encode_samples(t_ms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np
     return rows[keep], np.cumsum(2 + rows[:, 1].astype(np.int64))
 
 
-def _encode_samples_uniform(t_ms: np.ndarray,
-                            values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The common case, faster: every timestamp's varint has the same length L (true of
-    any batch of epoch milliseconds within years of each other), so a sample is a fixed
-    12 + L byte record; only +0.0 values (left out, as protobuf does) need compaction."""
-    n = t_ms.shape[0]
-    if n == 0:
+def time_varints(t_ms: np.ndarray) -> np.ndarray | None:
+    """The timestamps' varints as an (n, L) byte matrix when they all have the same length L
+    (true of any batch of epoch milliseconds within years of each other), else None."""
+    if t_ms.shape[0] == 0:
         return None
     t = np.asarray(t_ms, np.int64)
     lo, hi = int(t.min()), int(t.max())
-    if lo <= 0:
+    width = (hi.bit_length() + 6) // 7
+    if lo <= 0 or (lo.bit_length() + 6) // 7 != width:
         return None
-    width_t = (hi.bit_length() + 6) // 7
-    if (lo.bit_length() + 6) // 7 != width_t:
-        return None
-    record = 12 + width_t
-    rows = np.empty((n, record), np.uint8)
+    out = np.empty((t.shape[0], width), np.uint8)
+    u = t.view(np.uint64)
+    for k in range(width):
+        byte = (u >> np.uint64(7 * k)) & np.uint64(0x7F)
+        if k < width - 1:
+            byte |= np.uint64(0x80)
+        out[:, k] = byte
+    return out
+
+
+def sample_rows(values: np.ndarray, width_t: int) -> np.ndarray:
+    """Fixed-size ``Sample`` rows (12 + ``width_t`` bytes) with everything but the
+    timestamp varint, which the caller writes into ``rows[:, 12:]``."""
+    n = values.shape[0]
+    rows = np.empty((n, 12 + width_t), np.uint8)
     rows[:, 0] = 0x12
     rows[:, 1] = 10 + width_t
     rows[:, 2] = 0x09
-    v = np.ascontiguousarray(values, dtype="<f8")
-    rows[:, 3:11] = v.view(np.uint8).reshape(n, 8)
+    rows[:, 3:11] = np.ascontiguousarray(values, dtype="<f8").view(np.uint8).reshape(n, 8)
     rows[:, 11] = 0x10
-    u = t.view(np.uint64)
-    for k in range(width_t):
-        byte = (u >> np.uint64(7 * k)) & np.uint64(0x7F)
-        if k < width_t - 1:
-            byte |= np.uint64(0x80)
-        rows[:, 12 + k] = byte
-    zero = v.view(np.uint64) == 0
-    if not zero.any():
-        return rows.reshape(-1), np.arange(1, n + 1, dtype=np.int64) * record
-    rows[zero, 1] = 1 + width_t
-    keep = np.ones((n, record), bool)
-    keep[zero, 2:11] = False
-    sizes = np.where(zero, record - 9, record)
-    return rows[keep], np.cumsum(sizes)
+    return rows
 
 
 _EX_SPAN = _field(0x0A, _field(0x0A, b"span_id") + _field(0x12, bytes(16)))[:-16]
@@ -196,12 +207,107 @@ def encode_exemplars(series: Series, lo: int, hi: int) -> bytes:
     return exemplar_rows(e.value[lo:hi], e.t_ms[lo:hi], e.span_id[lo:hi], e.trace_id[lo:hi])[0]
 
 
+class Grid(NamedTuple):
+    """A timestamp array several series share, encoded once: each timestamp's varint, and
+    the whole bytes of a +0.0-valued ``Sample`` at each timestamp."""
+
+    t_ms: np.ndarray  # kept so that its id stays this array's
+    varints: np.ndarray  # (T, L)
+    zero_samples: memoryview  # T rows of 3 + L bytes: 0x12, 1 + L, 0x10, varint
+
+    @classmethod
+    def of(cls, t_ms: np.ndarray) -> Grid | None:
+        varints = time_varints(t_ms)
+        if varints is None:
+            return None
+        width = varints.shape[1]
+        short = np.empty((varints.shape[0], 3 + width), np.uint8)
+        short[:, :3] = (0x12, 1 + width, 0x10)
+        short[:, 3:] = varints
+        return cls(t_ms, varints, short.reshape(-1).data)
+
+
+def _grid_chunks(v: np.ndarray, pieces: Sequence[Piece], grids: Sequence[Grid],
+                 counts: np.ndarray) -> tuple[list[list[memoryview]], list[int]] | None:
+    """Each piece's ``Sample`` bytes as a few buffer views, and their total size, when the
+    pieces' timestamps come from shared grids of one varint length.
+
+    Nothing is compacted: a run of samples with values is a slice of fixed-size rows built
+    for this request, a run of +0.0 samples a slice of its grid's ready-made bytes. None
+    when the runs are too many for that to pay: compact instead."""
+    n = v.shape[0]
+    zero = np.ascontiguousarray(v, dtype="<f8").view(np.uint64) == 0
+    change = np.flatnonzero(zero[1:] != zero[:-1]) + 1
+    if change.shape[0] > n // 16 or not counts.all():
+        return None
+    width = grids[0].varints.shape[1]
+    rows = sample_rows(v, width)
+    first = pieces[0]
+    if all(g is grids[0] for g in grids) and all(p.lo == first.lo and p.hi == first.hi
+                                                 for p in pieces):
+        # the usual request: whole series on one time grid, written by broadcasting
+        rows.reshape(len(pieces), -1, rows.shape[1])[:, :, 12:] = \
+            grids[0].varints[first.lo:first.hi]
+    else:
+        rows[:, 12:] = np.concatenate([g.varints[p.lo:p.hi] for g, p in zip(grids, pieces)])
+    record, small = 12 + width, 3 + width
+    piece_start = np.cumsum(counts) - counts
+    run_start = np.union1d(piece_start, change)
+    run_piece = np.searchsorted(piece_start, run_start, "right") - 1
+    run_zero = zero[run_start]
+    piece_lo = np.fromiter((p.lo for p in pieces), np.int64, len(pieces))
+    at_time = piece_lo[run_piece] + run_start - piece_start[run_piece]
+    offset = np.where(run_zero, at_time * small, run_start * record).tolist()
+    length = (np.diff(run_start, append=n) * np.where(run_zero, small, record)).tolist()
+    first_run = np.searchsorted(run_start, piece_start)
+    sizes = np.add.reduceat(length, first_run).tolist()
+    full = rows.reshape(-1).data
+    source = [grids[i].zero_samples if z else full
+              for i, z in zip(run_piece.tolist(), run_zero.tolist())]
+    views = [buf[o:o + k] for buf, o, k in zip(source, offset, length)]
+    bounds = [*first_run.tolist(), len(length)]
+    return [views[a:b] for a, b in zip(bounds, bounds[1:])], sizes
+
+
+def _compacted_chunks(t: np.ndarray, v: np.ndarray,
+                      counts: np.ndarray) -> tuple[list[list[memoryview]], list[int]]:
+    """As `_sample_chunks`, from one compacted buffer (any timestamps, any runs)."""
+    blob, ends = encode_samples(t, v)
+    raw = blob.data
+    ends = np.concatenate([[0], ends])
+    piece_start = np.cumsum(counts) - counts
+    lo, hi = ends[piece_start].tolist(), ends[piece_start + counts].tolist()
+    return [[raw[a:b]] for a, b in zip(lo, hi)], [b - a for a, b in zip(lo, hi)]
+
+
 class SeriesEncoder:
     """Encodes batches of :class:`Piece` of a fixed list of series; caches label bytes."""
 
     def __init__(self, series: Sequence[Series]) -> None:
         self.series = series
         self._labels: dict[int, bytes] = {}
+        # Series that share one timestamp array (a generated or shifted incident's do):
+        # it is encoded once, as a Grid. Keyed by id; the Grid keeps the array alive.
+        uses = Counter(id(s.t_ms) for s in series)
+        self._shared = {k for k, n in uses.items() if n > 1}
+        self._grid_cache: dict[int, Grid | None] = {}
+
+    def _grids(self, pieces: Sequence[Piece]) -> list[Grid] | None:
+        """The pieces' shared timestamp grids, when all have one, of one varint length."""
+        out = []
+        for p in pieces:
+            t = self.series[p.series].t_ms
+            if id(t) not in self._shared:
+                return None
+            if id(t) not in self._grid_cache:
+                self._grid_cache[id(t)] = Grid.of(t)
+            grid = self._grid_cache[id(t)]
+            if grid is None:
+                return None
+            out.append(grid)
+        if len({g.varints.shape[1] for g in out}) != 1:
+            return None
+        return out
 
     def labels(self, index: int) -> bytes:
         cached = self._labels.get(index)
@@ -213,25 +319,32 @@ class SeriesEncoder:
         """Uncompressed ``WriteRequest`` protobuf holding ``pieces``."""
         if not pieces:
             return b""
-        t = np.concatenate([self.series[p.series].t_ms[p.lo:p.hi] for p in pieces])
         v = np.concatenate([self.series[p.series].values[p.lo:p.hi] for p in pieces])
-        blob, ends = encode_samples(t, v)
-        raw = blob.tobytes()
+        counts = np.fromiter((p.samples for p in pieces), np.int64, len(pieces))
+        grids = self._grids(pieces)
+        done = _grid_chunks(v, pieces, grids, counts) if grids else None
+        if done is None:
+            t = np.concatenate([self.series[p.series].t_ms[p.lo:p.hi] for p in pieces])
+            done = _compacted_chunks(t, v, counts)
+        chunks, sizes = done
         ex_raw, ex_ends = self._exemplars(pieces)
-        out = []
-        first = ex_first = 0
-        for p in pieces:
-            last = first + p.samples
-            lo_b = int(ends[first - 1]) if first else 0
-            hi_b = int(ends[last - 1]) if last else 0
-            body = self.labels(p.series) + raw[lo_b:hi_b]
+        ex = memoryview(ex_raw)
+        out: list[bytes | memoryview] = []
+        ex_first = 0
+        # Each TimeSeries as its parts (tag and size, labels, samples, exemplars), joined
+        # once at the end: no copy per series beyond the final one.
+        for p, samples, size in zip(pieces, chunks, sizes):
+            labels = self.labels(p.series)
+            size += len(labels)
             if p.exemplars:
                 ex_last = ex_first + p.exemplars
                 a = int(ex_ends[ex_first - 1]) if ex_first else 0
-                body += ex_raw[a:int(ex_ends[ex_last - 1])]
+                b = int(ex_ends[ex_last - 1])
+                size += b - a
+                out += (b"\x0a", varint(size), labels, *samples, ex[a:b])
                 ex_first = ex_last
-            out.append(_field(0x0A, body))
-            first = last
+            else:
+                out += (b"\x0a", varint(size), labels, *samples)
         return b"".join(out)
 
     def _exemplars(self, pieces: Sequence[Piece]) -> tuple[bytes, np.ndarray]:
@@ -273,6 +386,9 @@ def plan_pieces(series: Sequence[Series], max_samples: int) -> list[Piece]:
     for i, s in enumerate(series):
         n = len(s)
         ex_t = s.exemplars.t_ms
+        if 0 < n <= max_samples:  # the usual case: the whole series in one piece
+            pieces.append(Piece(i, 0, n, 0, len(ex_t)))
+            continue
         for lo in range(0, n, max_samples):
             hi = min(lo + max_samples, n)
             last_piece = hi == n

@@ -127,3 +127,33 @@ def test_uniform_timestamp_fast_path_matches_protobuf(t0: int) -> None:
     s = Series(make_labels({"__name__": "u"}), t, values)
     pieces = plan_pieces([s], 17)
     assert SeriesEncoder([s]).write_request(pieces) == naive_write_request([s], pieces)
+
+
+def test_series_sharing_time_grids_encode_like_protobuf() -> None:
+    """Series on shared timestamp arrays take the grid path: whole-series requests on one
+    grid (broadcast), pieces cut at other offsets, two grids in one request, a grid whose
+    varints change length, runs of +0.0 values; a series on its own array falls back."""
+    from generator.model import Series, make_labels
+
+    rng = np.random.default_rng(7)
+    grid_a = 1_795_778_400_000 + np.arange(240, dtype=np.int64) * 15_000
+    grid_b = grid_a + 7_500
+    across = 2**35 - 120 * 15_000 + np.arange(240, dtype=np.int64) * 15_000  # 5 -> 6 bytes
+    series = []
+    for i, t in enumerate([grid_a] * 5 + [grid_b] * 3 + [across] * 2 + [grid_a.copy()]):
+        v = rng.normal(size=240).round(2)
+        v[rng.integers(0, 240, 3)] = 0.0
+        if i % 2:
+            v[40:170] = 0.0  # a long run of zeros
+        if i == 3:
+            v[:] = 0.0  # a counter that never moved
+        series.append(Series(make_labels({"__name__": f"m{i}"}), t, v))
+    enc = SeriesEncoder(series)
+    for max_samples in (240, 100, 37):
+        pieces = plan_pieces(series, max_samples)
+        for group in ([p for p in pieces if p.series < 5], pieces[:9], pieces):
+            assert enc.write_request(group) == naive_write_request(series, group), \
+                (max_samples, group[:3])
+    assert enc._grids([p for p in plan_pieces(series, 240) if p.series < 8]) is not None
+    assert enc._grids([p for p in plan_pieces(series, 240) if p.series in (8, 9)]) is None
+    assert enc._grids([p for p in plan_pieces(series, 240) if p.series == 10]) is None
