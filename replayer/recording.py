@@ -243,6 +243,7 @@ class _Assembler:
         self.path = path
         self.header: dict[str, Any] | None = None
         self.series: list[Series] = []
+        self.grids: dict[bytes, np.ndarray] = {}  # equal timestamp arrays, read once
         self.logs: list[dict[str, Any]] = []
         self.spans: list[dict[str, Any]] = []
         self.end: dict[str, Any] | None = None
@@ -256,7 +257,7 @@ class _Assembler:
         if kind == "header":
             self._header(lineno, rec)
         elif kind == "series":
-            self.series.append(_series(rec))
+            self.series.append(_series(rec, self.grids))
         elif kind == "log_stream":
             self._merge(self.logs, rec, ("labels", "time_prefix"), ("t_ns", "lines", "metadata"))
         elif kind == "spans":
@@ -325,11 +326,14 @@ def truth_from_json(t: dict[str, Any]) -> GroundTruth:
     )
 
 
-def _series(rec: dict[str, Any]) -> Series:
+def _series(rec: dict[str, Any], grids: dict[bytes, np.ndarray]) -> Series:
+    """``grids``: series with equal timestamps share one array, as generated ones do (less
+    memory; the remote-write encoder encodes a shared array once)."""
     labels = tuple(sorted((str(k), str(v)) for k, v in rec["labels"].items()))
     if "__name__" not in rec["labels"]:
         raise ValueError("series labels need __name__")
     t_ms = frozen_array(rec["t_ms"], np.int64)
+    t_ms = grids.setdefault(t_ms.tobytes(), t_ms)
     values = frozen_array(_unfloats(rec["values"]), np.float64)
     if t_ms.shape != values.shape:
         raise ValueError(f"{t_ms.shape[0]} timestamps but {values.shape[0]} values")

@@ -103,3 +103,13 @@ def test_malformed_series_record(tmp_path: Path) -> None:
     lines[1] = json.dumps(rec)
     with pytest.raises(RecordingError, match=r":2: malformed 'series' record"):
         read_recording(_write_lines(tmp_path / "bad.jsonl", lines))
+
+
+def test_series_with_equal_timestamps_share_one_array_when_read(tmp_path: Path) -> None:
+    inc = cached_incident("slow_query")
+    path = tmp_path / "r.jsonl"
+    write_recording(inc, path)
+    back = read_recording(path)
+    assert len({id(s.t_ms) for s in back.series}) == len({s.t_ms.tobytes()
+                                                          for s in inc.series})
+    assert all((a.t_ms == b.t_ms).all() for a, b in zip(inc.series, back.series))
