@@ -17,19 +17,37 @@ Piece = tuple[np.ndarray, np.ndarray]  # (n, width) uint8 matrix, (n,) used leng
 
 
 def const(n: int, value: bytes, present: np.ndarray | None = None) -> Piece:
-    m = np.tile(np.frombuffer(value, np.uint8), (n, 1))
-    length = np.full(n, len(value), np.int64)
-    if present is None:
-        return m, length
-    return m * present[:, None].astype(np.uint8), np.where(present, length, 0)
+    m = np.broadcast_to(np.frombuffer(value, np.uint8), (n, len(value)))  # no copy
+    if present is None or present.all():
+        return m, np.full(n, len(value), np.int64)
+    flag = present.astype(np.uint8)
+    return m * flag[:, None], flag.astype(np.int64) * len(value)
 
 
 def varint_piece(values: np.ndarray, present: np.ndarray | None = None) -> Piece:
     """A varint per row; rows not ``present`` get length 0 and all-zero bytes."""
-    m, length = varint_matrix(np.asarray(values, np.int64))
-    if present is None:
+    values = np.asarray(values, np.int64)
+    m, length = (_varints32(values) if values.size and 0 <= values.min() and
+                 values.max() < 1 << 32 else varint_matrix(values))
+    if present is None or present.all():
         return m, length
     return m * present[:, None].astype(np.uint8), np.where(present, length, 0)
+
+
+def _varints32(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`varint_matrix` for values in [0, 2**32), in 32-bit arithmetic (lengths, sizes and
+    nanoseconds are; so are epoch seconds until 2106): about twice as fast."""
+    u = values.astype(np.uint32)
+    length = 1 + ((u >= 1 << 7).view(np.uint8) + (u >= 1 << 14).view(np.uint8)
+                  + (u >= 1 << 21).view(np.uint8) + (u >= 1 << 28).view(np.uint8))
+    width = int(length.max())
+    m = np.empty((u.shape[0], width), np.uint8)
+    for k in range(width):
+        byte = (u >> np.uint32(7 * k)) & np.uint32(0x7F)
+        if k < width - 1:
+            byte |= (length > k + 1).view(np.uint8) << np.uint8(7)
+        m[:, k] = byte
+    return m, length.astype(np.int64)
 
 
 def pack(pieces: Sequence[Piece]) -> tuple[np.ndarray, np.ndarray]:

@@ -6,10 +6,12 @@ attributed to that stream exactly, and nothing is sent twice.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
+from operator import itemgetter
 
 import cramjam
 import numpy as np
@@ -76,24 +78,43 @@ def plan_batches(streams: Sequence[LogStream], max_entries: int, max_bytes: int,
             lo = hi
 
 
-_PAIR_PREFIX: dict[tuple[str, int], str] = {}
+class _Prefixes(dict[tuple[str, int], str]):
+    """The bytes before a ``structuredMetadata`` value, as latin-1 text (a code point per
+    byte), by (name, the value's length in bytes): they depend on nothing else."""
+
+    def __missing__(self, key: tuple[str, int]) -> str:
+        name, size = key
+        name_field = text(1, name)
+        inner = len(name_field) + (1 + len(varint(size)) + size if size else 0)
+        prefix = (b"\x1a" + varint(inner) + name_field
+                  + (b"\x12" + varint(size) if size else b"")).decode("latin-1")
+        self[key] = prefix
+        return prefix
 
 
-def _metadata_text(pairs: tuple[tuple[str, str], ...]) -> str:
-    """``structuredMetadata`` fields as latin-1 text (one code point per byte). The bytes
-    before each value depend only on the name and the value's length, so they are cached."""
-    out = ""
-    for k, v in pairs:
-        value = v if v.isascii() else v.encode().decode("latin-1")
-        prefix = _PAIR_PREFIX.get((k, len(value)))
-        if prefix is None:
-            name = text(1, k)
-            inner = len(name) + (len(text(2, v)) if value else 0)
-            prefix = (b"\x1a" + varint(inner) + name
-                      + ((b"\x12" + varint(len(value))) if value else b"")).decode("latin-1")
-            _PAIR_PREFIX[(k, len(value))] = prefix
-        out += prefix + value
-    return out
+_PREFIX = _Prefixes()
+
+
+def _metadata_texts(entries: Sequence[tuple[tuple[str, str], ...]]) -> list[str]:
+    """Each entry's ``structuredMetadata`` fields as latin-1 text."""
+    if not entries:
+        return []
+    columns = list(zip(*entries)) if len(set(map(len, entries))) == 1 else []
+    parts: list[Iterable[str]] = []
+    for column in columns:  # the usual shape: the same names, values of one length
+        values = list(map(itemgetter(1), column))
+        names, sizes = set(map(itemgetter(0), column)), set(map(len, values))
+        if len(names) != 1 or len(sizes) != 1 or not "".join(values).isascii():
+            break
+        parts += (repeat(_PREFIX[names.pop(), sizes.pop()]), values)
+    else:
+        if columns:
+            return list(map("".join, zip(*parts)))
+    if "".join([v for pairs in entries for _, v in pairs]).isascii():
+        return ["".join([_PREFIX[k, len(v)] + v for k, v in pairs]) for pairs in entries]
+    return ["".join([_PREFIX[k, len(b)] + b for k, b in
+                     ((k, v.encode().decode("latin-1")) for k, v in pairs)])
+            for pairs in entries]
 
 
 def proto_request(stream: LogStream, lo: int, hi: int) -> bytes:
@@ -114,15 +135,19 @@ def proto_request(stream: LogStream, lo: int, hi: int) -> bytes:
         texts = [x.encode().decode("latin-1") for x in texts]
     line_len = np.fromiter(map(len, texts), np.int64, n)
     has_line = line_len > 0
-    meta = [_metadata_text(m) if m else "" for m in stream.metadata[lo:hi]]
-    meta_len = np.fromiter(map(len, meta), np.int64, n)
+    metadata = stream.metadata[lo:hi]
+    with_meta = list(itertools.compress(range(n), metadata))
+    meta = _metadata_texts([metadata[i] for i in with_meta])
+    meta_len = np.zeros(n, np.int64)
+    meta_len[with_meta] = [len(m) for m in meta]
     sec = bulk.varint_piece(seconds, has_s)
     nano = bulk.varint_piece(nanos, has_n)
     size = bulk.varint_piece(line_len, has_line)
     ts_len = (1 + sec[1]) * has_s + (1 + nano[1]) * has_n
     body_len = 2 + ts_len + (1 + size[1] + line_len) * has_line + meta_len
+    body = bulk.varint_piece(body_len)
     matrix = bulk.rows([
-        bulk.const(n, b"\x12"), bulk.varint_piece(body_len),
+        bulk.const(n, b"\x12"), body,
         bulk.const(n, b"\x0a"), bulk.varint_piece(ts_len),
         bulk.const(n, b"\x08", has_s), sec, bulk.const(n, b"\x10", has_n), nano,
         bulk.const(n, b"\x12", has_line), size,
@@ -132,8 +157,17 @@ def proto_request(stream: LogStream, lo: int, hi: int) -> bytes:
         # Such a head ends in its empty Timestamp (0x0a 0x00), a zero taken for padding.
         head_len = 1 + bulk.varint_len(body_len) + body_len - meta_len - line_len
         heads = [h.ljust(k, "\0") for h, k in zip(heads, head_len.tolist())]
-    entries = "".join(chain.from_iterable(zip(heads, texts, meta))).encode("latin-1")
-    return field(1, text(1, label_string(stream.labels)) + entries)
+    # An entry's metadata goes in front of the next entry's head, and the stream's own
+    # head (tag, size, labels) in front of the first: two parts an entry, one copy in all.
+    labels = text(1, label_string(stream.labels))
+    total = int(body_len.sum() + body[1].sum()) + n + len(labels)
+    heads.append("")
+    for i, m in zip(with_meta, meta):
+        heads[i + 1] = m + heads[i + 1]
+    heads[0] = (b"\x0a" + varint(total) + labels).decode("latin-1") + heads[0]
+    parts = list(chain.from_iterable(zip(heads, texts)))
+    parts.append(heads[n])
+    return "".join(parts).encode("latin-1")
 
 
 def compress(body: bytes) -> bytes:

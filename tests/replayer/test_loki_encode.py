@@ -112,3 +112,21 @@ def test_entry_costs_count_utf8_bytes_of_lines_and_metadata() -> None:
     stream = LogStream((("a", "b"),), np.arange(3, dtype=np.int64), ("é", "", "abc"),
                        ((("k", "ü"),), (), (("trace_id", "ab"), ("x", ""))))
     assert entry_costs(stream).tolist() == [2 + 1 + 2, 0, 3 + 8 + 2 + 1]
+
+
+@pytest.mark.parametrize("metadata", [
+    ((("span_id", "a" * 16), ("trace_id", "b" * 32)),) * 4,  # one shape: by columns
+    ((("k", "x"),), (("k", "yy"),), (("k", "z"),), (("k", ""),)),  # value lengths differ
+    ((("a", "1"),), (("b", "2"),), (("a", "3"),), (("b", "4"),)),  # names differ
+    ((("k", "é"),), (("k", "ü"),), (("k", "a"),), (("k", "b"),)),  # one length, not ASCII
+    ((("k", "v"), ("l", "w")), (("k", "v"),), (), (("k", "v"), ("l", "w"))),  # pair counts
+])
+def test_metadata_shapes_equal_the_schema(metadata) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from generator.model import LogStream
+
+    stream = LogStream((("service_name", "s"),), np.arange(4, dtype=np.int64) + 10**18,
+                       ("l1", "l2", "", "l4"), metadata)
+    assert proto_request(stream, 0, 4) == naive_loki_request(stream, 0, 4)
+    assert proto_request(stream, 1, 3) == naive_loki_request(stream, 1, 3)

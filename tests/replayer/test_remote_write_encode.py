@@ -157,3 +157,19 @@ def test_series_sharing_time_grids_encode_like_protobuf() -> None:
     assert enc._grids([p for p in plan_pieces(series, 240) if p.series < 8]) is not None
     assert enc._grids([p for p in plan_pieces(series, 240) if p.series in (8, 9)]) is None
     assert enc._grids([p for p in plan_pieces(series, 240) if p.series == 10]) is None
+
+
+def test_32_bit_varint_path_matches_the_general_one() -> None:
+    from replayer import bulk
+    from replayer.remote_write.encode import varint_matrix
+    from replayer.wire import varint
+
+    edges = [0, 1, 127, 128, 2**14 - 1, 2**14, 2**21 - 1, 2**21, 2**28 - 1, 2**28, 2**32 - 1]
+    values = np.array(edges, np.int64)
+    fast, general = bulk.varint_piece(values), varint_matrix(values)
+    np.testing.assert_array_equal(fast[1], general[1])
+    np.testing.assert_array_equal(fast[0], general[0])
+    assert [bytes(fast[0][i, :fast[1][i]]) for i in range(len(edges))] == [varint(v) for v in edges]
+    wide = np.array([5, 2**32, 2**40], np.int64)  # past 32 bits: the general path
+    assert [bytes(r[:k]) for r, k in zip(*bulk.varint_piece(wide))] == [varint(int(v))
+                                                                       for v in wide]
