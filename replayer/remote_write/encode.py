@@ -187,6 +187,21 @@ def exemplar_rows(values: np.ndarray, t_ms: np.ndarray, span_ids: np.ndarray,
     values = np.ascontiguousarray(values, dtype="<f8")
     t = np.asarray(t_ms, np.int64)
     has_v, has_t = values.view(np.uint64) != 0, t != 0
+    t_varints = time_varints(t) if has_v.all() else None
+    if t_varints is not None:  # the usual case: every exemplar the same size, no packing
+        body = len(_EX_SPAN) + 16 + len(_EX_TRACE) + 32 + 9 + 1 + t_varints.shape[1]
+        lead = b"\x1a" + varint(body) + _EX_SPAN
+        rows = np.empty((n, len(lead) + body - len(_EX_SPAN)), np.uint8)
+        at = 0
+        for part in (lead, hex_matrix(span_ids), _EX_TRACE, hex_matrix(trace_ids), b"\x11",
+                     values.view(np.uint8).reshape(n, 8), b"\x18", t_varints):
+            if isinstance(part, bytes):
+                rows[:, at:at + len(part)] = np.frombuffer(part, np.uint8)
+                at += len(part)
+            else:
+                rows[:, at:at + part.shape[1]] = part
+                at += part.shape[1]
+        return rows.tobytes(), np.full(n, rows.shape[1], np.int64)
     body_len = (len(_EX_SPAN) + 16 + len(_EX_TRACE) + 32 + 9 * has_v
                 + (1 + bulk.varint_len(t)) * has_t)
     packed, row_len = bulk.pack([

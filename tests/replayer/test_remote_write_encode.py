@@ -173,3 +173,25 @@ def test_32_bit_varint_path_matches_the_general_one() -> None:
     wide = np.array([5, 2**32, 2**40], np.int64)  # past 32 bits: the general path
     assert [bytes(r[:k]) for r, k in zip(*bulk.varint_piece(wide))] == [varint(int(v))
                                                                        for v in wide]
+
+
+@pytest.mark.parametrize("zero_value", [False, True])
+def test_exemplars_of_either_path_equal_protobuf(zero_value: bool) -> None:
+    """Same-size exemplars are written as fixed rows; a +0.0 value (left out) or
+    timestamps of two varint lengths take the packing path. Both equal protobuf."""
+    from generator.model import Exemplars, Series, make_labels
+
+    t = np.array([2**35 - 30_000, 2**35 - 15_000, 2**35, 2**35 + 15_000], np.int64)
+    rng = np.random.default_rng(3)
+    ex_values = rng.random(4) + 0.5
+    if zero_value:
+        ex_values[1] = 0.0
+    ex = Exemplars(t.copy(), ex_values, rng.integers(0, 256, (4, 16), dtype=np.uint8),
+                   rng.integers(0, 256, (4, 8), dtype=np.uint8))
+    s = Series(make_labels({"__name__": "h_bucket", "le": "0.5"}), t, np.arange(4.0), ex)
+    for pieces in (plan_pieces([s], 10), plan_pieces([s], 2)):
+        assert SeriesEncoder([s]).write_request(pieces) == naive_write_request([s], pieces)
+    late = Series(s.labels, t + 2**36, np.arange(4.0), Exemplars(
+        t + 2**36, ex_values, ex.trace_id, ex.span_id))  # one varint length
+    pieces = plan_pieces([late], 10)
+    assert SeriesEncoder([late]).write_request(pieces) == naive_write_request([late], pieces)
