@@ -12,7 +12,7 @@ import json
 import queue
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -26,8 +26,8 @@ from .remote_write.encode import (
     Piece,
     SeriesEncoder,
     compress,
+    iter_pieces,
     metadata_request,
-    plan_pieces,
 )
 from .report import SignalReport
 from .transport import HttpTransport, Response
@@ -257,18 +257,22 @@ class Pusher:
                 self.report.exemplars_dropped[f"with their samples: {reason}"] += lost
 
 
-def lanes_of(pieces: Sequence[Piece], lanes: int, max_samples: int) -> list[list[list[Piece]]]:
-    """Batches per lane: a series always stays in one lane, so its pieces go in order."""
-    out: list[list[list[Piece]]] = [[] for _ in range(lanes)]
-    fill = [max_samples] * lanes
+def lane_batches(pieces: Iterable[Piece], lanes: int,
+                 max_samples: int) -> Iterator[tuple[int, list[Piece]]]:
+    """(lane, batch) as each batch fills, then the partly filled ones: a series always
+    stays in one lane, so its pieces go in order. Lazy, so sending starts at once."""
+    filling: list[list[Piece]] = [[] for _ in range(lanes)]
+    fill = [0] * lanes
     for p in pieces:
         lane = p.series % lanes
-        if fill[lane] + p.samples > max_samples:
-            out[lane].append([])
-            fill[lane] = 0
-        out[lane][-1].append(p)
+        if filling[lane] and fill[lane] + p.samples > max_samples:
+            yield lane, filling[lane]
+            filling[lane], fill[lane] = [], 0
+        filling[lane].append(p)
         fill[lane] += p.samples
-    return [batches for batches in out if batches]
+    for lane, batch in enumerate(filling):
+        if batch:
+            yield lane, batch
 
 
 def check_window(series: Sequence[Series], info: ServerInfo, options: PushOptions,
@@ -308,22 +312,24 @@ def push_series(transport: HttpTransport, series: Sequence[Series], info: Server
                                  "(--enable-feature=exemplar-storage)"] += exemplars
     pusher = Pusher(transport, series, report, bool(info.ooo_window_ms), exemplars_kept,
                     options.write_url)
-    lanes = lanes_of(plan_pieces(series, options.max_samples), options.concurrency,
-                     options.max_samples)
+    batches = lane_batches(iter_pieces(series, options.max_samples), options.concurrency,
+                           options.max_samples)
 
-    send_lanes(lanes, pusher.encode, pusher.send, progress and (lambda: progress(report)))
+    send_lanes(batches, options.concurrency, pusher.encode, pusher.send,
+               progress and (lambda: progress(report)))
 
 
-def send_lanes(lanes: Sequence[Sequence[list[Piece]]], encode: Callable[[list[Piece]], bytes],
-               send: Callable[..., None], after_each: Callable[[], None] | None = None) -> None:
-    """One thread encodes every batch, lane by lane in turn; one thread per lane posts that
-    lane's bodies in order, while the next ones are encoded.
+def send_lanes(batches: Iterable[tuple[int, list[Piece]]], lanes: int,
+               encode: Callable[[list[Piece]], bytes], send: Callable[..., None],
+               after_each: Callable[[], None] | None = None) -> None:
+    """One thread encodes every (lane, batch) in the order given; one thread per lane posts
+    that lane's bodies in order, while the next ones are encoded.
 
     One encoder rather than one per lane: encoding is Python and numpy under the GIL, and
     several threads taking turns at it cost more CPU than they win (the server shares the
     machine). A sender that fails stops the encoder, and its error is raised here."""
     queues: list[queue.Queue[tuple[list[Piece], bytes] | None]] = [
-        queue.Queue(maxsize=2) for _ in lanes]
+        queue.Queue(maxsize=2) for _ in range(lanes)]
     failed = threading.Event()
 
     def sender(q: queue.Queue[tuple[list[Piece], bytes] | None]) -> None:
@@ -338,13 +344,13 @@ def send_lanes(lanes: Sequence[Sequence[list[Piece]]], encode: Callable[[list[Pi
                 pass
             raise
 
-    with ThreadPoolExecutor(max_workers=max(1, len(lanes))) as pool:
+    with ThreadPoolExecutor(max_workers=lanes) as pool:
         futures = [pool.submit(sender, q) for q in queues]
         try:
-            for i in range(max((len(b) for b in lanes), default=0)):
-                for batches, q in zip(lanes, queues):
-                    if i < len(batches) and not failed.is_set():
-                        q.put((batches[i], encode(batches[i])))
+            for lane, batch in batches:
+                if failed.is_set():
+                    break
+                queues[lane].put((batch, encode(batch)))
         finally:
             for q in queues:
                 q.put(None)

@@ -8,7 +8,7 @@ decodes with ``remote_pb2.WriteRequest`` (see tests) and is snappy block-compres
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import cramjam
@@ -397,17 +397,20 @@ def compress(body: bytes) -> bytes:
 def plan_pieces(series: Sequence[Series], max_samples: int) -> list[Piece]:
     """Cut every series into consecutive pieces of at most ``max_samples`` samples, with
     each exemplar in the piece whose time range reaches it."""
-    pieces = []
+    return list(iter_pieces(series, max_samples))
+
+
+def iter_pieces(series: Sequence[Series], max_samples: int) -> Iterator[Piece]:
+    """`plan_pieces`, one piece at a time."""
     for i, s in enumerate(series):
         n = len(s)
         ex_t = s.exemplars.t_ms
         if 0 < n <= max_samples:  # the usual case: the whole series in one piece
-            pieces.append(Piece(i, 0, n, 0, len(ex_t)))
+            yield Piece(i, 0, n, 0, len(ex_t))
             continue
         for lo in range(0, n, max_samples):
             hi = min(lo + max_samples, n)
             last_piece = hi == n
             ex_lo = int(np.searchsorted(ex_t, s.t_ms[lo], "left")) if lo else 0
             ex_hi = len(ex_t) if last_piece else int(np.searchsorted(ex_t, s.t_ms[hi], "left"))
-            pieces.append(Piece(i, lo, hi, ex_lo, ex_hi))
-    return pieces
+            yield Piece(i, lo, hi, ex_lo, ex_hi)

@@ -230,7 +230,7 @@ def test_lanes_post_in_order_and_a_failing_sender_stops_the_load() -> None:
     from replayer.prometheus import send_lanes
     from replayer.remote_write.encode import Piece
 
-    lanes = [[[Piece(lane, b, b + 1)] for b in range(7)] for lane in range(3)]
+    lanes = [(lane, [Piece(lane, b, b + 1)]) for b in range(7) for lane in range(3)]
     sent: dict[int, list[int]] = {0: [], 1: [], 2: []}
     lock = threading.Lock()
 
@@ -242,7 +242,7 @@ def test_lanes_post_in_order_and_a_failing_sender_stops_the_load() -> None:
     def encode(batch):  # type: ignore[no-untyped-def]
         return f"{batch[0].series}:{batch[0].lo}".encode()
 
-    send_lanes(lanes, encode, send)
+    send_lanes(lanes, 3, encode, send)
     assert sent == {lane: list(range(7)) for lane in range(3)}
 
     encoded: list[tuple[int, int]] = []
@@ -256,5 +256,21 @@ def test_lanes_post_in_order_and_a_failing_sender_stops_the_load() -> None:
         return b""
 
     with pytest.raises(ConnectionError, match="server went away"):
-        send_lanes(lanes, counting_encode, failing_send)
+        send_lanes(lanes, 3, counting_encode, failing_send)
     assert len(encoded) < 21  # the encoder stopped early
+
+
+def test_lane_batches_keep_each_series_in_one_lane_in_order_and_cover_everything() -> None:
+    from replayer.prometheus import lane_batches
+    from replayer.remote_write.encode import Piece
+
+    pieces = [Piece(s, lo, lo + 30) for s in range(10) for lo in range(0, 90, 30)]
+    batches = list(lane_batches(iter(pieces), 4, 100))
+    assert sorted(p for _, b in batches for p in b) == sorted(pieces)
+    assert all(p.series % 4 == lane for lane, b in batches for p in b)
+    assert all(sum(p.samples for p in b) <= 100 for _, b in batches)
+    for lane in range(4):
+        sent = [p for ln, b in batches if ln == lane for p in b]
+        assert sent == [p for p in pieces if p.series % 4 == lane]  # planned order kept
+    big = [Piece(0, 0, 500)]  # a piece over the limit still goes, alone
+    assert list(lane_batches(iter(big), 2, 100)) == [(0, big)]
