@@ -229,6 +229,7 @@ class Grid(NamedTuple):
     t_ms: np.ndarray  # kept so that its id stays this array's
     varints: np.ndarray  # (T, L)
     zero_samples: memoryview  # T rows of 3 + L bytes: 0x12, 1 + L, 0x10, varint
+    rows: np.ndarray  # (T, 12 + L) Sample rows with every byte but the value's
 
     @classmethod
     def of(cls, t_ms: np.ndarray) -> Grid | None:
@@ -239,7 +240,9 @@ class Grid(NamedTuple):
         short = np.empty((varints.shape[0], 3 + width), np.uint8)
         short[:, :3] = (0x12, 1 + width, 0x10)
         short[:, 3:] = varints
-        return cls(t_ms, varints, short.reshape(-1).data)
+        rows = sample_rows(np.zeros(varints.shape[0]), width)
+        rows[:, 12:] = varints
+        return cls(t_ms, varints, short.reshape(-1).data, rows)
 
 
 def _grid_chunks(v: np.ndarray, pieces: Sequence[Piece], grids: Sequence[Grid],
@@ -256,15 +259,15 @@ def _grid_chunks(v: np.ndarray, pieces: Sequence[Piece], grids: Sequence[Grid],
     if change.shape[0] > n // 16 or not counts.all():
         return None
     width = grids[0].varints.shape[1]
-    rows = sample_rows(v, width)
     first = pieces[0]
     if all(g is grids[0] for g in grids) and all(p.lo == first.lo and p.hi == first.hi
                                                  for p in pieces):
-        # the usual request: whole series on one time grid, written by broadcasting
-        rows.reshape(len(pieces), -1, rows.shape[1])[:, :, 12:] = \
-            grids[0].varints[first.lo:first.hi]
+        # the usual request: whole series on one time grid: its rows, repeated
+        rows = np.empty((n, 12 + width), np.uint8)
+        rows.reshape(len(pieces), -1, rows.shape[1])[:] = grids[0].rows[first.lo:first.hi]
     else:
-        rows[:, 12:] = np.concatenate([g.varints[p.lo:p.hi] for g, p in zip(grids, pieces)])
+        rows = np.concatenate([g.rows[p.lo:p.hi] for g, p in zip(grids, pieces)])
+    rows[:, 3:11] = np.ascontiguousarray(v, dtype="<f8").view(np.uint8).reshape(n, 8)
     record, small = 12 + width, 3 + width
     piece_start = np.cumsum(counts) - counts
     run_start = np.union1d(piece_start, change)
