@@ -148,10 +148,24 @@ def bench_promtool(series: list[Series]) -> dict[str, float] | str:
     return {"samples_per_s": n / secs, "samples": n}
 
 
+def ceiling_vs_load(start_server, ceiling, load, unit: str,  # type: ignore[no-untyped-def]
+                    count: int) -> dict[str, float]:
+    """Time ``ceiling(server)`` (the same data pre-encoded, posted with the same
+    concurrency) and ``load(server)`` (the replayer's own path), each into its own fresh
+    server started by ``start_server(tmp_dir)``; both check what the server took."""
+    took = {}
+    for way, run in (("ceiling", ceiling), ("end_to_end", load)):
+        with tempfile.TemporaryDirectory() as tmp, start_server(Path(tmp)) as server:
+            took[way] = run(server)
+    return {unit: count, f"ceiling_{unit}_per_s": count / took["ceiling"],
+            f"end_to_end_{unit}_per_s": count / took["end_to_end"],
+            "ratio_end_to_end_over_ceiling": took["ceiling"] / took["end_to_end"]}
+
+
 def bench_prometheus(series: list[Series], families, concurrency: int,  # type: ignore[no-untyped-def]
                      batch: int, end_ms: int) -> dict[str, float]:
-    """The same series into two fresh Prometheus servers: pre-encoded bodies posted from
-    `concurrency` threads (the ceiling), then `push_metrics` with as many lanes."""
+    """Pre-encoded bodies posted from `concurrency` threads (the ceiling), then
+    `push_metrics` with as many lanes."""
     from tests.integration.prometheus_server import query, running_prometheus
 
     part = series[:len(series) // 2]
@@ -162,37 +176,40 @@ def bench_prometheus(series: list[Series], families, concurrency: int,  # type: 
     lanes: list[list[bytes]] = [[] for _ in range(concurrency)]
     for n, i in enumerate(range(0, len(pieces), per)):
         lanes[n % concurrency].append(compress(enc.write_request(pieces[i:i + per])))
-    timings = {}
-    for way in ("ceiling", "end_to_end"):
-        with tempfile.TemporaryDirectory() as tmp, running_prometheus(Path(tmp)) as url:
+
+    def timed(send: Callable[[HttpTransport], None]) -> Callable[[str], float]:
+        def run(url: str) -> float:
             transport = HttpTransport(TargetConfig(url), pool_size=concurrency + 1)
-
-            def post_all(bodies: list[bytes], transport: HttpTransport = transport) -> None:
-                for body in bodies:
-                    r, _ = transport.post("api/v1/write", body, HEADERS)
-                    assert r.status == 204, r.body
-
-            report = SignalReport("metrics", "samples")
-            t = time.perf_counter()
-            if way == "ceiling":
-                with ThreadPoolExecutor(concurrency) as pool:
-                    list(pool.map(post_all, lanes))
-            else:
-                inc = Incident("bench", 1, 3_600_000, 15_000, families, tuple(part), (), (),
-                               None)  # type: ignore[arg-type]
-                push_metrics(transport, inc, ServerInfo("2.42", True, True, 7_200_000, end_ms),
-                             PushOptions(max_samples=batch, concurrency=concurrency), report,
-                             end_ms - 3_600_000, end_ms)
-                assert not report.lost and report.accepted == samples, report.lines()
-            timings[way] = time.perf_counter() - t
+            start = time.perf_counter()
+            send(transport)
+            took = time.perf_counter() - start
             stored = query(url, 'count_over_time({__name__="up"}[2h])', end_ms / 1000)
             assert sum(int(x["value"][1]) for x in stored) == sum(
                 len(s) for s in part if s.name == "up"), "Prometheus does not hold every sample"
             transport.close()
-    return {"ceiling_samples_per_s": samples / timings["ceiling"],
-            "end_to_end_samples_per_s": samples / timings["end_to_end"],
-            "ratio_end_to_end_over_ceiling": timings["ceiling"] / timings["end_to_end"],
-            "samples": 2 * samples, "concurrency": concurrency}
+            return took
+        return run
+
+    def ceiling(transport: HttpTransport) -> None:
+        def post_all(bodies: list[bytes]) -> None:
+            for body in bodies:
+                r, _ = transport.post("api/v1/write", body, HEADERS)
+                assert r.status == 204, r.body
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(post_all, lanes))
+
+    def load(transport: HttpTransport) -> None:
+        inc = Incident("bench", 1, 3_600_000, 15_000, families, tuple(part), (), (),
+                       None)  # type: ignore[arg-type]
+        report = SignalReport("metrics", "samples")
+        push_metrics(transport, inc, ServerInfo("2.42", True, True, 7_200_000, end_ms),
+                     PushOptions(max_samples=batch, concurrency=concurrency), report,
+                     end_ms - 3_600_000, end_ms)
+        assert not report.lost and report.accepted == samples, report.lines()
+
+    out = ceiling_vs_load(running_prometheus, timed(ceiling), timed(load), "samples", samples)
+    return {**out, "concurrency": concurrency}
 
 
 def _watch_peak_rss(pid: int, proc: subprocess.Popen) -> float:
@@ -225,8 +242,8 @@ def _incident_copies(copies: int, end_ms: int) -> list[Incident]:
 
 
 def bench_loki(copies: int, end_ms: int) -> dict[str, float]:
-    """Loki, two fresh servers, the same entries: pre-encoded and posted one request at a
-    time (the ceiling), then `push_logs` (encode, pace off, post), as the replayer does."""
+    """Loki, the same entries: pre-encoded and posted one request at a time (the ceiling),
+    then `push_logs` (encode, pace off, post), as the replayer sends logs."""
     from replayer.loki.push import LokiOptions, preflight, push_logs
     from tests.integration.backends import running_loki
 
@@ -234,31 +251,35 @@ def bench_loki(copies: int, end_ms: int) -> dict[str, float]:
     lines = sum(i.log_line_count for i in incs)
     bodies = [compress_loki(proto_request(s, b.lo, b.hi)) for inc in incs
               for s in inc.log_streams for b in loki_batches([s], 5000, 1 << 20)]
-    took = {}
-    for way in ("ceiling", "end_to_end"):
-        with tempfile.TemporaryDirectory() as tmp, running_loki(Path(tmp)) as url:
+
+    def timed(send: Callable[[HttpTransport, SignalReport], None]) -> Callable[[str], float]:
+        def run(url: str) -> float:
             t = HttpTransport(TargetConfig(url))
-            info = preflight(t)
             report = SignalReport("logs", "lines")
             start = time.perf_counter()
-            if way == "ceiling":
-                for body in bodies:
-                    r, _ = t.post("loki/api/v1/push", body, LOKI_HEADERS)
-                    assert r.status == 204, r.body
-            else:
-                for inc in incs:
-                    push_logs(t, inc.log_streams, LokiOptions(rate_bytes_s=0), info, report)
-                assert not report.lost and report.accepted == lines, report.lines()
-            took[way] = time.perf_counter() - start
+            send(t, report)
+            took = time.perf_counter() - start
             t.close()
-    return {"lines": lines, "ceiling_lines_per_s": lines / took["ceiling"],
-            "end_to_end_lines_per_s": lines / took["end_to_end"],
-            "ratio_end_to_end_over_ceiling": took["ceiling"] / took["end_to_end"]}
+            return took
+        return run
+
+    def ceiling(t: HttpTransport, _report: SignalReport) -> None:
+        for body in bodies:
+            r, _ = t.post("loki/api/v1/push", body, LOKI_HEADERS)
+            assert r.status == 204, r.body
+
+    def load(t: HttpTransport, report: SignalReport) -> None:
+        info = preflight(t)
+        for inc in incs:
+            push_logs(t, inc.log_streams, LokiOptions(rate_bytes_s=0), info, report)
+        assert not report.lost and report.accepted == lines, report.lines()
+
+    return ceiling_vs_load(running_loki, timed(ceiling), timed(load), "lines", lines)
 
 
 def bench_tempo(copies: int, end_ms: int) -> dict[str, float]:
-    """Tempo over OTLP gRPC, two fresh servers, the same spans: pre-encoded requests (the
-    ceiling), then `push_traces`."""
+    """Tempo over OTLP gRPC, the same spans: pre-encoded requests (the ceiling), then
+    `push_traces`."""
     from replayer.otlp.push import GrpcTraces, push_traces
     from tests.integration.backends import running_tempo
 
@@ -266,26 +287,30 @@ def bench_tempo(copies: int, end_ms: int) -> dict[str, float]:
     spans = sum(i.span_count for i in incs)
     bodies = [TraceEncoder(inc.span_tables).request(b) for inc in incs
               for b in span_batches(inc.span_tables, 2000)]
-    took = {}
-    for way in ("ceiling", "end_to_end"):
-        with tempfile.TemporaryDirectory() as tmp, running_tempo(Path(tmp)) as (otlp, _api):
-            exporter = GrpcTraces(TargetConfig(otlp))
+
+    def timed(send: Callable[[GrpcTraces], None]) -> Callable[[tuple[str, str]], float]:
+        def run(urls: tuple[str, str]) -> float:
+            exporter = GrpcTraces(TargetConfig(urls[0]))
             exporter.check(timeout_s=30)
-            report = SignalReport("traces", "spans")
             start = time.perf_counter()
-            if way == "ceiling":
-                for body in bodies:
-                    answer = exporter.export(body)
-                    assert answer.ok and not answer.rejected_spans, answer.reason
-            else:
-                for inc in incs:
-                    push_traces(exporter, inc.span_tables, report)
-                assert not report.lost and report.accepted == spans, report.lines()
-            took[way] = time.perf_counter() - start
+            send(exporter)
+            took = time.perf_counter() - start
             exporter.close()
-    return {"spans": spans, "ceiling_spans_per_s": spans / took["ceiling"],
-            "end_to_end_spans_per_s": spans / took["end_to_end"],
-            "ratio_end_to_end_over_ceiling": took["ceiling"] / took["end_to_end"]}
+            return took
+        return run
+
+    def ceiling(exporter: GrpcTraces) -> None:
+        for body in bodies:
+            answer = exporter.export(body)
+            assert answer.ok and not answer.rejected_spans, answer.reason
+
+    def load(exporter: GrpcTraces) -> None:
+        report = SignalReport("traces", "spans")
+        for inc in incs:
+            push_traces(exporter, inc.span_tables, report)
+        assert not report.lost and report.accepted == spans, report.lines()
+
+    return ceiling_vs_load(running_tempo, timed(ceiling), timed(load), "spans", spans)
 
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, object]:
