@@ -223,13 +223,12 @@ def encode_exemplars(series: Series, lo: int, hi: int) -> bytes:
 
 
 class Grid(NamedTuple):
-    """A timestamp array several series share, encoded once: each timestamp's varint, and
-    the whole bytes of a +0.0-valued ``Sample`` at each timestamp."""
+    """A timestamp array several series share, encoded once: a ``Sample`` row for each
+    timestamp, and the whole bytes of a +0.0-valued ``Sample`` at each timestamp."""
 
     t_ms: np.ndarray  # kept so that its id stays this array's
-    varints: np.ndarray  # (T, L)
-    zero_samples: memoryview  # T rows of 3 + L bytes: 0x12, 1 + L, 0x10, varint
     rows: np.ndarray  # (T, 12 + L) Sample rows with every byte but the value's
+    zero_samples: memoryview  # T rows of 3 + L bytes: 0x12, 1 + L, 0x10, varint
 
     @classmethod
     def of(cls, t_ms: np.ndarray) -> Grid | None:
@@ -242,7 +241,7 @@ class Grid(NamedTuple):
         short[:, 3:] = varints
         rows = sample_rows(np.zeros(varints.shape[0]), width)
         rows[:, 12:] = varints
-        return cls(t_ms, varints, short.reshape(-1).data, rows)
+        return cls(t_ms, rows, short.reshape(-1).data)
 
 
 def _grid_chunks(v: np.ndarray, pieces: Sequence[Piece], grids: Sequence[Grid],
@@ -258,7 +257,7 @@ def _grid_chunks(v: np.ndarray, pieces: Sequence[Piece], grids: Sequence[Grid],
     change = np.flatnonzero(zero[1:] != zero[:-1]) + 1
     if change.shape[0] > n // 16 or not counts.all():
         return None
-    width = grids[0].varints.shape[1]
+    width = grids[0].rows.shape[1] - 12
     first = pieces[0]
     if all(g is grids[0] for g in grids) and all(p.lo == first.lo and p.hi == first.hi
                                                  for p in pieces):
@@ -289,7 +288,7 @@ def _grid_chunks(v: np.ndarray, pieces: Sequence[Piece], grids: Sequence[Grid],
 
 def _compacted_chunks(t: np.ndarray, v: np.ndarray,
                       counts: np.ndarray) -> tuple[list[list[memoryview]], list[int]]:
-    """As `_sample_chunks`, from one compacted buffer (any timestamps, any runs)."""
+    """As `_grid_chunks`, from one compacted buffer (any timestamps, any runs)."""
     blob, ends = encode_samples(t, v)
     raw = blob.data
     ends = np.concatenate([[0], ends])
@@ -323,7 +322,7 @@ class SeriesEncoder:
             if grid is None:
                 return None
             out.append(grid)
-        if len({g.varints.shape[1] for g in out}) != 1:
+        if len({g.rows.shape[1] for g in out}) != 1:
             return None
         return out
 
