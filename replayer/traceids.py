@@ -2,8 +2,8 @@
 
 Two loads of the same scenario and seed carry the same trace IDs; into one Tempo they would
 merge into each other's traces. XOR-ing every trace ID with a salt (spans, exemplars, log
-structured metadata, ``trace_id=`` in log lines, the ground truth's examples) keeps them
-joined within the load and apart from every other load.
+structured metadata, ``trace_id=`` in log lines, the ground truth's examples and the
+queries that name them) keeps them joined within the load and apart from every other load.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from generator.model import Exemplars, Incident, LogStream, Series, frozen_array
 
 _IN_LINE = re.compile(r"(trace_id=)([0-9a-f]{32})")
+_HEX32 = re.compile(r"[0-9a-f]{32}")
 
 
 def salt_of(text: str) -> bytes:
@@ -53,7 +54,16 @@ def salt_trace_ids(incident: Incident, salt: bytes) -> Incident:
                       if "trace_id=" in line else line for line in st.lines)
         streams.append(LogStream(st.labels, st.t_ns, lines, meta, st.time_prefix))
     tables = tuple(replace(t, trace_id=_xor(t.trace_id, s)) for t in incident.span_tables)
-    truth = replace(incident.truth, example_trace_ids=tuple(
-        _hex(t, salt) for t in incident.truth.example_trace_ids))
+    truth = incident.truth
+    salted = {t: _hex(t, salt) for t in truth.example_trace_ids}
+
+    def queries(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        # a query naming an example trace must name the trace this load sent
+        return tuple((what, _HEX32.sub(lambda m: salted.get(m.group(0), m.group(0)), q))
+                     for what, q in pairs)
+
+    truth = replace(truth, example_trace_ids=tuple(salted.values()),
+                    promql=queries(truth.promql), logql=queries(truth.logql),
+                    traceql=queries(truth.traceql))
     return replace(incident, series=tuple(series), log_streams=tuple(streams),
                    span_tables=tables, truth=truth)

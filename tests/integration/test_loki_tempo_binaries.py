@@ -193,3 +193,48 @@ def test_record_reads_back_exactly_what_was_loaded_into_loki_and_tempo(tmp_path:
             got = shift(read_recording(out), end_ms * 1_000_000)
             assert _entries(got) == _entries(want)
             assert _spans(got) == _spans(want)
+
+
+def test_pytest_plugin_with_all_three_signals_into_real_servers(pytester: pytest.Pytester,
+                                                                tmp_path: Path) -> None:
+    """Two tests load the same scenario through the `replayed_incident` fixture into one
+    Prometheus, Loki and Tempo; each one's ground-truth LogQL (scoped to its run label)
+    finds its lines, and each one's example trace is its own, found by ID."""
+    from .prometheus_server import running_prometheus
+
+    pytester.makepyfile(test_it="""
+        import os, time, pytest, requests
+
+        def check(r):
+            r.raise_for_loss()
+            start = int(r.window_start.timestamp() * 1e9)
+            end = int(r.window_end.timestamp() * 1e9) + 1
+            for what, q in r.truth.logql:
+                body = requests.get(r.targets.loki + "/loki/api/v1/query_range", params={
+                    "query": q, "start": start, "end": end, "limit": 10}, timeout=30).json()
+                assert body["data"]["result"], (what, q)
+            tid = r.truth.example_trace_ids[0]
+            for _ in range(60):
+                got = requests.get(os.environ["TEMPO_API"] + "/api/v2/traces/" + tid, timeout=30)
+                if got.status_code == 200:
+                    return tid
+                time.sleep(1)
+            raise AssertionError("example trace not found by ID: " + tid)
+
+        seen = []
+
+        @pytest.mark.replayer("slow_query", seed=1)
+        def test_one(replayed_incident):
+            seen.append(check(replayed_incident))
+
+        @pytest.mark.replayer("slow_query", seed=1)
+        def test_two(replayed_incident):
+            seen.append(check(replayed_incident))
+            assert seen[0] != seen[1]  # each load its own trace IDs
+    """)
+    with running_prometheus(tmp_path / "p") as prom, running_loki(tmp_path) as loki, \
+            running_tempo(tmp_path) as (otlp, api):
+        pytester._monkeypatch.setenv("TEMPO_API", api)
+        result = pytester.runpytest("-p", "no:cacheprovider", f"--replayer-prometheus-url={prom}",
+                                    f"--replayer-loki-url={loki}", f"--replayer-tempo-url={otlp}")
+    result.assert_outcomes(passed=2)

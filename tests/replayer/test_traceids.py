@@ -26,3 +26,19 @@ def test_salted_ids_still_join_and_differ_from_the_original() -> None:
     assert not after & {t.trace_id[i].tobytes() for t in other.span_tables
                         for i in range(len(t))}
     assert salted.truth.example_trace_ids != inc.truth.example_trace_ids
+
+
+def test_ground_truth_queries_name_the_salted_example_traces() -> None:
+    """A query of the ground truth that names an example trace (the LogQL of its access
+    lines) must find it after salting: it names the salted ID, never the original."""
+    inc = cached_incident("slow_query")
+    salted = salt_trace_ids(inc, salt_of("run-a"))
+    original = set(inc.truth.example_trace_ids)
+    texts = [q for _, q in salted.truth.promql + salted.truth.logql + salted.truth.traceql]
+    named = [q for _, q in inc.truth.logql if any(t in q for t in original)]
+    assert named, "the scenario's truth names an example trace in some LogQL"
+    assert not any(t in q for q in texts for t in original)
+    assert any(t in q for q in texts for t in salted.truth.example_trace_ids)
+    lines = [line for s in salted.log_streams for line, meta in zip(s.lines, s.metadata)
+             if dict(meta).get("trace_id") == salted.truth.example_trace_ids[0]]
+    assert lines  # and the salted example still has its log lines
