@@ -21,10 +21,11 @@ from .texts import failures
 from .traces import build_spans
 from .truth import build_truth
 
-GENERATOR_VERSION = "4"
+GENERATOR_VERSION = "5"
 MAX_STEPS = 2_000_000
 # Appending a stream keeps the others' draws as they were (SeedSequence.spawn is by index).
-STREAMS = ("traffic", "latency", "pool", "ids", "clients", "logs", "gauges", "faults")
+STREAMS = ("traffic", "latency", "pool", "ids", "clients", "logs", "gauges", "faults",
+           "phases")
 
 __all__ = ["generate", "Incident", "Scenario", "ScenarioError", "SCENARIOS", "get_scenario",
            "GENERATOR_VERSION"]
@@ -48,20 +49,22 @@ def generate(scenario: str, seed: int = 1, duration_ms: int | None = None,
     entropy = [int(seed), zlib.crc32(spec.name.encode())]
     rngs = dict(zip(STREAMS, (np.random.default_rng(s)
                               for s in np.random.SeedSequence(entropy).spawn(len(STREAMS)))))
-    traffic, state = simulate(resolved, spec.phases, spec.fault, duration_ms, step_ms, rngs)
+    plan = spec.phases.realize(rngs["phases"]) if spec.phases is not None else None
+    sim = simulate(resolved, plan, spec.fault, duration_ms, step_ms, rngs)
+    traffic = sim.traffic
     ids = assign_ids(traffic, rngs["ids"])
     clients = make_clients(traffic, rngs["clients"])
     fails = failures(resolved)
-    families, series = build_metrics(traffic, ids, state, resolved, rngs["gauges"])
-    if "metrics" not in signals:
-        families, series = (), ()
+    families, series = ((), ())
+    if "metrics" in signals:
+        families, series = build_metrics(sim, ids, resolved, plan, rngs["gauges"])
     return Incident(
         scenario=spec.name, seed=int(seed), duration_ms=duration_ms, step_ms=step_ms,
         families=families, series=series,
         log_streams=build_logs(traffic, ids, clients, resolved, fails, rngs["logs"])
         if "logs" in signals else (),
         span_tables=build_spans(traffic, ids, clients, fails) if "traces" in signals else (),
-        truth=build_truth(spec, duration_ms, traffic, ids),
+        truth=build_truth(spec, plan, duration_ms, traffic, ids),
         knobs=tuple(sorted(resolved.items())), generator_version=GENERATOR_VERSION,
         source=(("kind", "generated"),),
     )

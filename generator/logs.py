@@ -20,7 +20,7 @@ from .simulate import (
     Traffic,
 )
 from .texts import HTTP_REASONS, PG_SELECT_BY_ID, PG_SELECT_BY_KEY
-from .traces import GAP_NS, Clients, url_path
+from .traces import Clients, failed_at, url_path
 
 INGRESS = ("10.0.3.7", "10.0.3.12", "10.0.4.21", "10.0.5.3")
 AGENTS = ("checkout-web/2.3.1", "python-httpx/0.27.2", "okhttp/4.12.0")
@@ -68,8 +68,12 @@ def build_logs(traffic: Traffic, ids: TraceIds, clients: Clients, knobs: dict[st
                          tuple(access_meta), None)]
 
     errors = by_end[traffic.status[by_end] >= 500]
-    err_lines, err_meta = [], []
-    for r in errors.tolist():
+    err_lines, err_meta, err_t = [], [], []
+    # the handler logs once it caught the exception: a little after it was raised
+    logged_after = np.rint(1e5 * np.exp(0.5 * rng.standard_normal(errors.shape[0])))
+    for k_err, r in enumerate(errors.tolist()):
+        err_t.append(min(failed_at(traffic, r) + int(logged_after[k_err]),
+                         int(traffic.end_ns[r])))
         k = int(row_of[r])
         exc_type, message = failures[int(traffic.error[r])]
         method, http_route = ROUTES[int(traffic.route[r])]
@@ -79,8 +83,10 @@ def build_logs(traffic: Traffic, ids: TraceIds, clients: Clients, knobs: dict[st
             f"- {method} {http_route} failed: {exc_type}: {message}")
         err_meta.append(_meta(hex_trace[k], hex_span[k]))
     streams.append(LogStream(make_labels({**app, "level": "error"}),
-                             frozen_array(traffic.end_ns[errors] - 3 * GAP_NS, np.int64),
-                             tuple(err_lines), tuple(err_meta), "python"))
+                             frozen_array(np.sort(np.array(err_t, np.int64)), np.int64),
+                             tuple(err_lines[i] for i in np.argsort(err_t, kind="stable")),
+                             tuple(err_meta[i] for i in np.argsort(err_t, kind="stable")),
+                             "python"))
     streams.extend(_postgres_logs(traffic, knobs, rng))
     return tuple(s for s in streams if len(s) > 0)
 
@@ -88,9 +94,10 @@ def build_logs(traffic: Traffic, ids: TraceIds, clients: Clients, knobs: dict[st
 def _postgres_logs(traffic: Traffic, knobs: dict[str, float],
                    rng: np.random.Generator) -> list[LogStream]:
     threshold_ns = knobs["log_min_duration_statement_ms"] * NS_PER_MS
-    select_end = traffic.start_ns + traffic.pre_ns + traffic.wait_ns + GAP_NS + traffic.select_ns
-    ran = traffic.select_ns > 0
-    slow = ran & (traffic.select_ns >= threshold_ns) & (traffic.error != ERR_STATEMENT_TIMEOUT)
+    select_end = traffic.select_end_ns
+    select_ns = traffic.select_ns
+    ran = select_ns > 0
+    slow = ran & (select_ns >= threshold_ns) & (traffic.error != ERR_STATEMENT_TIMEOUT)
     cancelled = ran & (traffic.error == ERR_STATEMENT_TIMEOUT)
     pids = 4700 + rng.permutation(400)[:PG_BACKEND_PIDS]
     pid = pids[rng.integers(0, PG_BACKEND_PIDS, len(traffic))]
@@ -103,7 +110,7 @@ def _postgres_logs(traffic: Traffic, knobs: dict[str, float],
     info_t, info_lines = [], []
     for r in np.flatnonzero(slow).tolist():
         sql, param = statement(r)
-        ms = traffic.select_ns[r] / NS_PER_MS
+        ms = select_ns[r] / NS_PER_MS
         info_t += [int(select_end[r]), int(select_end[r])]
         info_lines += [f"[{pid[r]}] LOG:  duration: {ms:.3f} ms  execute <unnamed>: {sql}",
                        f"[{pid[r]}] DETAIL:  parameters: $1 = {param}"]
@@ -113,7 +120,7 @@ def _postgres_logs(traffic: Traffic, knobs: dict[str, float],
         err_t += [int(select_end[r]), int(select_end[r])]
         err_lines += [f"[{pid[r]}] ERROR:  canceling statement due to statement timeout",
                       f"[{pid[r]}] STATEMENT:  {sql}"]
-    pg = {"service_name": "postgresql"}
+    pg = {"service_name": "postgres"}
     out = []
     for level, t, lines in (("info", info_t, info_lines), ("error", err_t, err_lines)):
         order = np.argsort(np.array(t, np.int64), kind="stable")

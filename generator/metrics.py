@@ -1,38 +1,43 @@
-"""Metric series derived from the simulated traffic, with real instrumentation names.
+"""Metric series derived from the simulation, with real instrumentation names and values.
 
 Export path (documented in README): payment-service is scraped on ``/metrics`` where it
 exposes OpenTelemetry metrics through ``opentelemetry-exporter-prometheus`` with
 ``OTEL_SEMCONV_STABILITY_OPT_IN=http`` (stable HTTP names, ``otel_scope_*`` labels) plus
 prometheus-fastapi-instrumentator's ``http_requests_total`` and prometheus_client's
 process/python collectors; PostgreSQL is scraped through postgres_exporter.
+
+Counters count the simulated requests; gauges are the simulation's state at the scrape
+instant (how many requests are in flight, waiting, holding a connection), never a rate
+dressed up as a gauge.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .model import Exemplars, Labels, MetricFamily, Series, frozen_array, make_labels
+from .model import Exemplars, MetricFamily, Series, frozen_array
 from .resource import INSTRUMENTATION_VERSION, RESOURCE, SCHEMA_URL
-from .simulate import (
-    ERR_POOL_TIMEOUT,
-    HEALTH,
-    NS_PER_MS,
-    NS_PER_S,
-    POST_PAYMENT,
-    ROUTES,
-    StepState,
-    TraceIds,
-    Traffic,
+from .scenarios import PhasePlan
+from .series import (
+    APP_JOB,
+    PG_JOB,
+    PROCESS_START_BEFORE_WINDOW_S,
+    TIME_VALUED,
+    SeriesBuilder,
+    le_label,
 )
+from .simulate import ERR_POOL_TIMEOUT, NS_PER_MS, POST_PAYMENT, ROUTES, Simulation, TraceIds
 
-HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+# The OTel SDK's default buckets for http.server/client.request.duration, as declared
+# (ints where the list has ints: the exporter prints le="1", not "1.0").
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 DB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
-APP_JOB = {"job": "payment-service", "instance": "payment-service:8000"}
-PG_JOB = {"job": "postgres", "instance": "postgres-exporter:9187"}
 # what SQLAlchemy's instrumentation names a pool: "<drivername>://<host>:<port>/<database>"
 POOL_NAME = "postgresql+psycopg://postgres:5432/payments"
 FASTAPI_SCOPE = {"otel_scope_name": "opentelemetry.instrumentation.fastapi",
                  "otel_scope_version": INSTRUMENTATION_VERSION, "otel_scope_schema_url": SCHEMA_URL}
+HTTPX_SCOPE = {"otel_scope_name": "opentelemetry.instrumentation.httpx",
+               "otel_scope_version": INSTRUMENTATION_VERSION, "otel_scope_schema_url": SCHEMA_URL}
 SQLALCHEMY_SCOPE = {"otel_scope_name": "opentelemetry.instrumentation.sqlalchemy",
                     "otel_scope_version": INSTRUMENTATION_VERSION,
                     "otel_scope_schema_url": SCHEMA_URL}
@@ -43,56 +48,24 @@ RESPONSE_BYTES = {(0, 200): 118, (0, 500): 21, (1, 200): 163, (1, 404): 33, (1, 
                   (2, 200): 15}
 REQUEST_BYTES = 91
 APP_SCOPE = {"otel_scope_name": "payment_service.db", "otel_scope_version": "1.4.2"}
-PG_STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)",
-             "fastpath function call", "disabled")
-PG_LOCK_MODES = ("accessexclusivelock", "accesssharelock", "exclusivelock", "rowexclusivelock",
-                 "rowsharelock", "sharelock", "sharerowexclusivelock",
-                 "shareupdateexclusivelock", "sireadlock")
-TIME_VALUED = frozenset({"process_start_time_seconds", "http_requests_created"})
-PROCESS_START_BEFORE_WINDOW_S = 3 * 3600
+# The card processor payment-service charges over HTTP (httpx, instrumented).
+CARD_HOST, CARD_PORT = "card-processor", 8080
+CARD_URL = f"http://{CARD_HOST}:{CARD_PORT}/v1/charges"
 
 
-def le_label(bound: float) -> str:
-    """``le`` as prometheus_client prints it (Go float formatting: ``1.0``, ``+Inf``)."""
-    return "+Inf" if bound == float("inf") else repr(float(bound))
+def build_metrics(sim: Simulation, ids: TraceIds, knobs: dict[str, float],
+                  plan: PhasePlan | None, rng: np.random.Generator,
+                  ) -> tuple[tuple[MetricFamily, ...], tuple[Series, ...]]:
+    from .postgres import postgres_series
+    from .process import process_series
 
-
-class _Builder:
-    def __init__(self, scrape_ms: np.ndarray) -> None:
-        self.t_ms = frozen_array(scrape_ms, np.int64)
-        self.series: list[Series] = []
-        self.families: dict[str, MetricFamily] = {}
-
-    def family(self, name: str, mtype: str, help_text: str, unit: str = "") -> None:
-        self.families.setdefault(name, MetricFamily(name, mtype, help_text, unit))
-
-    def add(self, name: str, labels: dict[str, str], values: np.ndarray,
-            exemplars: Exemplars | None = None) -> None:
-        full: Labels = make_labels({**labels, "__name__": name})
-        vals = frozen_array(np.asarray(values, dtype=np.float64), np.float64)
-        if vals.shape != self.t_ms.shape:
-            raise ValueError(f"{name}: {vals.shape[0]} values for {self.t_ms.shape[0]} times")
-        self.series.append(Series(full, self.t_ms, vals, exemplars or Exemplars.empty()))
-
-    def const(self, value: float) -> np.ndarray:
-        return np.full(self.t_ms.shape, float(value))
-
-
-def scrape_index(traffic: Traffic, scrape_ms: np.ndarray) -> np.ndarray:
-    """The first scrape at or after each request's end: when counters include it."""
-    return np.searchsorted(scrape_ms * NS_PER_MS, traffic.end_ns, side="left")
-
-
-def build_metrics(traffic: Traffic, ids: TraceIds, state: StepState, knobs: dict[str, float],
-                  rng: np.random.Generator) -> tuple[tuple[MetricFamily, ...], tuple[Series, ...]]:
-    n_steps = state.severity.shape[0]
-    scrape_ms = np.arange(n_steps + 1, dtype=np.int64) * state.step_ms
-    b = _Builder(scrape_ms)
-    idx = scrape_index(traffic, scrape_ms)
-    _http_metrics(b, traffic, ids, idx, state, rng)
-    _pool_metrics(b, traffic, idx, state, knobs, rng)
-    _process_metrics(b, traffic, idx, state, rng)
-    _postgres_metrics(b, traffic, idx, state, knobs, rng)
+    n_steps = sim.severity.shape[0]
+    b = SeriesBuilder(np.arange(n_steps + 1, dtype=np.int64) * sim.step_ms)
+    _http_metrics(b, sim, ids)
+    _card_metrics(b, sim)
+    _pool_metrics(b, sim)
+    process_series(b, sim, rng)
+    postgres_series(b, sim, knobs, plan, rng)
     for job in (APP_JOB, PG_JOB):
         b.add("up", job, b.const(1.0))
     b.family("up", "gauge", "1 if the scrape of the target succeeded.")
@@ -101,24 +74,13 @@ def build_metrics(traffic: Traffic, ids: TraceIds, state: StepState, knobs: dict
     return families, series
 
 
-def _cumulative(idx: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
-    return np.cumsum(np.bincount(idx, weights=weights, minlength=n)[:n]).astype(np.float64)
-
-
-def _step_to_scrape(per_step: np.ndarray) -> np.ndarray:
-    """A gauge sampled at each scrape, from the interval that ends there."""
-    return np.concatenate([per_step[:1], per_step])
-
-
-def _http_metrics(b: _Builder, traffic: Traffic, ids: TraceIds, idx: np.ndarray, state: StepState,
-                  rng: np.random.Generator) -> None:
-    n = b.t_ms.shape[0]
-    name = "http_server_request_duration_seconds"
-    b.family(name, "histogram", "Duration of HTTP server requests.", "seconds")
-    code = traffic.route.astype(np.int64) * 1000 + traffic.status
-    uniq, key = np.unique(code, return_inverse=True)
-    combos = [(int(c) // 1000, int(c) % 1000) for c in uniq]
-    latency = traffic.latency_s
+def _duration_histogram(b: SeriesBuilder, name: str, key: np.ndarray, combos: list[dict],
+                        latency: np.ndarray, idx: np.ndarray,
+                        exemplars: dict[tuple[int, int], Exemplars] | None = None,
+                        ) -> np.ndarray:
+    """Cumulative buckets, _sum and _count of one histogram per label combination;
+    returns the _count rows (combination x scrape)."""
+    n = b.n
     bounds = np.array(HTTP_BUCKETS + (np.inf,))
     bucket = np.searchsorted(bounds, latency, side="left")
     nb = bounds.shape[0]
@@ -126,25 +88,42 @@ def _http_metrics(b: _Builder, traffic: Traffic, ids: TraceIds, idx: np.ndarray,
     cum = np.cumsum(np.cumsum(cells.reshape(len(combos), nb, n), axis=2), axis=1)
     sums = np.cumsum(np.bincount(key * n + idx, weights=latency,
                                  minlength=len(combos) * n).reshape(len(combos), n), axis=1)
-    ex = _exemplar_cells(traffic, ids, key, bucket, idx, nb, n)
-    for ci, (route, status) in enumerate(combos):
+    for ci, labels in enumerate(combos):
+        for bi, bound in enumerate(HTTP_BUCKETS + (float("inf"),)):
+            b.add(name + "_bucket", {**labels, "le": le_label(bound)}, cum[ci, bi],
+                  (exemplars or {}).get((ci, bi)))
+        b.add(name + "_sum", labels, sums[ci])
+        b.add(name + "_count", labels, cum[ci, nb - 1])
+    return cum[:, nb - 1]
+
+
+def _http_metrics(b: SeriesBuilder, sim: Simulation, ids: TraceIds) -> None:
+    traffic = sim.traffic
+    idx = b.index(traffic.end_ns)
+    name = "http_server_request_duration_seconds"
+    b.family(name, "histogram", "Duration of HTTP server requests.", "seconds")
+    code = traffic.route.astype(np.int64) * 1000 + traffic.status
+    uniq, key = np.unique(code, return_inverse=True)
+    pairs = [(int(c) // 1000, int(c) % 1000) for c in uniq]
+    combos = []
+    for route, status in pairs:
         method, path = ROUTES[route]
         labels = {**APP_JOB, **FASTAPI_SCOPE, "http_request_method": method, "http_route": path,
                   "http_response_status_code": str(status), "url_scheme": "http",
                   "network_protocol_version": "1.1"}
         if status >= 500:
             labels["error_type"] = str(status)
-        for bi, bound in enumerate(bounds):
-            b.add(name + "_bucket", {**labels, "le": le_label(bound)}, cum[ci, bi],
-                  ex.get((ci, bi)))
-        b.add(name + "_sum", labels, sums[ci])
-        b.add(name + "_count", labels, cum[ci, nb - 1])
-        count = cum[ci, nb - 1]
-        _fixed_size_histogram(b, "http_server_response_body_size_bytes", labels, count,
-                              RESPONSE_BYTES[(route, status)])
-        if method == "POST":
-            _fixed_size_histogram(b, "http_server_request_body_size_bytes", labels, count,
-                                  REQUEST_BYTES)
+        combos.append(labels)
+    bounds = np.array(HTTP_BUCKETS + (np.inf,))
+    bucket = np.searchsorted(bounds, traffic.latency_s, side="left")
+    ex = _exemplar_cells(sim, ids, key, bucket, idx, bounds.shape[0], b.n)
+    counts = _duration_histogram(b, name, key, combos, traffic.latency_s, idx, ex)
+    for ci, (route, status) in enumerate(pairs):
+        _fixed_size_histogram(b, "http_server_response_body_size_bytes", combos[ci],
+                              counts[ci], RESPONSE_BYTES[(route, status)])
+        if ROUTES[route][0] == "POST":
+            _fixed_size_histogram(b, "http_server_request_body_size_bytes", combos[ci],
+                                  counts[ci], REQUEST_BYTES)
     b.family("http_server_response_body_size_bytes", "histogram",
              "Size of HTTP server response bodies.", "bytes")
     b.family("http_server_request_body_size_bytes", "histogram",
@@ -157,7 +136,7 @@ def _http_metrics(b: _Builder, traffic: Traffic, ids: TraceIds, idx: np.ndarray,
         for g in sorted(set(group[traffic.route == route].tolist())):
             mask = (traffic.route == route) & (group == g)
             labels = {**APP_JOB, "handler": path, "method": method, "status": f"{g}xx"}
-            b.add("http_requests_total", labels, _cumulative(idx[mask], n))
+            b.add("http_requests_total", labels, b.counter(idx[mask]))
             # prometheus_client's _created: when the child first counted (before the window);
             # a time, stored relative to the window start like process_start_time_seconds
             b.add("http_requests_created", labels,
@@ -167,19 +146,34 @@ def _http_metrics(b: _Builder, traffic: Traffic, ids: TraceIds, idx: np.ndarray,
 
     b.family("http_server_active_requests", "gauge",
              "Number of active HTTP server requests.", "")
-    step_s = state.step_ms / 1000.0
-    step_of = traffic.start_ns // (state.step_ms * NS_PER_MS)
     for method in ("GET", "POST"):
-        mask = np.isin(traffic.route, [r for r, (m, _) in enumerate(ROUTES) if m == method])
-        busy = np.bincount(step_of[mask], weights=latency[mask],
-                           minlength=state.severity.shape[0]) / step_s
         b.add("http_server_active_requests", {**APP_JOB, **FASTAPI_SCOPE,
                                               "http_request_method": method, "url_scheme": "http"},
-              rng.poisson(_step_to_scrape(busy)).astype(np.float64))
+              sim.instants.active[method].astype(np.float64))
 
 
-def _fixed_size_histogram(b: _Builder, name: str, labels: dict[str, str], count: np.ndarray,
-                          size: int) -> None:
+def _card_metrics(b: SeriesBuilder, sim: Simulation) -> None:
+    """The card processor as the app's HTTP client instrumentation sees it."""
+    traffic = sim.traffic
+    called = np.flatnonzero(traffic.called_card)
+    status = np.where(traffic.error[called] == 3, 503, 201)
+    uniq, key = np.unique(status, return_inverse=True)
+    combos = []
+    for code in uniq.tolist():
+        labels = {**APP_JOB, **HTTPX_SCOPE, "http_request_method": "POST",
+                  "server_address": CARD_HOST, "server_port": str(CARD_PORT),
+                  "network_protocol_version": "1.1", "http_response_status_code": str(code)}
+        if code >= 500:
+            labels["error_type"] = str(code)
+        combos.append(labels)
+    name = "http_client_request_duration_seconds"
+    b.family(name, "histogram", "Duration of HTTP client requests.", "seconds")
+    took = (traffic.call_end_ns[called] - traffic.call_start_ns[called]) / 1e9
+    _duration_histogram(b, name, key, combos, took, b.index(traffic.call_end_ns[called]))
+
+
+def _fixed_size_histogram(b: SeriesBuilder, name: str, labels: dict[str, str],
+                          count: np.ndarray, size: int) -> None:
     """Every request of a series has the same body size: buckets step at that size."""
     for bound in SIZE_BUCKETS + (float("inf"),):
         b.add(name + "_bucket", {**labels, "le": le_label(bound)},
@@ -188,10 +182,10 @@ def _fixed_size_histogram(b: _Builder, name: str, labels: dict[str, str], count:
     b.add(name + "_count", labels, count)
 
 
-def _exemplar_cells(traffic: Traffic, ids: TraceIds, key: np.ndarray, bucket: np.ndarray,
-                    idx: np.ndarray,
-                    nb: int, n: int) -> dict[tuple[int, int], Exemplars]:
+def _exemplar_cells(sim: Simulation, ids: TraceIds, key: np.ndarray, bucket: np.ndarray,
+                    idx: np.ndarray, nb: int, n: int) -> dict[tuple[int, int], Exemplars]:
     """One exemplar per (series, bucket, scrape): the last sampled request that landed there."""
+    traffic = sim.traffic
     sampled = np.flatnonzero(traffic.sampled)
     if sampled.size == 0:
         return {}
@@ -217,101 +211,41 @@ def _exemplar_cells(traffic: Traffic, ids: TraceIds, key: np.ndarray, bucket: np
     return out
 
 
-def _pool_metrics(b: _Builder, traffic: Traffic, idx: np.ndarray, state: StepState,
-                  knobs: dict[str, float], rng: np.random.Generator) -> None:
-    n = b.t_ms.shape[0]
-    cap = state.pool_capacity
-    used = np.minimum(rng.poisson(_step_to_scrape(state.offered_load)), cap).astype(np.float64)
-    used[_step_to_scrape(state.offered_load) >= cap] = cap
-    idle = np.maximum(knobs["pool_size"] - used, 0.0)
+def _pool_metrics(b: SeriesBuilder, sim: Simulation) -> None:
+    traffic, inst = sim.traffic, sim.instants
     name = "db_client_connections_usage_connections"
     b.family(name, "gauge", "The number of connections that are currently in state described by "
              "the state attribute", "connections")
-    for st, vals in (("idle", idle), ("used", used)):
-        b.add(name, {**APP_JOB, **SQLALCHEMY_SCOPE, "pool_name": POOL_NAME, "state": st}, vals)
+    for st, vals in (("idle", inst.idle), ("used", inst.used)):
+        b.add(name, {**APP_JOB, **SQLALCHEMY_SCOPE, "pool_name": POOL_NAME, "state": st},
+              vals.astype(np.float64))
     pool = {**APP_JOB, **APP_SCOPE, "db_client_connection_pool_name": POOL_NAME}
     b.family("db_client_connection_max", "gauge", "The maximum number of open connections "
              "allowed.")
-    b.add("db_client_connection_max", pool, b.const(cap))
-    db = traffic.used_db
-    step_of = traffic.start_ns // (state.step_ms * NS_PER_MS)
-    waiting = np.bincount(step_of[db], weights=traffic.wait_ns[db] / NS_PER_S,
-                          minlength=state.severity.shape[0]) / (state.step_ms / 1000.0)
+    b.add("db_client_connection_max", pool, b.const(sim.pool_capacity))
     b.family("db_client_connection_pending_requests", "gauge", "The number of current pending "
              "requests for an open connection.")
-    b.add("db_client_connection_pending_requests", pool,
-          rng.poisson(_step_to_scrape(waiting)).astype(np.float64))
+    b.add("db_client_connection_pending_requests", pool, inst.pending.astype(np.float64))
+    db = np.flatnonzero(traffic.used_db)
+    done = b.index(traffic.connect_end_ns[db])
     b.family("db_client_connection_timeouts_total", "counter", "The number of connection "
              "timeouts that have occurred trying to obtain a connection from the pool.")
-    timeouts = traffic.error == ERR_POOL_TIMEOUT
-    b.add("db_client_connection_timeouts_total", pool, _cumulative(idx[timeouts], n))
+    b.add("db_client_connection_timeouts_total", pool,
+          b.counter(done[traffic.error[db] == ERR_POOL_TIMEOUT]))
     name = "db_client_connection_wait_time_seconds"
     b.family(name, "histogram", "The time it took to obtain an open connection from the pool.",
              "seconds")
-    wait = traffic.wait_ns[db] / NS_PER_S
+    wait = traffic.wait_ns[db] / 1e9
     bounds = np.array(DB_BUCKETS + (np.inf,))
     bucket = np.searchsorted(bounds, wait, side="left")
-    nb = bounds.shape[0]
-    cells = np.bincount(bucket * n + idx[db], minlength=nb * n).reshape(nb, n)
+    nb, n = bounds.shape[0], b.n
+    cells = np.bincount(bucket * n + done, minlength=nb * n).reshape(nb, n)
     cum = np.cumsum(np.cumsum(cells, axis=1), axis=0)
-    for bi, bound in enumerate(bounds):
+    for bi, bound in enumerate(DB_BUCKETS + (float("inf"),)):
         b.add(name + "_bucket", {**pool, "le": le_label(bound)}, cum[bi])
-    b.add(name + "_sum", pool, _cumulative(idx[db], n, wait))
+    b.add(name + "_sum", pool, b.counter(done, wait))
     b.add(name + "_count", pool, cum[nb - 1])
 
 
-def _process_metrics(b: _Builder, traffic: Traffic, idx: np.ndarray, state: StepState,
-                     rng: np.random.Generator) -> None:
-    n = b.t_ms.shape[0]
-    job = APP_JOB
-    cpu_per_req = np.where(traffic.route == HEALTH, 0.0004, 0.0035)
-    cpu = 0.01 * b.t_ms / 1000.0 + _cumulative(idx, n, cpu_per_req)
-    b.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in "
-             "seconds.", "seconds")
-    b.add("process_cpu_seconds_total", job, np.round(cpu, 2))
-    load = _step_to_scrape(state.offered_load)
-    rss = 96e6 + 0.35e6 * np.sqrt(b.t_ms / 60000.0) + 1.2e6 * load
-    rss = np.round(rss + rng.normal(0, 0.4e6, n), -3)
-    b.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", "bytes")
-    b.add("process_resident_memory_bytes", job, rss)
-    b.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", "bytes")
-    b.add("process_virtual_memory_bytes", job, np.round(rss * 3.9 + 2.1e8, -3))
-    b.family("process_open_fds", "gauge", "Number of open file descriptors.")
-    conns = np.maximum(np.minimum(load, state.pool_capacity), 1.0)
-    b.add("process_open_fds", job, np.round(24 + conns + rng.poisson(2, n)))
-    b.family("process_max_fds", "gauge", "Maximum number of open file descriptors.")
-    b.add("process_max_fds", job, b.const(1048576))
-    b.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch "
-             "in seconds.", "seconds")
-    # Stored relative to the window start; the time shift adds the window's epoch.
-    b.add("process_start_time_seconds", job, b.const(-PROCESS_START_BEFORE_WINDOW_S + 0.42))
-    b.family("python_gc_collections_total", "counter", "Number of times this generation was "
-             "collected")
-    done = _cumulative(idx, n)
-    for gen, per in (("0", 40.0), ("1", 400.0), ("2", 4000.0)):
-        b.add("python_gc_collections_total", {**job, "generation": gen},
-              np.floor(done / per) + {"0": 850, "1": 77, "2": 6}[gen])
-    b.family("python_gc_objects_collected_total", "counter", "Objects collected during gc")
-    b.family("python_gc_objects_uncollectable_total", "counter", "Uncollectable objects found "
-             "during GC")
-    for gen, per in (("0", 0.9), ("1", 2.0), ("2", 30.0)):
-        b.add("python_gc_objects_collected_total", {**job, "generation": gen},
-              np.floor(done * per) + {"0": 41_233, "1": 5_410, "2": 1_877}[gen])
-        b.add("python_gc_objects_uncollectable_total", {**job, "generation": gen}, b.const(0))
-    b.family("target_info", "gauge", "Target metadata")
-    b.add("target_info", {**job, **{k.replace(".", "_"): str(v) for k, v in RESOURCE}},
-          b.const(1))
-    b.family("python_info", "gauge", "Python platform information")
-    b.add("python_info", {**job, "implementation": "CPython", "major": "3", "minor": "12",
-                          "patchlevel": "7", "version": "3.12.7"}, b.const(1))
-
-
-def _postgres_metrics(b: _Builder, traffic: Traffic, idx: np.ndarray, state: StepState,
-                      knobs: dict[str, float], rng: np.random.Generator) -> None:
-    from .postgres import postgres_series
-
-    postgres_series(b, traffic, idx, state, knobs, rng)
-
-
 __all__ = ["build_metrics", "le_label", "HTTP_BUCKETS", "TIME_VALUED", "APP_JOB", "PG_JOB",
-           "POST_PAYMENT"]
+           "POST_PAYMENT", "RESOURCE"]

@@ -166,6 +166,9 @@ class GroundTruth:
     promql: tuple[tuple[str, str], ...]  # (what it shows, query)
     logql: tuple[tuple[str, str], ...]
     traceql: tuple[tuple[str, str], ...]
+    # how the root cause is named in the data (Prometheus labels, span/resource attributes,
+    # Loki labels), sorted (key, value) pairs: match a guess to it without an alias
+    root_cause_identity: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,157 +1,212 @@
-"""postgres_exporter series (default collectors), derived from the same traffic."""
+"""postgres_exporter series (default collectors), from the simulated statements.
+
+Each counter comes from its own process: index lookups touch a few buffers, a sequential
+scan reads the table through a small ring (a hit ratio that falls while scans run), read
+time is reads times a per-read latency that wanders, and other sessions add their own
+transactions. Gauges are pg_stat_activity as it would be read at the scrape instant.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from .simulate import (
-    ERR_POOL_TIMEOUT,
-    GET_PAYMENT,
-    NS_PER_MS,
-    POST_PAYMENT,
-    StepState,
-    Traffic,
-)
-
-if TYPE_CHECKING:
-    from .metrics import _Builder
+from .background import Background, background
+from .queue import covering
+from .scenarios import PhasePlan
+from .series import PG_JOB, SeriesBuilder, ar_noise
+from .simulate import ERR_NONE, ERR_STATEMENT_TIMEOUT, GET_PAYMENT, NS_PER_S, POST_PAYMENT, \
+    Simulation
 
 DATABASES = (("payments", "16384"), ("postgres", "5"))
 ROWS_PER_PAGE = 60
 LIVE_ROWS_AT_START = 1_250_000
+PG_STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)",
+             "fastpath function call", "disabled")
+PG_LOCK_MODES = ("accessexclusivelock", "accesssharelock", "exclusivelock", "rowexclusivelock",
+                 "rowsharelock", "sharelock", "sharerowexclusivelock",
+                 "shareupdateexclusivelock", "sireadlock")
+APP_SESSION = {"datname": "payments", "usename": "payments",
+               "application_name": "payment-service", "backend_type": "client backend"}
+REPORT_SESSION = {"datname": "payments", "usename": "reporting",
+                  "application_name": "reporting", "backend_type": "client backend"}
 
 
-def postgres_series(b: _Builder, traffic: Traffic, idx: np.ndarray, state: StepState,
-                    knobs: dict[str, float], rng: np.random.Generator) -> None:
-    from .metrics import PG_JOB, PG_LOCK_MODES, PG_STATES
-
-    n = b.t_ms.shape[0]
-    job = PG_JOB
-
-    def counter(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        w = None if weights is None else weights[mask]
-        return np.cumsum(np.bincount(idx[mask], weights=w, minlength=n)[:n]).astype(float)
-
-    def gauge(per_step: np.ndarray) -> np.ndarray:
-        return np.concatenate([per_step[:1], per_step])
-
+def postgres_series(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
+                    plan: PhasePlan | None, rng: np.random.Generator) -> None:
+    traffic = sim.traffic
+    duration_s = float(b.t_ms[-1]) / 1000.0
+    bg = background(duration_s, rng)
     b.family("pg_up", "gauge", "Whether the last scrape of metrics from PostgreSQL was able to "
              "connect to the server (1 for yes, 0 for no).")
-    b.add("pg_up", job, b.const(1))
+    b.add("pg_up", PG_JOB, b.const(1))
 
-    ran_select = traffic.used_db & (traffic.error != ERR_POOL_TIMEOUT)
-    slow = state.fault == "slow_query"
-    seq = ran_select & (traffic.route == POST_PAYMENT) & (state.severity[_step(traffic, state)]
-                                                          > 0.05) & slow
-    inserted = traffic.insert_ns > 0
-    live_rows = LIVE_ROWS_AT_START + counter(inserted)
+    ran = traffic.select_end_ns > traffic.select_start_ns
+    post, get = traffic.route == POST_PAYMENT, traffic.route == GET_PAYMENT
+    seq = ran & post & _scanning(sim, plan, traffic.start_ns)
+    sel_idx = b.index(traffic.select_end_ns)
+    inserted = traffic.insert_end_ns > traffic.insert_start_ns
+    ins_idx = b.index(traffic.insert_end_ns)
+    live_rows = LIVE_ROWS_AT_START + b.counter(ins_idx[inserted])
+    scan_idx = b.index(np.rint(bg.scan_end_s * NS_PER_S).astype(np.int64))
 
-    # pg_stat_activity: connections of the pool by state, plus the exporter's own session.
-    busy = gauge(state.db_busy)
-    idle_tx = gauge(state.db_idle_in_tx)
-    opened = np.maximum(np.minimum(gauge(state.offered_load), state.pool_capacity),
-                        knobs["pool_size"])
-    active = np.minimum(rng.poisson(busy), opened).astype(float)
-    in_tx = np.minimum(rng.poisson(idle_tx), opened - active).astype(float)
-    io_wait = np.round(active * np.clip(gauge(state.severity), 0, 1) * 0.8 * slow)
-    counts = {"active": active - io_wait, "idle": np.maximum(opened - active - in_tx, 0),
-              "idle in transaction": in_tx}
-    max_stmt, max_hold = gauge(state.max_statement_s), gauge(state.max_hold_s)
-    b.family("pg_stat_activity_count", "gauge", "number of connections in this state")
-    b.family("pg_stat_activity_max_tx_duration", "gauge", "max duration in seconds any active "
-             "transaction has been running")
-    for st in PG_STATES:
-        lab = {**job, "datname": "payments", "state": st, "usename": "payments",
-               "application_name": "payment-service", "backend_type": "client backend"}
-        b.add("pg_stat_activity_count", lab, counts.get(st, b.const(0)))
-        dur = {"active": max_stmt, "idle in transaction": max_hold + max_stmt}.get(st)
-        b.add("pg_stat_activity_max_tx_duration", lab,
-              np.round(dur, 6) if dur is not None else b.const(0))
-    lab = {**job, "datname": "payments", "state": "active", "usename": "payments",
-           "application_name": "payment-service", "backend_type": "client backend",
-           "wait_event_type": "IO", "wait_event": "DataFileRead"}
-    b.add("pg_stat_activity_count", lab, io_wait)
-    b.add("pg_stat_activity_max_tx_duration", lab, np.where(io_wait > 0, max_stmt, 0.0))
-    lab = {**job, "datname": "postgres", "state": "active", "usename": "postgres_exporter",
-           "application_name": "postgres_exporter", "backend_type": "client backend"}
-    b.add("pg_stat_activity_count", lab, b.const(1))
-    b.add("pg_stat_activity_max_tx_duration", lab, b.const(0.001))
-
-    # pg_stat_user_tables for the payments table.
-    tbl = {**job, "datname": "payments", "schemaname": "public", "relname": "payments"}
-    analytic = np.floor(b.t_ms / 300000.0)  # a reporting job's seq scan every 5 min
+    _activity(b, sim, bg, seq, rng)
+    scans = b.counter(sel_idx[seq]) + b.counter(scan_idx)
+    rows_scanned = b.counter(sel_idx[seq], np.full(int(seq.sum()), 1.0)) * live_rows + \
+        b.counter(scan_idx) * live_rows
+    lookups = ran & ~seq
+    found = get & ran & (traffic.status == 200)
+    tbl = {**PG_JOB, "datname": "payments", "schemaname": "public", "relname": "payments"}
     for name, help_text, values in (
-        ("seq_scan", "Number of sequential scans initiated on this table", counter(seq) + analytic),
-        ("seq_tup_read", "Number of live rows fetched by sequential scans",
-         counter(seq, np.full(len(traffic), 1.0)) * live_rows + analytic * live_rows),
+        ("seq_scan", "Number of sequential scans initiated on this table", scans),
+        ("seq_tup_read", "Number of live rows fetched by sequential scans", rows_scanned),
         ("idx_scan", "Number of index scans initiated on this table",
-         counter(ran_select & ~seq)),
+         b.counter(sel_idx[lookups])),
         ("n_live_tup", "Estimated number of live rows", live_rows),
-        ("n_dead_tup", "Estimated number of dead rows", np.round(live_rows * 0.004)),
+        ("n_dead_tup", "Estimated number of dead rows", b.const(1834)),
     ):
         mtype = "gauge" if name.startswith("n_") else "counter"
         b.family(f"pg_stat_user_tables_{name}", mtype, help_text)
         b.add(f"pg_stat_user_tables_{name}", tbl, values)
 
-    commits = counter(traffic.used_db & (traffic.error != ERR_POOL_TIMEOUT)
-                      & (traffic.status < 500))
-    rollbacks = counter(traffic.used_db & (traffic.error != ERR_POOL_TIMEOUT)
-                        & (traffic.status >= 500))
-    seq_rows = counter(seq) * live_rows
-    pages = seq_rows / ROWS_PER_PAGE
-    lookups = counter(ran_select & ~seq) + counter(inserted)
+    _database(b, sim, bg, rng, seq, sel_idx, ins_idx, inserted, found, scans, rows_scanned)
+    _locks_and_settings(b, sim, knobs, live_rows)
+
+
+def _scanning(sim: Simulation, plan: PhasePlan | None, t_ns: np.ndarray) -> np.ndarray:
+    """Statements that ran while the index was missing (slow_query only)."""
+    if sim.fault != "slow_query" or plan is None:
+        return np.zeros(t_ns.shape, bool)
+    duration_ns = (sim.severity.shape[0] * sim.step_ms) * 1_000_000
+    return (t_ns >= plan.onset * duration_ns) & (t_ns < plan.recovered * duration_ns)
+
+
+def _activity(b: SeriesBuilder, sim: Simulation, bg: Background, seq: np.ndarray,
+              rng: np.random.Generator) -> None:
+    inst, traffic = sim.instants, sim.traffic
+    at_ns = b.t_ms * 1_000_000
+    scanning = covering(traffic.select_start_ns[seq], traffic.select_end_ns[seq], at_ns)
+    io_wait = rng.binomial(scanning, 0.7)  # a scan spends most of its time in DataFileRead
+    running = inst.in_statement.astype(np.float64)
+    in_tx = inst.in_transaction.astype(np.float64)
+    counts = {"active": running - io_wait, "idle in transaction": in_tx - running,
+              "idle": (inst.used + inst.idle) - in_tx}
+    ages = {"active": inst.oldest_statement_s, "idle in transaction": inst.oldest_idle_tx_s}
+    b.family("pg_stat_activity_count", "gauge", "number of connections in this state")
+    b.family("pg_stat_activity_max_tx_duration", "gauge", "max duration in seconds any active "
+             "transaction has been running")
+    for st in PG_STATES:
+        lab = {**PG_JOB, **APP_SESSION, "state": st}
+        b.add("pg_stat_activity_count", lab, counts.get(st, b.const(0)))
+        b.add("pg_stat_activity_max_tx_duration", lab, np.round(ages.get(st, b.const(0)), 6))
+    lab = {**PG_JOB, **APP_SESSION, "state": "active", "wait_event_type": "IO",
+           "wait_event": "DataFileRead"}
+    b.add("pg_stat_activity_count", lab, io_wait.astype(np.float64))
+    b.add("pg_stat_activity_max_tx_duration", lab,
+          np.where(io_wait > 0, np.round(inst.oldest_statement_s, 6), 0.0))
+    t_s = b.t_ms / 1000.0
+    report_on = covering(bg.scan_start_s, bg.scan_end_s, t_s)
+    first = np.searchsorted(bg.scan_start_s, t_s, side="right") - 1
+    age = np.where(report_on > 0, t_s - bg.scan_start_s[np.maximum(first, 0)], 0.0)
+    for st, vals in (("active", report_on), ("idle", 1 - report_on)):
+        lab = {**PG_JOB, **REPORT_SESSION, "state": st}
+        b.add("pg_stat_activity_count", lab, vals.astype(np.float64))
+        b.add("pg_stat_activity_max_tx_duration", lab,
+              np.round(age, 6) if st == "active" else b.const(0))
+    lab = {**PG_JOB, "datname": "postgres", "state": "active", "usename": "postgres_exporter",
+           "application_name": "postgres_exporter", "backend_type": "client backend"}
+    b.add("pg_stat_activity_count", lab, b.const(1))
+    b.add("pg_stat_activity_max_tx_duration", lab,
+          np.round(0.0011 * np.exp(0.3 * rng.standard_normal(b.n)), 6))
+
+
+def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.Generator,
+              seq: np.ndarray, sel_idx: np.ndarray, ins_idx: np.ndarray, inserted: np.ndarray,
+              found: np.ndarray, scans: np.ndarray, rows_scanned: np.ndarray) -> None:
+    traffic, inst, n = sim.traffic, sim.instants, b.n
+    step_s = sim.step_ms / 1000.0
+    ran = traffic.select_end_ns > traffic.select_start_ns
+    lookups = ran & ~seq
+    # other sessions: short transactions, a few index lookups each
+    other_tx = np.concatenate([[0], rng.poisson(bg.other_tx_per_s * step_s, n - 1)])
+    other_rows = rng.poisson(6.0 * other_tx)
+    db_ok = traffic.used_db & (traffic.status < 500)
+    commits = b.counter(ins_idx[inserted & db_ok]) + np.cumsum(other_tx) + b.counter(
+        b.index(np.rint(bg.scan_end_s * NS_PER_S).astype(np.int64)))
+    # SQLAlchemy rolls back on return a connection that only read (GET), and a failed one
+    rolled = ran & ((traffic.route == GET_PAYMENT) | (traffic.error == ERR_STATEMENT_TIMEOUT)
+                    | ((traffic.route == POST_PAYMENT) & (traffic.error != ERR_NONE)))
+    scan_steps = np.diff(scans, prepend=0.0)
+    pages = np.diff(rows_scanned, prepend=0.0) / ROWS_PER_PAGE
+    # a large scan goes through a 256 kB ring; what it finds in shared buffers wanders with
+    # the other scans running beside it
+    hit_share = 1.0 / (1.0 + np.exp(-(-1.2 + ar_noise(rng, n, 0.5, 0.7))))
+    lookup_blocks = b.counter(sel_idx[lookups], np.full(int(lookups.sum()), 3.0)) + \
+        b.counter(ins_idx[inserted], np.full(int(inserted.sum()), 4.0))
+    lookup_steps = np.diff(lookup_blocks, prepend=0.0) + 3.0 * other_rows
+    lookup_reads = rng.binomial(lookup_steps.astype(np.int64), 0.004)
+    seq_reads = np.round(pages * (1.0 - hit_share))
+    reads = np.cumsum(seq_reads + lookup_reads)
+    hits = np.cumsum(np.round(pages * hit_share) + lookup_steps - lookup_reads)
+    read_ms = 0.021 * np.exp(ar_noise(rng, n, 0.35, 0.8)) * (1.0 + 0.02 * scan_steps)
+    writes = rng.binomial(np.diff(b.counter(ins_idx[inserted]), prepend=0.0).astype(np.int64),
+                          0.03)
+    write_ms = writes * 0.06 * np.exp(0.5 * rng.standard_normal(n))
+    returned = rows_scanned + b.counter(sel_idx[found]) + np.cumsum(other_rows)
     stats = {
-        "numbackends": opened + 1,
-        "xact_commit": commits + b.t_ms / 1000.0 * 0.2,
-        "xact_rollback": rollbacks,
-        "blks_read": np.round(pages * 0.35 + lookups * 0.05),
-        "blks_hit": np.round(pages * 0.65 + lookups * 4.0),
-        "tup_returned": seq_rows + lookups,
-        "tup_fetched": counter(ran_select & (traffic.route == GET_PAYMENT)) + lookups,
-        "tup_inserted": counter(inserted),
+        "numbackends": inst.used + inst.idle + 1.0,
+        "xact_commit": commits,
+        "xact_rollback": b.counter(sel_idx[rolled]),
+        "blks_read": reads, "blks_hit": hits,
+        "tup_returned": returned,
+        "tup_fetched": b.counter(sel_idx[found]) + np.cumsum(rng.poisson(0.6 * other_rows)),
+        "tup_inserted": b.counter(ins_idx[inserted]),
         "tup_updated": np.zeros(n), "tup_deleted": np.zeros(n), "conflicts": np.zeros(n),
         "temp_files": np.zeros(n), "temp_bytes": np.zeros(n), "deadlocks": np.zeros(n),
-        "blk_read_time": np.round(pages * 0.35 * 0.08, 3),
-        "blk_write_time": np.round(counter(inserted) * 0.01, 3),
+        "blk_read_time": np.round(np.cumsum(seq_reads * read_ms + lookup_reads * 0.09), 3),
+        "blk_write_time": np.round(np.cumsum(write_ms), 3),
     }
+    quiet = _quiet(b, rng, step_s)
     for name, values in stats.items():
         mtype = "gauge" if name == "numbackends" else "counter"
         b.family(f"pg_stat_database_{name}", mtype, f"pg_stat_database column {name}")
         for datname, datid in DATABASES:
-            lab = {**job, "datname": datname, "datid": datid}
+            lab = {**PG_JOB, "datname": datname, "datid": datid}
             b.add(f"pg_stat_database_{name}", lab,
-                  values if datname == "payments" else _quiet(name, b.t_ms))
+                  values if datname == "payments" else quiet.get(name, np.zeros(n)))
 
+
+def _quiet(b: SeriesBuilder, rng: np.random.Generator, step_s: float) -> dict[str, np.ndarray]:
+    """The near-idle `postgres` database: the exporter's own queries, one scrape each."""
+    n = b.n
+    per_scrape = np.concatenate([[0.0], np.ones(n - 1)])
+    rows = np.concatenate([[0], rng.poisson(31.0 * step_s, n - 1)])
+    return {"numbackends": np.ones(n), "xact_commit": 1800.0 + np.cumsum(per_scrape * 4),
+            "tup_returned": 2.1e5 + np.cumsum(rows),
+            "tup_fetched": 6.4e4 + np.cumsum(rng.binomial(rows, 0.3)),
+            "blks_hit": 9.7e4 + np.cumsum(rng.poisson(0.4 * rows))}
+
+
+def _locks_and_settings(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
+                        live_rows: np.ndarray) -> None:
+    inst, traffic = sim.instants, sim.traffic
+    at_ns = b.t_ms * 1_000_000
+    wrote = traffic.insert_end_ns > traffic.insert_start_ns
+    after_insert = covering(traffic.insert_start_ns[wrote], traffic.release_ns[wrote], at_ns)
     b.family("pg_locks_count", "gauge", "Number of locks")
-    held = {"accesssharelock": active + in_tx, "rowexclusivelock": in_tx +
-            np.round(active * 0.3)}
+    # a reading transaction holds AccessShareLock on the table and the index it used; an
+    # inserting one RowExclusiveLock on the table and both indexes
+    held = {"accesssharelock": 2.0 * inst.in_transaction, "rowexclusivelock": 3.0 * after_insert}
     for mode in PG_LOCK_MODES:
-        b.add("pg_locks_count", {**job, "datname": "payments", "mode": mode},
-              held.get(mode, b.const(0)))
+        b.add("pg_locks_count", {**PG_JOB, "datname": "payments", "mode": mode},
+              np.asarray(held.get(mode, b.const(0)), np.float64))
     b.family("pg_settings_max_connections", "gauge", "Sets the maximum number of concurrent "
              "connections.")
-    b.add("pg_settings_max_connections", job, b.const(100))
+    b.add("pg_settings_max_connections", PG_JOB, b.const(100))
     b.family("pg_settings_statement_timeout_seconds", "gauge", "Sets the maximum allowed duration "
              "of any statement. [Units converted to seconds.]", "seconds")
-    b.add("pg_settings_statement_timeout_seconds", job,
+    b.add("pg_settings_statement_timeout_seconds", PG_JOB,
           b.const(knobs["statement_timeout_ms"] / 1000.0))
     b.family("pg_database_size_bytes", "gauge", "Disk space used by the database", "bytes")
-    b.add("pg_database_size_bytes", {**job, "datname": "payments"}, np.round(live_rows * 412.0))
-    b.add("pg_database_size_bytes", {**job, "datname": "postgres"}, b.const(7_631_727))
-
-
-def _quiet(name: str, t_ms: np.ndarray) -> np.ndarray:
-    """The near-idle `postgres` database: only the exporter's own queries."""
-    if name == "numbackends":
-        return np.ones(t_ms.shape)
-    if name in ("xact_commit", "tup_returned", "tup_fetched", "blks_hit"):
-        per_s = {"xact_commit": 0.27, "tup_returned": 31.0, "tup_fetched": 9.0,
-                 "blks_hit": 12.0}[name]
-        return np.floor(t_ms / 1000.0 * per_s)
-    return np.zeros(t_ms.shape)
-
-
-def _step(traffic: Traffic, state: StepState) -> np.ndarray:
-    return np.minimum(traffic.start_ns // (state.step_ms * NS_PER_MS), state.severity.shape[0] - 1)
+    pages = np.ceil(live_rows / ROWS_PER_PAGE) + np.ceil(live_rows / 180.0)  # heap + indexes
+    b.add("pg_database_size_bytes", {**PG_JOB, "datname": "payments"}, 7_700_000 + pages * 8192)
+    b.add("pg_database_size_bytes", {**PG_JOB, "datname": "postgres"}, b.const(7_631_727))

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+import numpy as np
+
 
 class ScenarioError(ValueError):
     """A scenario name or knob is not valid; the message says what would be."""
@@ -26,10 +28,12 @@ KNOB_DEFAULTS: Mapping[str, float] = MappingProxyType(
         "app_p50_ms": 9.0,  # request handling outside the database
         "app_sigma": 0.45,  # log-normal sigma of handling time
         "select_p50_ms": 2.2,  # SELECT payments by idempotency key, indexed
-        "select_peak_ms": 1800.0,  # the same SELECT at peak when the index is gone
+        "select_peak_ms": 1500.0,  # the same SELECT at peak when the index is gone
         "insert_p50_ms": 1.6,
         "query_sigma": 0.35,
         "hold_extra_peak_ms": 0.0,  # extra time a transaction holds its connection at peak
+        "card_p50_ms": 12.0,  # the card processor's answer to a charge (HTTP call)
+        "worker_threads": 40,  # anyio's thread pool that runs FastAPI's sync endpoints
         "pool_size": 5,
         "max_overflow": 10,
         "pool_timeout_s": 30.0,
@@ -41,7 +45,7 @@ KNOB_DEFAULTS: Mapping[str, float] = MappingProxyType(
     }
 )
 
-_INT_KNOBS = frozenset({"pool_size", "max_overflow", "statement_timeout_ms",
+_INT_KNOBS = frozenset({"worker_threads", "pool_size", "max_overflow", "statement_timeout_ms",
                         "log_min_duration_statement_ms"})
 _RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
     {
@@ -55,6 +59,8 @@ _RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
         "insert_p50_ms": (0.01, 600000.0),
         "query_sigma": (0.0, 3.0),
         "hold_extra_peak_ms": (0.0, 600000.0),
+        "card_p50_ms": (0.1, 60000.0),
+        "worker_threads": (1, 10000),
         "pool_size": (1, 1000),
         "max_overflow": (0, 1000),
         "pool_timeout_s": (0.1, 3600.0),
@@ -72,19 +78,40 @@ FAULT_KINDS = ("none", "slow_query", "connection_hold", "upstream_errors")
 @dataclass(frozen=True)
 class PhasePlan:
     """Phase boundaries as fractions of the window: baseline until ``onset``, ramp to
-    ``peak``, hold until ``recovery``, ramp down until ``recovered``."""
+    ``peak``, hold until ``recovery``, ramp down until ``recovered``.
+
+    These are the nominal times. The seed moves the incident: the onset is drawn within
+    ``onset_range`` and each phase's length is stretched by up to ``stretch`` either way
+    (:meth:`realize`), so no two seeds share an onset and nothing in the window lines up
+    with it by construction. The ground truth records the times that were drawn."""
 
     onset: float
     peak: float
     recovery: float
     recovered: float
     onset_jump: float = 0.0  # severity reached the moment the fault starts (a deploy, a
-    # dropped index: real faults start at an instant, then get worse)
+    # dropped index: real faults start at an instant; 1.0 is a step)
+    onset_range: tuple[float, float] | None = None
+    stretch: float = 0.0
 
     def __post_init__(self) -> None:
         points = (self.onset, self.peak, self.recovery, self.recovered)
         if not all(0.0 <= p <= 1.0 for p in points) or list(points) != sorted(points):
             raise ScenarioError(f"phase fractions must rise within [0, 1], got {points}")
+        lo, hi = self.onset_range or (self.onset, self.onset)
+        if not 0.0 <= lo <= hi <= 1.0 or not 0.0 <= self.stretch < 1.0:
+            raise ScenarioError(f"onset range {self.onset_range} must lie within [0, 1] and "
+                                f"the stretch {self.stretch} within [0, 1)")
+
+    def realize(self, rng: np.random.Generator) -> PhasePlan:
+        """The times of one seed: the onset drawn in its range, lengths stretched."""
+        lo, hi = self.onset_range or (self.onset, self.onset)
+        onset = float(lo + (hi - lo) * rng.random())
+        lengths = np.diff([self.onset, self.peak, self.recovery, self.recovered])
+        lengths = lengths * (1.0 + self.stretch * (2.0 * rng.random(3) - 1.0))
+        marks = np.minimum(onset + np.cumsum(lengths), 1.0)
+        return PhasePlan(onset, float(marks[0]), float(marks[1]), float(marks[2]),
+                         self.onset_jump)
 
 
 @dataclass(frozen=True)
@@ -95,6 +122,9 @@ class Scenario:
     root_cause_component: str
     root_cause_kind: str
     phases: PhasePlan | None
+    # how the root cause shows up in the data: Prometheus labels, span and resource
+    # attributes, Loki labels that name it (so a guess can be matched without an alias)
+    root_cause_identity: Mapping[str, str] = field(default_factory=dict)
     knobs: Mapping[str, float] = field(default_factory=dict)
     default_duration_s: int = 1800
     default_step_s: int = 15
@@ -164,10 +194,13 @@ _register(
             "connection pool fills (Little's law), requests queue and some time out."
         ),
         fault="slow_query",
-        root_cause_component="postgresql",
+        root_cause_component="postgres",
         root_cause_kind="missing_index",
-        phases=PhasePlan(onset=0.33, peak=0.43, recovery=0.73, recovered=0.80,
-                         onset_jump=0.75),
+        root_cause_identity={"job": "postgres", "server.address": "postgres",
+                             "service_name": "postgres", "relname": "payments"},
+        # DROP INDEX takes effect at once; CREATE INDEX CONCURRENTLY ends the scans at once
+        phases=PhasePlan(onset=0.33, peak=0.33, recovery=0.70, recovered=0.70,
+                         onset_jump=1.0, onset_range=(0.22, 0.45), stretch=0.25),
     )
 )
 _register(
@@ -176,14 +209,20 @@ _register(
         description=(
             "A deploy makes POST /payment call a slow fraud check inside its open "
             "transaction: connections are held for seconds, the QueuePool (5 + 10) is "
-            "pinned at 15, requests wait and fail with 'QueuePool limit ... timeout 30.00'."
+            "pinned at 15, the 40 worker threads fill with waiters, and requests that wait "
+            "past the 2 s pool timeout fail with 'QueuePool limit ... timeout 2.00'."
         ),
         fault="connection_hold",
         root_cause_component="payment-service",
         root_cause_kind="connection_pool_exhaustion",
-        phases=PhasePlan(onset=0.33, peak=0.40, recovery=0.70, recovered=0.74,
-                         onset_jump=0.6),
-        knobs={"hold_extra_peak_ms": 3500.0},
+        root_cause_identity={"job": "payment-service", "service.name": "payment-service",
+                             "service_name": "payment-service"},
+        # a deploy switches the slow call on at once; the rollback switches it off
+        phases=PhasePlan(onset=0.33, peak=0.33, recovery=0.66, recovered=0.66,
+                         onset_jump=1.0, onset_range=(0.22, 0.45), stretch=0.25),
+        # the service fails fast: with 40 worker threads in front of 15 connections a waiter
+        # can never queue long enough for a 30 s timeout, so the team set 2 s
+        knobs={"hold_extra_peak_ms": 2500.0, "pool_timeout_s": 2.0},
     )
 )
 
@@ -198,8 +237,10 @@ _register(
         fault="upstream_errors",
         root_cause_component="card-processor",
         root_cause_kind="upstream_errors",
+        root_cause_identity={"server.address": "card-processor",
+                             "server_address": "card-processor"},
         phases=PhasePlan(onset=0.33, peak=0.36, recovery=0.66, recovered=0.70,
-                         onset_jump=0.8),
+                         onset_jump=0.8, onset_range=(0.22, 0.45), stretch=0.25),
         knobs={"error_ratio_peak": 0.35},
     )
 )

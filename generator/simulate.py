@@ -1,17 +1,16 @@
-"""One seeded simulation of payment-service on PostgreSQL, request by request, vectorized.
+"""One seeded simulation of payment-service on PostgreSQL, request by request.
 
-Every signal is derived from the :class:`Traffic` this module produces: metrics count its
-requests, logs print them, spans time them. That is what makes the signals agree.
+Every signal is derived from what this module produces: metrics count its requests and
+sample its instantaneous state at each scrape, logs print the requests, spans time them.
+That is what makes the signals agree.
 
-Model, per step of the window:
-- arrivals per route are Poisson around the scenario's rate;
-- handling time is log-normal; the database work is log-normal per statement, and the
-  scenario's fault scales it (a seq scan instead of an index lookup, or a transaction held
-  open around a slow call) by the phase severity;
-- the SQLAlchemy QueuePool (``pool_size + max_overflow`` connections) is an M/M/c queue:
-  offered load ``a = arrivals x hold time`` (Little's law); below ``c`` the Erlang-C
-  probability of waiting, above it a saturated pool where ``1 - c/a`` of the requests
-  hit ``pool_timeout`` and the rest wait anywhere up to it.
+Per request: arrivals per route are Poisson around the scenario's rate; a POST first
+calls the card processor over HTTP, then checks a connection out of the pool, runs its
+SELECT and INSERT and commits; a GET runs one SELECT. Handling, call and statement times
+are log-normal; the scenario's fault changes them from its onset (a sequential scan
+instead of an index lookup, a transaction held open around a slow call, the card
+processor failing). Who waits for what is decided by :mod:`generator.queue`: the worker
+threads and the connection pool are real limits, and every request is accounted for.
 """
 
 from __future__ import annotations
@@ -20,12 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .queue import Demand, Schedule, covering, idle_connections, oldest, schedule
 from .scenarios import PhasePlan
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 
-ROUTES = (("POST", "/payment"), ("GET", "/payments/{id}"), ("GET", "/health"))
+ROUTES = (("POST", "/payment"), ("GET", "/payments/{payment_id}"), ("GET", "/health"))
 POST_PAYMENT, GET_PAYMENT, HEALTH = 0, 1, 2
 
 ERR_NONE, ERR_POOL_TIMEOUT, ERR_STATEMENT_TIMEOUT, ERR_GATEWAY = 0, 1, 2, 3
@@ -33,22 +33,31 @@ ERR_NONE, ERR_POOL_TIMEOUT, ERR_STATEMENT_TIMEOUT, ERR_GATEWAY = 0, 1, 2, 3
 # requests slower than 1 s, and `trace_sample_ratio` of the rest.
 SLOW_TRACE_S = 1.0
 SLOW_KEEP_RATIO = 0.25
+WARMUP_S = 120.0  # simulated before the window, so it opens on a running service
 
 
 @dataclass(frozen=True)
 class Traffic:
-    """Completed requests of the window (start >= 0, end <= duration), by start time."""
+    """Completed requests of the window (start >= 0, end <= duration), by start time.
+
+    Every moment of a request is its own column (ns from the window start), so spans,
+    logs and metrics read the same instants. A step that did not happen has start == end.
+    """
 
     route: np.ndarray  # int8
-    start_ns: np.ndarray  # int64
+    start_ns: np.ndarray  # int64: arrival (server span start)
     end_ns: np.ndarray  # int64
     status: np.ndarray  # int16 HTTP status
     error: np.ndarray  # int8 ERR_*
-    pre_ns: np.ndarray  # handling before the pool checkout
-    wait_ns: np.ndarray  # pool checkout (the `connect` span); 0 for /health
-    select_ns: np.ndarray  # 0 when not run
-    insert_ns: np.ndarray  # 0 when not run
-    hold_extra_ns: np.ndarray  # connection held after the statements
+    call_start_ns: np.ndarray  # card processor call (POST /payment only)
+    call_end_ns: np.ndarray
+    connect_start_ns: np.ndarray  # pool checkout asked for (the `connect` span)
+    connect_end_ns: np.ndarray  # got it, or gave up at pool_timeout
+    select_start_ns: np.ndarray
+    select_end_ns: np.ndarray
+    insert_start_ns: np.ndarray
+    insert_end_ns: np.ndarray
+    release_ns: np.ndarray  # connection back in the pool (transaction ended)
     sampled: np.ndarray  # bool: a trace exists for this request
     payment_id: np.ndarray  # int64 (GET path, query parameters)
 
@@ -60,29 +69,58 @@ class Traffic:
         return (self.end_ns - self.start_ns) / NS_PER_S
 
     @property
+    def wait_ns(self) -> np.ndarray:
+        return self.connect_end_ns - self.connect_start_ns
+
+    @property
+    def select_ns(self) -> np.ndarray:
+        return self.select_end_ns - self.select_start_ns
+
+    @property
+    def insert_ns(self) -> np.ndarray:
+        return self.insert_end_ns - self.insert_start_ns
+
+    @property
+    def called_card(self) -> np.ndarray:
+        return self.call_end_ns > self.call_start_ns
+
+    @property
     def used_db(self) -> np.ndarray:
         """Requests that checked out a connection (or waited for one)."""
         return (self.route != HEALTH) & (self.error != ERR_GATEWAY)
 
 
 @dataclass(frozen=True)
-class StepState:
-    """Per-step state of the model (``n_steps`` intervals of ``step_ms``)."""
+class Instants:
+    """The service's state at each scrape instant (``k * step``), from every simulated
+    request, the ones in flight at the window's edges included."""
 
+    t_s: np.ndarray  # scrape times, seconds from the window start
+    active: dict[str, np.ndarray]  # by HTTP method: requests the server is handling
+    threads_busy: np.ndarray  # worker threads running a request
+    pending: np.ndarray  # requests waiting for a connection
+    used: np.ndarray  # connections checked out
+    idle: np.ndarray  # connections resting in the pool
+    in_statement: np.ndarray  # connections running a statement (pg "active")
+    in_transaction: np.ndarray  # connections inside a transaction (running or not)
+    oldest_statement_s: np.ndarray  # age of the oldest transaction now running a statement
+    oldest_idle_tx_s: np.ndarray  # age of the oldest transaction idle between statements
+
+
+@dataclass(frozen=True)
+class Simulation:
+    traffic: Traffic
+    instants: Instants
+    severity: np.ndarray  # fault intensity per step (0..1)
     step_ms: int
     fault: str
-    severity: np.ndarray  # 0..1 fault intensity
-    rate: np.ndarray  # (routes, steps) requests per second
-    offered_load: np.ndarray  # erlangs of connection time asked for
     pool_capacity: int
-    db_busy: np.ndarray  # mean connections running a statement
-    db_idle_in_tx: np.ndarray  # mean connections held with no statement running
-    max_statement_s: np.ndarray  # longest statement that ended in the step
-    max_hold_s: np.ndarray  # longest idle-in-transaction hold in the step
 
 
 def severity_curve(plan: PhasePlan | None, t_frac: np.ndarray) -> np.ndarray:
-    """0 at baseline, smooth rise to 1 over onset, 1 at peak, smooth fall in recovery."""
+    """0 at baseline, ``onset_jump`` at the onset rising to 1 at the peak, 1 until the
+    recovery, then down to 0. A fault that starts or ends at an instant (a dropped index, a
+    deploy) has no ramp: the curve steps."""
     if plan is None:
         return np.zeros_like(t_frac)
 
@@ -90,119 +128,51 @@ def severity_curve(plan: PhasePlan | None, t_frac: np.ndarray) -> np.ndarray:
         x = np.clip(x, 0.0, 1.0)
         return x * x * (3.0 - 2.0 * x)
 
-    ramp = smooth((t_frac - plan.onset) / max(plan.peak - plan.onset, 1e-9))
+    ramp = smooth((t_frac - plan.onset) / max(plan.peak - plan.onset, 1e-12))
     rise = np.where(t_frac >= plan.onset, plan.onset_jump + (1.0 - plan.onset_jump) * ramp, 0.0)
-    fall = 1.0 - smooth((t_frac - plan.recovery) / max(plan.recovered - plan.recovery, 1e-9))
+    fall = np.where(t_frac < plan.recovery, 1.0, 1.0 - smooth(
+        (t_frac - plan.recovery) / max(plan.recovered - plan.recovery, 1e-12)))
     return np.minimum(rise, fall)
 
 
-def erlang_c(servers: int, load: np.ndarray) -> np.ndarray:
-    """Probability that an arrival waits in an M/M/c queue (load < servers), stably."""
-    blocking = np.ones_like(load)
-    for i in range(1, servers + 1):  # Erlang-B recursion over pool slots, not samples
-        blocking = load * blocking / (i + load * blocking)
-    denom = servers - load * (1.0 - blocking)
-    return np.clip(servers * blocking / np.maximum(denom, 1e-12), 0.0, 1.0)
+def _lognormal(rng: np.random.Generator, median: np.ndarray | float, sigma: float,
+               n: int) -> np.ndarray:
+    return median * np.exp(sigma * rng.standard_normal(n))
 
 
-def _lognormal(rng: np.random.Generator, median: np.ndarray, sigma: float) -> np.ndarray:
-    return median * np.exp(sigma * rng.standard_normal(np.shape(median)))
-
-
-def simulate(
-    knobs: dict[str, float],
-    plan: PhasePlan | None,
-    fault: str,
-    duration_ms: int,
-    step_ms: int,
-    streams: dict[str, np.random.Generator],
-) -> tuple[Traffic, StepState]:
+def simulate(knobs: dict[str, float], plan: PhasePlan | None, fault: str, duration_ms: int,
+             step_ms: int, streams: dict[str, np.random.Generator]) -> Simulation:
     """Run the model; ``streams`` are independent generators (traffic, latency, pool, ...)."""
     n_steps = duration_ms // step_ms
-    step_s = step_ms / 1000.0
-    mid_frac = (np.arange(n_steps) + 0.5) / n_steps
-    severity = severity_curve(plan, mid_frac)
-
-    rate = _route_rates(knobs, n_steps, streams["traffic"])
-    counts = streams["traffic"].poisson(rate * step_s)  # (routes, steps)
+    step_s, duration_s = step_ms / 1000.0, duration_ms / 1000.0
+    warm = int(np.ceil(WARMUP_S / step_s))
+    rate = _route_rates(knobs, n_steps + warm, warm, streams["traffic"])
+    counts = streams["traffic"].poisson(rate * step_s)
     route, step_idx = _expand(counts)
-    offset = np.asarray(streams["traffic"].random(route.shape[0])) * (step_ms * NS_PER_MS)
-    start_ns = step_idx * step_ms * NS_PER_MS + offset.astype(np.int64)
-    order = np.lexsort((route, start_ns))
-    route, step_idx, start_ns = route[order], step_idx[order], start_ns[order]
-    sev = severity_curve(plan, start_ns / (duration_ms * NS_PER_MS))  # per request
-    gateway_s, gw_fail = _gateway_failures(knobs, fault, route, sev, streams["faults"])
+    offset = np.asarray(streams["traffic"].random(route.shape[0]))
+    arrival = (step_idx - warm + offset) * step_s
+    order = np.lexsort((route, arrival))
+    route, arrival = route[order], arrival[order]
+    sev = severity_curve(plan, np.maximum(arrival, 0.0) / duration_s)
 
-    work = _database_work(knobs, fault, route, sev, streams["latency"])
-    work["hold_s"] = np.where(gw_fail, 0.0, work["hold_s"])  # it failed before the DB
-    state_load = _offered_load(work["hold_s"], route, step_idx, n_steps, step_s)
+    work = _work(knobs, fault, route, arrival, sev, streams)
     capacity = int(knobs["pool_size"] + knobs["max_overflow"])
-    wait_s, timed_out = _pool_wait(knobs, capacity, state_load, route, step_idx,
-                                   work["hold_s"], streams["pool"])
-
-    wait_s = np.where(gw_fail, 0.0, wait_s)
-    timed_out &= ~gw_fail
-    error = np.full(route.shape, ERR_NONE, np.int8)
-    error[timed_out] = ERR_POOL_TIMEOUT
-    stmt_to = work["statement_timeout"] & ~timed_out & ~gw_fail
-    error[stmt_to] = ERR_STATEMENT_TIMEOUT
-    error[gw_fail] = ERR_GATEWAY
-    db = (route != HEALTH) & ~gw_fail
-    select_s = np.where(db & ~timed_out, work["select_s"], 0.0)
-    insert_s = np.where((route == POST_PAYMENT) & (error == ERR_NONE), work["insert_s"], 0.0)
-    extra_s = np.where(insert_s > 0, work["extra_s"], 0.0)
-    del work  # a day-long window holds a million requests: free what is no longer needed
-
-    app_s = _lognormal(streams["latency"], np.full(route.shape, knobs["app_p50_ms"] / 1e3),
-                       knobs["app_sigma"])
-    app_s = np.where(route == HEALTH, app_s * 0.3, app_s)
-    pre_s = app_s * 0.4
-    gaps_s = np.where(db & ~timed_out, 0.0003, 0.0)
-    total_s = app_s + wait_s + select_s + insert_s + extra_s + gaps_s + gateway_s
-
-    to_ns = _to_ns
-    pre_ns, wait_ns = to_ns(pre_s), to_ns(wait_s)
-    select_ns, insert_ns, extra_ns = to_ns(select_s), to_ns(insert_s), to_ns(extra_s)
-    end_ns = start_ns + np.maximum(to_ns(total_s),
-                                   pre_ns + wait_ns + select_ns + insert_ns + extra_ns + 1000)
-    del total_s, gaps_s, app_s, pre_s
-
-    status = _status(knobs, route, error, streams["latency"])
-    latency = (end_ns - start_ns) / NS_PER_S
-    keep_draw = streams["latency"].random(route.shape[0])
-    sampled = ((status >= 500) | ((latency > SLOW_TRACE_S) & (keep_draw < SLOW_KEEP_RATIO))
-               | (keep_draw < knobs["trace_sample_ratio"]))
-    del keep_draw, latency
-    payment_id = np.asarray(streams["latency"].integers(10_000, 990_000, route.shape[0]))
-
-    keep = end_ns <= duration_ms * NS_PER_MS
-    traffic = Traffic(
-        route=_ro(route[keep], np.int8), start_ns=_ro(start_ns[keep]), end_ns=_ro(end_ns[keep]),
-        status=_ro(status[keep], np.int16), error=_ro(error[keep], np.int8),
-        pre_ns=_ro(pre_ns[keep]), wait_ns=_ro(np.where(db, wait_ns, 0)[keep]),
-        select_ns=_ro(select_ns[keep]), insert_ns=_ro(insert_ns[keep]),
-        hold_extra_ns=_ro(extra_ns[keep]), sampled=_ro(sampled[keep], bool),
-        payment_id=_ro(payment_id[keep]),
-    )
-    state = _step_state(step_ms, fault, severity, rate, state_load, capacity, route, step_idx,
-                        n_steps, select_s + insert_s, extra_s, step_s)
-    return traffic, state
+    sched = schedule(work["demand"], int(knobs["worker_threads"]), capacity,
+                     knobs["pool_timeout_s"])
+    scrape_s = np.arange(n_steps + 1) * step_s
+    instants = _instants(route, work, sched, scrape_s, int(knobs["pool_size"]))
+    traffic = _traffic(knobs, route, arrival, work, sched, duration_s, streams["latency"])
+    mid = (np.arange(n_steps) + 0.5) / n_steps
+    return Simulation(traffic, instants, _ro(severity_curve(plan, mid), np.float64), step_ms,
+                      fault, capacity)
 
 
-def _to_ns(seconds: np.ndarray) -> np.ndarray:
-    return np.rint(seconds * NS_PER_S).astype(np.int64)
-
-
-def _ro(arr: np.ndarray, dtype: type | str = np.int64) -> np.ndarray:
-    out = np.ascontiguousarray(arr, dtype=dtype)
-    out.setflags(write=False)
-    return out
-
-
-def _route_rates(knobs: dict[str, float], n_steps: int, rng: np.random.Generator) -> np.ndarray:
+def _route_rates(knobs: dict[str, float], steps: int, warm: int,
+                 rng: np.random.Generator) -> np.ndarray:
     base = np.array([knobs["rps_post_payment"], knobs["rps_get_payment"], knobs["rps_health"]])
-    wave = 1.0 + 0.06 * np.sin(2 * np.pi * np.arange(n_steps) / max(n_steps, 1))
-    noise = np.exp(0.05 * rng.standard_normal((len(ROUTES), n_steps)))
+    k = np.arange(steps) - warm
+    wave = 1.0 + 0.06 * np.sin(2 * np.pi * k / max(steps - warm, 1))
+    noise = np.exp(0.05 * rng.standard_normal((len(ROUTES), steps)))
     noise[HEALTH] = 1.0  # probes run on a timer
     return base[:, None] * wave[None, :] * noise
 
@@ -215,77 +185,138 @@ def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return route.astype(np.int8), step_idx.astype(np.int64)
 
 
-def _gateway_failures(knobs: dict[str, float], fault: str, route: np.ndarray, sev: np.ndarray,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """upstream_errors: the card processor answers 503 to a share of POST /payment (that
-    grows with the severity), after ~80 ms, before any database work. Other faults draw
-    nothing here, so their incidents do not change."""
+def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.ndarray,
+          sev: np.ndarray, streams: dict[str, np.random.Generator]) -> dict[str, np.ndarray]:
+    """What each request asks of the threads, the card processor and the database."""
     n = route.shape[0]
-    if fault != "upstream_errors":
-        return np.zeros(n), np.zeros(n, bool)
-    failed = (route == POST_PAYMENT) & (rng.random(n) < sev * knobs["error_ratio_peak"])
-    took = _lognormal(rng, np.full(n, 0.08), 0.3)
-    return np.where(failed, took, 0.0), failed
+    lat, gaps = streams["latency"], streams["pool"]
+    post, get, health = route == POST_PAYMENT, route == GET_PAYMENT, route == HEALTH
+    app = _lognormal(lat, knobs["app_p50_ms"] / 1e3, knobs["app_sigma"], n)
+    app = np.where(health, app * 0.08, app)
+    pre, post_work = app * 0.55, app * 0.45
 
-
-def _database_work(knobs: dict[str, float], fault: str, route: np.ndarray, sev: np.ndarray,
-                   rng: np.random.Generator) -> dict[str, np.ndarray]:
+    card_s, card_fail = _card_calls(knobs, fault, post, sev, streams["faults"])
+    sel_median = np.full(n, knobs["select_p50_ms"] / 1e3)
+    if fault == "slow_query":  # the index is gone: a sequential scan, from the onset on
+        peak = knobs["select_peak_ms"] / 1e3
+        sel_median = np.where(post, sel_median * (peak / sel_median) ** sev, sel_median)
+    # GET by primary key keeps its index, but shares the disk with the scans.
+    sel_median = np.where(get, knobs["select_p50_ms"] / 1e3 * 0.7 * (
+        1.0 + 1.5 * sev * (fault == "slow_query")), sel_median)
     sigma = knobs["query_sigma"]
-    base_sel = knobs["select_p50_ms"] / 1e3
-    if fault == "slow_query":  # log-interpolate index lookup -> sequential scan
-        sel_median = base_sel * (knobs["select_peak_ms"] / knobs["select_p50_ms"]) ** sev
-    else:
-        sel_median = np.full(route.shape, base_sel)
-    # GET by primary key is unaffected by the index, but shares the disk with the scans.
-    sel_median = np.where(route == GET_PAYMENT, base_sel * 0.7 * (1.0 + 1.5 * sev), sel_median)
-    select_s = _lognormal(rng, sel_median, sigma)
-    insert_s = _lognormal(rng, np.full(route.shape, knobs["insert_p50_ms"] / 1e3), sigma)
-    extra_s = np.zeros(route.shape)
+    select_s = _lognormal(lat, sel_median, sigma, n)
+    insert_s = _lognormal(lat, knobs["insert_p50_ms"] / 1e3, sigma, n)
+    extra_s = np.zeros(n)
     if fault == "connection_hold":
-        extra_s = _lognormal(rng, knobs["hold_extra_peak_ms"] / 1e3 * sev, 0.3)
+        extra_s = np.where(post & (sev > 0), _lognormal(
+            streams["faults"], knobs["hold_extra_peak_ms"] / 1e3 * np.maximum(sev, 1e-9),
+            0.3, n), 0.0)
     stmt_timeout_s = knobs["statement_timeout_ms"] / 1e3
-    statement_timeout = np.zeros(route.shape, bool)
+    stmt_to = np.zeros(n, bool)
     if stmt_timeout_s > 0:
-        statement_timeout = (select_s > stmt_timeout_s) & (route != HEALTH)
+        stmt_to = (select_s > stmt_timeout_s) & ~health
         select_s = np.minimum(select_s, stmt_timeout_s)
-    hold = np.where(route == POST_PAYMENT, select_s + insert_s + extra_s, select_s)
-    hold = np.where(route == HEALTH, 0.0, hold + 0.0003)
-    return {"select_s": select_s, "insert_s": insert_s, "extra_s": extra_s,
-            "hold_s": hold, "statement_timeout": statement_timeout}
+    # driver and ORM time between the checkout, the statements and the commit: measured
+    # live in the hundreds of microseconds, never the same twice
+    gap = _lognormal(gaps, 0.00035, 0.5, 3 * n).reshape(3, n)
+    uses_db = ~health & ~card_fail
+    writes = post & ~stmt_to
+    hold = (gap[0] + select_s + np.where(writes, gap[1] + insert_s + extra_s, 0.0) + gap[2])
+    error_s = np.where(card_fail | stmt_to, _lognormal(lat, 0.0015, 0.4, n), 0.0)
+    demand = Demand(
+        arrival=arrival, on_thread=~health, before_pool=pre + card_s, uses_db=uses_db,
+        hold=np.where(uses_db, hold, 0.0), after_pool=post_work + error_s,
+        timeout_jitter=_lognormal(gaps, 0.0012, 0.6, n))
+    return {"demand": demand, "pre": pre, "card_s": card_s, "card_fail": card_fail,
+            "select_s": select_s, "insert_s": insert_s, "extra_s": extra_s, "gap": gap,
+            "stmt_to": stmt_to, "writes": writes}
 
 
-def _offered_load(hold_s: np.ndarray, route: np.ndarray, step_idx: np.ndarray, n_steps: int,
-                  step_s: float) -> np.ndarray:
-    db = route != HEALTH
-    return np.bincount(step_idx[db], weights=hold_s[db], minlength=n_steps) / step_s
+def _card_calls(knobs: dict[str, float], fault: str, post: np.ndarray, sev: np.ndarray,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """POST /payment charges the card over HTTP before touching the database. In
+    upstream_errors the processor sheds a share of the calls with a fast 503."""
+    n = post.shape[0]
+    took = _lognormal(rng, knobs["card_p50_ms"] / 1e3, 0.35, n)
+    failed = np.zeros(n, bool)
+    if fault == "upstream_errors":
+        failed = post & (rng.random(n) < sev * knobs["error_ratio_peak"])
+        took = np.where(failed, _lognormal(rng, 0.004, 0.5, n), took)
+    return np.where(post, took, 0.0), failed
 
 
-def _pool_wait(knobs: dict[str, float], capacity: int, load: np.ndarray, route: np.ndarray,
-               step_idx: np.ndarray, hold_s: np.ndarray,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    timeout = knobs["pool_timeout_s"]
-    n = route.shape[0]
-    db = route != HEALTH
-    counts = np.bincount(step_idx[db], minlength=load.shape[0])
-    busy = np.bincount(step_idx[db], weights=hold_s[db], minlength=load.shape[0])
-    mean_hold = busy / np.maximum(counts, 1)
-    below = load < capacity
-    p_wait = np.where(below, erlang_c(capacity, np.minimum(load, capacity - 1e-9)), 1.0)
-    cond_mean = np.where(below, mean_hold / np.maximum(capacity - load, 1e-9), timeout)
-    cond_mean = np.minimum(cond_mean, timeout / 3.0)
-    p_timeout_sat = np.where(below, 0.0, 1.0 - capacity / np.maximum(load, 1e-9))
+def _instants(route: np.ndarray, work: dict[str, np.ndarray], s: Schedule, at: np.ndarray,
+              pool_size: int) -> Instants:
+    d: Demand = work["demand"]
+    held = d.uses_db & ~s.timed_out
+    gap, sel, ins = work["gap"], work["select_s"], work["insert_s"]
+    sel_start = s.checkout + gap[0]
+    sel_end = sel_start + sel
+    ins_start = sel_end + gap[1]
+    ins_end = np.where(work["writes"], ins_start + ins, ins_start)
+    get_like = route != POST_PAYMENT
+    active = {"GET": covering(d.arrival[get_like], s.end[get_like], at),
+              "POST": covering(d.arrival[~get_like], s.end[~get_like], at)}
+    h = np.flatnonzero(held)
+    running = (covering(sel_start[h], sel_end[h], at)
+               + covering(ins_start[h], ins_end[h], at))
+    in_tx = covering(sel_start[h], s.release[h], at)
+    db = np.flatnonzero(d.uses_db)
+    on = np.flatnonzero(d.on_thread)
+    return Instants(
+        t_s=at, active=active, threads_busy=covering(s.thread[on], s.end[on], at),
+        pending=covering(s.pool_request[db], s.checkout[db], at),
+        used=covering(s.checkout[h], s.release[h], at),
+        idle=idle_connections(s.checkout[h], s.release[h], pool_size, at),
+        in_statement=running, in_transaction=in_tx,
+        oldest_statement_s=oldest(sel_start[h], [(sel_start[h], sel_end[h]),
+                                                  (ins_start[h], ins_end[h])], at),
+        oldest_idle_tx_s=oldest(sel_start[h], [(sel_end[h], ins_start[h]),
+                                                (ins_end[h], s.release[h])], at))
 
-    r_wait, r_draw = rng.random(n), rng.random(n)
-    exp_draw = rng.exponential(1.0, n)
-    checkout = 0.0001 * np.exp(0.3 * rng.standard_normal(n))  # a free connection: ~0.1 ms
-    s = step_idx
-    queued = np.where(below[s], exp_draw * cond_mean[s],
-                      r_draw * timeout / np.maximum(1.0 - p_timeout_sat[s], 1e-9))
-    waits = r_wait < p_wait[s]
-    wait = checkout + np.where(waits, queued, 0.0)
-    timed_out = db & (wait >= timeout)
-    wait = np.where(timed_out, timeout, wait)
-    return np.where(db, wait, 0.0), timed_out
+
+def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
+             work: dict[str, np.ndarray], s: Schedule, duration_s: float,
+             rng: np.random.Generator) -> Traffic:
+    keep = (arrival >= 0.0) & (s.end <= duration_s)
+    post = route == POST_PAYMENT
+    error = np.full(route.shape, ERR_NONE, np.int8)
+    error[s.timed_out] = ERR_POOL_TIMEOUT
+    error[work["stmt_to"] & ~s.timed_out] = ERR_STATEMENT_TIMEOUT
+    error[work["card_fail"]] = ERR_GATEWAY
+    held = work["demand"].uses_db & ~s.timed_out
+    gap = work["gap"]
+    call_start = s.thread + work["pre"]
+    sel_start = np.where(held, s.checkout + gap[0], s.checkout)
+    sel_end = np.where(held, sel_start + work["select_s"], sel_start)
+    ins_start = np.where(held & work["writes"], sel_end + gap[1], sel_end)
+    ins_end = np.where(held & work["writes"], ins_start + work["insert_s"], ins_start)
+    status = _status(knobs, route, error, rng)
+    latency = s.end - arrival
+    keep_draw = rng.random(route.shape[0])
+    sampled = ((status >= 500) | ((latency > SLOW_TRACE_S) & (keep_draw < SLOW_KEEP_RATIO))
+               | (keep_draw < knobs["trace_sample_ratio"]))
+    payment_id = np.asarray(rng.integers(10_000, 990_000, route.shape[0]))
+
+    def ns(a: np.ndarray) -> np.ndarray:
+        return _ro(np.rint(a[keep] * NS_PER_S), np.int64)
+
+    return Traffic(
+        route=_ro(route[keep], np.int8), start_ns=ns(arrival), end_ns=ns(s.end),
+        status=_ro(status[keep], np.int16), error=_ro(error[keep], np.int8),
+        call_start_ns=ns(np.where(post, call_start, s.thread)),
+        call_end_ns=ns(np.where(post, call_start + work["card_s"], s.thread)),
+        connect_start_ns=ns(s.pool_request), connect_end_ns=ns(s.checkout),
+        select_start_ns=ns(sel_start), select_end_ns=ns(sel_end),
+        insert_start_ns=ns(ins_start), insert_end_ns=ns(ins_end),
+        release_ns=ns(s.release), sampled=_ro(sampled[keep], bool),
+        payment_id=_ro(payment_id[keep]))
+
+
+def _ro(arr: np.ndarray, dtype: type | str = np.int64) -> np.ndarray:
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    out.setflags(write=False)
+    return out
 
 
 def _status(knobs: dict[str, float], route: np.ndarray, error: np.ndarray,
@@ -297,26 +328,6 @@ def _status(knobs: dict[str, float], route: np.ndarray, error: np.ndarray,
     return status
 
 
-def _step_state(step_ms: int, fault: str, severity: np.ndarray, rate: np.ndarray, load: np.ndarray,
-                capacity: int, route: np.ndarray, step_idx: np.ndarray, n_steps: int,
-                statement_s: np.ndarray, extra_s: np.ndarray, step_s: float) -> StepState:
-    db = route != HEALTH
-    busy = np.bincount(step_idx[db], weights=statement_s[db], minlength=n_steps) / step_s
-    idle_tx = np.bincount(step_idx[db], weights=extra_s[db], minlength=n_steps) / step_s
-    max_stmt = np.zeros(n_steps)
-    np.maximum.at(max_stmt, step_idx[db], statement_s[db])
-    max_hold = np.zeros(n_steps)
-    np.maximum.at(max_hold, step_idx[db], extra_s[db])
-    scale = np.where(load > capacity, capacity / np.maximum(load, 1e-9), 1.0)
-    return StepState(
-        step_ms=step_ms, fault=fault, severity=_ro(severity, np.float64),
-        rate=_ro(rate, np.float64),
-        offered_load=_ro(load, np.float64), pool_capacity=capacity,
-        db_busy=_ro(busy * scale, np.float64), db_idle_in_tx=_ro(idle_tx * scale, np.float64),
-        max_statement_s=_ro(max_stmt, np.float64), max_hold_s=_ro(max_hold, np.float64),
-    )
-
-
 @dataclass(frozen=True)
 class TraceIds:
     """IDs of the sampled requests' spans, row i for the i-th sampled request."""
@@ -326,6 +337,7 @@ class TraceIds:
     connect: np.ndarray
     select: np.ndarray
     insert: np.ndarray
+    card: np.ndarray  # the card processor call (client span)
 
     def hex_trace(self, row: int) -> str:
         return bytes(self.trace_id[row]).hex()
@@ -337,11 +349,11 @@ class TraceIds:
 def assign_ids(traffic: Traffic, rng: np.random.Generator) -> TraceIds:
     """Random 16-byte trace IDs and non-zero 8-byte span IDs from the seeded id stream."""
     m = int(np.count_nonzero(traffic.sampled))
-    raw = rng.integers(0, 256, size=(m, 16 + 4 * 8), dtype=np.uint8)
-    spans = raw[:, 16:].reshape(m, 4, 8)
+    raw = rng.integers(0, 256, size=(m, 16 + 5 * 8), dtype=np.uint8)
+    spans = raw[:, 16:].reshape(m, 5, 8)
     zero = ~spans.any(axis=2)
     spans[..., 7][zero] = 1  # an all-zero span ID is invalid in OTLP
     tid = raw[:, :16]
     tid[~tid.any(axis=1), 15] = 1
     return TraceIds(*(_ro(a, np.uint8) for a in (tid, spans[:, 0], spans[:, 1], spans[:, 2],
-                                                 spans[:, 3])))
+                                                 spans[:, 3], spans[:, 4])))

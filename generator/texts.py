@@ -36,14 +36,14 @@ def failures(knobs: dict[str, float]) -> dict[int, tuple[str, str]]:
             int(knobs["pool_size"]), int(knobs["max_overflow"]), knobs["pool_timeout_s"])),
         ERR_STATEMENT_TIMEOUT: ("sqlalchemy.exc.OperationalError", STATEMENT_TIMEOUT_MESSAGE),
         ERR_GATEWAY: ("payment_service.gateway.PaymentGatewayError",
-                      "card processor answered 503 Service Unavailable"),
+                      "card-processor answered 503 Service Unavailable"),
     }
 
 
 def stacktrace(exc_type: str, message: str) -> str:
     if exc_type.endswith("PaymentGatewayError"):
         inner = ('  File "/app/payment_service/gateway.py", line 31, in charge\n'
-                 "    raise PaymentGatewayError(f\"card processor answered {status}\")\n")
+                 "    raise PaymentGatewayError(f\"card-processor answered {status}\")\n")
     elif exc_type == "sqlalchemy.exc.TimeoutError":
         inner = ('  File "/app/.venv/lib/python3.12/site-packages/sqlalchemy/pool/impl.py", '
                  'line 168, in _do_get\n    raise exc.TimeoutError(\n')

@@ -23,6 +23,7 @@ from .model import (
 )
 from .resource import INSTRUMENTATION_VERSION, RESOURCE
 from .simulate import (
+    ERR_GATEWAY,
     ERR_POOL_TIMEOUT,
     ERR_STATEMENT_TIMEOUT,
     GET_PAYMENT,
@@ -33,7 +34,10 @@ from .simulate import (
 )
 from .texts import INSERT_PAYMENT, SELECT_BY_ID, SELECT_BY_KEY, stacktrace
 
-GAP_NS = 100_000
+CARD_ATTRS: Attributes = (("http.request.method", "POST"),
+                          ("network.protocol.version", "1.1"),
+                          ("server.address", "card-processor"), ("server.port", 8080),
+                          ("url.full", "http://card-processor:8080/v1/charges"))
 DB_ATTRS: Attributes = (("db.name", "payments"), ("db.system", "postgresql"),
                         ("db.user", "payments"), ("net.peer.name", "postgres"),
                         ("net.peer.port", 5432))
@@ -97,9 +101,10 @@ def exception_event(t_ns: int, exc_type: str, message: str) -> SpanEvent:
 
 def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
                 failures: dict[int, tuple[str, str]]) -> tuple[SpanTable, ...]:
-    server, sql = _Rows(), _Rows()
+    server, sql, card = _Rows(), _Rows(), _Rows()
     rows = np.flatnonzero(traffic.sampled)
     used_db = traffic.used_db.tolist()
+    called = traffic.called_card.tolist()
     for i, r in enumerate(rows.tolist()):
         route, status, err = int(traffic.route[r]), int(traffic.status[r]), int(traffic.error[r])
         start, end = int(traffic.start_ns[r]), int(traffic.end_ns[r])
@@ -115,37 +120,51 @@ def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
         if status >= 500:
             attrs.insert(0, ("error.type", str(status)))
             exc_type, message = failures[err]
-            events = (exception_event(end - 200_000, exc_type, message),)
+            events = (exception_event(failed_at(traffic, r), exc_type, message),)
         server.add(tid, ids.server[i], None, start, end, SPAN_KIND_SERVER,
                    f"{method} {http_route}", tuple(attrs), str(status) if status >= 500 else "",
                    events)
-        if not used_db[r]:
-            continue
-        _db_spans(sql, traffic, ids, i, r, end, failures)
+        if called[r]:
+            failed = err == ERR_GATEWAY
+            card.add(tid, ids.card[i], ids.server[i], int(traffic.call_start_ns[r]),
+                     int(traffic.call_end_ns[r]), SPAN_KIND_CLIENT, "POST",
+                     (*CARD_ATTRS, ("http.response.status_code", 503 if failed else 201))
+                     + ((("error.type", "503"),) if failed else ()),
+                     "503" if failed else "")
+        if used_db[r]:
+            _db_spans(sql, traffic, ids, i, r, failures)
     return (server.table("opentelemetry.instrumentation.fastapi"),
+            card.table("opentelemetry.instrumentation.httpx"),
             sql.table("opentelemetry.instrumentation.sqlalchemy"))
 
 
-def _db_spans(sql: _Rows, traffic: Traffic, ids: TraceIds, i: int, r: int, end: int,
+def failed_at(traffic: Traffic, r: int) -> int:
+    """When the request's exception was raised: the end of the step that failed."""
+    err = int(traffic.error[r])
+    if err == ERR_GATEWAY:
+        return int(traffic.call_end_ns[r])
+    if err == ERR_POOL_TIMEOUT:
+        return int(traffic.connect_end_ns[r])
+    return int(traffic.select_end_ns[r])
+
+
+def _db_spans(sql: _Rows, traffic: Traffic, ids: TraceIds, i: int, r: int,
               failures: dict[int, tuple[str, str]]) -> None:
     route, err = int(traffic.route[r]), int(traffic.error[r])
     tid, parent = ids.trace_id[i], ids.server[i]
-    t = int(traffic.start_ns[r] + traffic.pre_ns[r])
-    c_end = min(t + int(traffic.wait_ns[r]), end)
+    c_start, c_end = int(traffic.connect_start_ns[r]), int(traffic.connect_end_ns[r])
     if err == ERR_POOL_TIMEOUT:
         exc_type, message = failures[err]
-        sql.add(tid, ids.connect[i], parent, t, c_end, SPAN_KIND_CLIENT, "connect", DB_ATTRS,
-                message, (exception_event(c_end, exc_type, message),))
+        sql.add(tid, ids.connect[i], parent, c_start, c_end, SPAN_KIND_CLIENT, "connect",
+                DB_ATTRS, message, (exception_event(c_end, exc_type, message),))
         return
-    sql.add(tid, ids.connect[i], parent, t, c_end, SPAN_KIND_CLIENT, "connect", DB_ATTRS)
-    s_start = min(c_end + GAP_NS, end)
-    s_end = min(s_start + int(traffic.select_ns[r]), end)
+    sql.add(tid, ids.connect[i], parent, c_start, c_end, SPAN_KIND_CLIENT, "connect", DB_ATTRS)
     statement = SELECT_BY_KEY if route == POST_PAYMENT else SELECT_BY_ID
     sel_error = failures[err][1] if err == ERR_STATEMENT_TIMEOUT else ""
-    sql.add(tid, ids.select[i], parent, s_start, s_end, SPAN_KIND_CLIENT, "SELECT payments",
+    sql.add(tid, ids.select[i], parent, int(traffic.select_start_ns[r]),
+            int(traffic.select_end_ns[r]), SPAN_KIND_CLIENT, "SELECT payments",
             (*DB_ATTRS, ("db.statement", statement)), sel_error)
-    if traffic.insert_ns[r] > 0:
-        i_start = min(s_end + GAP_NS, end)
-        i_end = min(i_start + int(traffic.insert_ns[r]), end)
-        sql.add(tid, ids.insert[i], parent, i_start, i_end, SPAN_KIND_CLIENT,
-                "INSERT payments", (*DB_ATTRS, ("db.statement", INSERT_PAYMENT)))
+    if traffic.insert_end_ns[r] > traffic.insert_start_ns[r]:
+        sql.add(tid, ids.insert[i], parent, int(traffic.insert_start_ns[r]),
+                int(traffic.insert_end_ns[r]), SPAN_KIND_CLIENT, "INSERT payments",
+                (*DB_ATTRS, ("db.statement", INSERT_PAYMENT)))

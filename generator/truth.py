@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .model import GroundTruth, Phase
-from .scenarios import Scenario
+from .scenarios import PhasePlan, Scenario
 from .simulate import ERR_GATEWAY, ERR_POOL_TIMEOUT, POST_PAYMENT, TraceIds, Traffic
 
 P99_POST = ('histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_'
@@ -22,8 +22,9 @@ POOL_TIMEOUTS = 'rate(db_client_connection_timeouts_total{job="payment-service"}
 IDLE_IN_TX = 'pg_stat_activity_count{datname="payments", state="idle in transaction"}'
 
 
-def phases(scenario: Scenario, duration_ms: int) -> tuple[Phase, ...]:
-    plan = scenario.phases
+def phases(plan: PhasePlan | None, duration_ms: int) -> tuple[Phase, ...]:
+    """The phases of one realized plan; a fault that steps has no onset or recovery ramp,
+    so those phases are left out (the onset time is the peak's start then)."""
     if plan is None:
         return (Phase("baseline", 0, duration_ms),)
     cut = [int(round(f * duration_ms)) for f in (0.0, plan.onset, plan.peak, plan.recovery,
@@ -55,7 +56,7 @@ STORIES = {
          "traces:SELECT payments spans"),
         (("p99 of POST /payment", P99_POST), ("seq scans on payments", SEQ_SCANS),
          ("pool connections in use", POOL_USED), ("5xx ratio", ERROR_RATIO)),
-        (("slow statements logged by PostgreSQL", '{service_name="postgresql"} |= "duration:"'),),
+        (("slow statements logged by PostgreSQL", '{service_name="postgres"} |= "duration:"'),),
         (("slow SELECT spans", '{ resource.service.name = "payment-service" && name = '
           '"SELECT payments" && duration > 500ms }'),
          ("slow POST /payment requests", TRACEQL_POST + " && duration > 1s }"))),
@@ -92,9 +93,9 @@ STORIES = {
 }
 
 
-def build_truth(scenario: Scenario, duration_ms: int, traffic: Traffic,
-                ids: TraceIds) -> GroundTruth:
-    ph = phases(scenario, duration_ms)
+def build_truth(scenario: Scenario, plan: PhasePlan | None, duration_ms: int,
+                traffic: Traffic, ids: TraceIds) -> GroundTruth:
+    ph = phases(plan, duration_ms)
     peak = next((p for p in ph if p.name == "peak"), None)
     examples = _examples(scenario, traffic, ids, peak)
     example_logql = (("access lines of one example trace",
@@ -103,10 +104,14 @@ def build_truth(scenario: Scenario, duration_ms: int, traffic: Traffic,
     story = STORIES[scenario.fault]
     return GroundTruth(
         summary=story.summary, root_cause_component=scenario.root_cause_component,
-        root_cause_kind=scenario.root_cause_kind, onset_ms=_at(ph, "onset"),
-        peak_ms=_at(ph, "peak"), recovery_ms=_at(ph, "recovery"), phases=ph,
+        root_cause_kind=scenario.root_cause_kind,
+        onset_ms=None if plan is None else int(round(plan.onset * duration_ms)),
+        peak_ms=_at(ph, "peak"),
+        recovery_ms=None if plan is None else int(round(plan.recovery * duration_ms)),
+        phases=ph,
         affected_signals=story.affected, example_trace_ids=examples, promql=story.promql,
-        logql=story.logql + (example_logql,), traceql=story.traceql)
+        logql=story.logql + (example_logql,), traceql=story.traceql,
+        root_cause_identity=tuple(sorted(scenario.root_cause_identity.items())))
 
 
 def _at(ph: tuple[Phase, ...], name: str) -> int | None:

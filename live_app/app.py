@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         key = body.idempotency_key or uuid.uuid4().hex
         try:
             if mode == "error_spike" and rng.random() < settings.error_ratio:
-                raise PaymentGatewayError("card processor answered 503 Service Unavailable")
+                raise PaymentGatewayError("card-processor answered 503 Service Unavailable")
             slow = settings.slow_query_s if mode == "slow_query" else 0.0
             with acquire(engine, tel.pool) as conn, conn.begin():
                 existing = db.find_by_key(conn, key, slow)
@@ -140,12 +140,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"detail": f"payment {payment_id} not found"}, status_code=404)
         return JSONResponse(found)
 
+    # Operational endpoints are async: they run on the event loop, not in the 40-thread
+    # pool that payment requests can fill, so probes and scrapes answer during an incident.
     @app.get("/health")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/incident")
-    def get_incident() -> dict[str, object]:
+    async def get_incident() -> dict[str, object]:
         return {"mode": state["incident"].mode, "modes": list(MODES)}
 
     @app.post("/incident")
@@ -164,7 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"mode": mode})
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(generate_latest(tel.registry), media_type=CONTENT_TYPE_LATEST)
 
     Instrumentator(should_group_status_codes=True, excluded_handlers=["/metrics"],

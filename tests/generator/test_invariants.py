@@ -210,23 +210,26 @@ def test_slow_query_pool_follows_littles_law() -> None:
     rate = np.diff(seq.values)
     quarter = len(rate) // 4
     assert rate[quarter * 2 - 4: quarter * 2 + 4].mean() > 10 * max(rate[:quarter].mean(), 0.1)
-    pg_lines = [line for st in slow.log_streams if dict(st.labels)["service_name"] == "postgresql"
+    pg_lines = [line for st in slow.log_streams if dict(st.labels)["service_name"] == "postgres"
                 for line in st.lines]
     assert any("LOG:  duration:" in line and "ms  execute <unnamed>: SELECT" in line
                for line in pg_lines)
 
 
-def test_pool_exhaustion_pins_the_pool_and_times_out_at_30s() -> None:
+def test_pool_exhaustion_pins_the_pool_and_times_out_at_the_pool_timeout() -> None:
     inc = cached_incident("pool_exhaustion")
     peak = next(p for p in inc.truth.phases if p.name == "peak")
     used = next(s for s in inc.iter_series("db_client_connections_usage_connections")
                 if s.label("state") == "used")
-    idle = next(s for s in inc.iter_series("db_client_connections_usage_connections")
-                if s.label("state") == "idle")
+    pending = next(inc.iter_series("db_client_connection_pending_requests"))
     in_peak = (used.t_ms >= peak.start_ms + 60_000) & (used.t_ms < peak.end_ms)
-    assert np.all(used.values[in_peak] == 15) and np.all(idle.values[in_peak] == 0)
+    assert np.mean(used.values[in_peak] == 15) > 0.9
+    assert np.median(pending.values[in_peak]) >= 10
     timeouts = next(inc.iter_series("db_client_connection_timeouts_total"))
     assert timeouts.values[-1] > 100
-    connects = [(t.end_ns[i] - t.start_ns[i]) for t in inc.span_tables for i in range(len(t))
-                if t.name[i] == "connect" and t.status_code[i] == 2]
-    assert connects and all(c == 30 * 10**9 for c in connects)
+    connects = np.array([(t.end_ns[i] - t.start_ns[i]) for t in inc.span_tables
+                         for i in range(len(t)) if t.name[i] == "connect"
+                         and t.status_code[i] == 2])
+    # QueuePool gives up at pool_timeout (2 s here), noticed a little late by the thread
+    assert connects.size and np.all((connects > 2 * 10**9) & (connects < 2.05 * 10**9))
+    assert np.unique(connects).size > 0.99 * connects.size  # jittered, not one exact value

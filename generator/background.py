@@ -1,0 +1,34 @@
+"""Work on the database that is not payment-service's: a reporting job and other sessions.
+
+The reporting job scans ``payments`` every ``REPORT_PERIOD_S``; its phase and each run's
+delay are drawn from the seed, so its scans land anywhere relative to an incident's onset
+(an artefact that lined up with every onset would point an investigator at it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .model import frozen_array
+
+REPORT_PERIOD_S = 300.0
+
+
+@dataclass(frozen=True)
+class Background:
+    scan_start_s: np.ndarray  # the reporting job's sequential scans of payments
+    scan_end_s: np.ndarray
+    other_tx_per_s: float  # short transactions of other sessions (admin, dashboards)
+
+
+def background(duration_s: float, rng: np.random.Generator) -> Background:
+    phase = rng.random() * REPORT_PERIOD_S
+    runs = np.arange(phase - REPORT_PERIOD_S, duration_s, REPORT_PERIOD_S)
+    start = runs + rng.gamma(2.0, 4.0, runs.shape[0])  # cron and queue delay, seconds
+    took = 1.1 * np.exp(0.25 * rng.standard_normal(runs.shape[0]))
+    keep = (start >= 0.0) & (start < duration_s)
+    return Background(frozen_array(start[keep], np.float64),
+                      frozen_array((start + took)[keep], np.float64),
+                      float(0.3 + 0.2 * rng.random()))
