@@ -14,13 +14,17 @@ import numpy as np
 from .model import frozen_array
 
 REPORT_PERIOD_S = 300.0
+CHECKPOINT_TIMEOUT_S = 300.0  # PostgreSQL's checkpoint_timeout
+CHECKPOINT_SPREAD = 0.9  # checkpoint_completion_target
 
 
 @dataclass(frozen=True)
 class Background:
     scan_start_s: np.ndarray  # the reporting job's sequential scans of payments
     scan_end_s: np.ndarray
+    joined_rows: np.ndarray  # rows the report also reads from other tables (its date range)
     other_tx_per_s: float  # short transactions of other sessions (admin, dashboards)
+    checkpoint_start_s: np.ndarray  # timed checkpoints (the server's own clock: any phase)
 
 
 def background(duration_s: float, rng: np.random.Generator) -> Background:
@@ -29,6 +33,10 @@ def background(duration_s: float, rng: np.random.Generator) -> Background:
     start = runs + rng.gamma(2.0, 4.0, runs.shape[0])  # cron and queue delay, seconds
     took = 1.1 * np.exp(0.25 * rng.standard_normal(runs.shape[0]))
     keep = (start >= 0.0) & (start < duration_s)
+    joined = rng.integers(40_000, 400_000, runs.shape[0])
+    other = float(0.3 + 0.2 * rng.random())
+    cp = np.arange(rng.random() * CHECKPOINT_TIMEOUT_S - 2 * CHECKPOINT_TIMEOUT_S, duration_s,
+                   CHECKPOINT_TIMEOUT_S)
     return Background(frozen_array(start[keep], np.float64),
                       frozen_array((start + took)[keep], np.float64),
-                      float(0.3 + 0.2 * rng.random()))
+                      frozen_array(joined[keep], np.int64), other, frozen_array(cp, np.float64))

@@ -49,15 +49,21 @@ def postgres_series(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
     live_rows = LIVE_ROWS_AT_START + b.counter(ins_idx[inserted])
     scan_idx = b.index(np.rint(bg.scan_end_s * NS_PER_S).astype(np.int64))
 
-    _activity(b, sim, bg, seq, rng)
+    scanning = _activity(b, sim, bg, seq, rng)
     scans = b.counter(sel_idx[seq]) + b.counter(scan_idx)
     rows_scanned = b.counter(sel_idx[seq], np.full(int(seq.sum()), 1.0)) * live_rows + \
         b.counter(scan_idx) * live_rows
+    # A scan of 1.25 M rows is planned as a Parallel Seq Scan with 2 workers; each process
+    # that takes part counts a scan, and workers are only there while max_parallel_workers
+    # (8) has some free: the more scans run at once, the fewer get theirs.
+    per_step = np.diff(scans, prepend=0.0).astype(np.int64)
+    granted = rng.binomial(2 * per_step, np.minimum(1.0, 4.0 / (scanning + 1.0)))
+    scan_count = np.cumsum(per_step + granted).astype(np.float64)
     lookups = ran & ~seq
     found = get & ran & (traffic.status == 200)
     tbl = {**PG_JOB, "datname": "payments", "schemaname": "public", "relname": "payments"}
     for name, help_text, values in (
-        ("seq_scan", "Number of sequential scans initiated on this table", scans),
+        ("seq_scan", "Number of sequential scans initiated on this table", scan_count),
         ("seq_tup_read", "Number of live rows fetched by sequential scans", rows_scanned),
         ("idx_scan", "Number of index scans initiated on this table",
          b.counter(sel_idx[lookups])),
@@ -81,7 +87,8 @@ def _scanning(sim: Simulation, plan: PhasePlan | None, t_ns: np.ndarray) -> np.n
 
 
 def _activity(b: SeriesBuilder, sim: Simulation, bg: Background, seq: np.ndarray,
-              rng: np.random.Generator) -> None:
+              rng: np.random.Generator) -> np.ndarray:
+    """pg_stat_activity at each scrape; returns how many scans of the app ran then."""
     inst, traffic = sim.instants, sim.traffic
     at_ns = b.t_ms * 1_000_000
     scanning = covering(traffic.select_start_ns[seq], traffic.select_end_ns[seq], at_ns)
@@ -101,22 +108,26 @@ def _activity(b: SeriesBuilder, sim: Simulation, bg: Background, seq: np.ndarray
     lab = {**PG_JOB, **APP_SESSION, "state": "active", "wait_event_type": "IO",
            "wait_event": "DataFileRead"}
     b.add("pg_stat_activity_count", lab, io_wait.astype(np.float64))
-    b.add("pg_stat_activity_max_tx_duration", lab,
-          np.where(io_wait > 0, np.round(inst.oldest_statement_s, 6), 0.0))
+    # the oldest running statement is not always the one waiting on a read at that instant
+    oldest_waits = rng.random(b.n) < 0.7
+    wait_age = np.where(oldest_waits, inst.oldest_statement_s,
+                        inst.oldest_statement_s * rng.uniform(0.2, 1.0, b.n))
+    b.add("pg_stat_activity_max_tx_duration", lab, np.where(io_wait > 0, np.round(wait_age, 6),
+                                                            0.0))
     t_s = b.t_ms / 1000.0
     report_on = covering(bg.scan_start_s, bg.scan_end_s, t_s)
     first = np.searchsorted(bg.scan_start_s, t_s, side="right") - 1
     age = np.where(report_on > 0, t_s - bg.scan_start_s[np.maximum(first, 0)], 0.0)
-    for st, vals in (("active", report_on), ("idle", 1 - report_on)):
-        lab = {**PG_JOB, **REPORT_SESSION, "state": st}
-        b.add("pg_stat_activity_count", lab, vals.astype(np.float64))
-        b.add("pg_stat_activity_max_tx_duration", lab,
-              np.round(age, 6) if st == "active" else b.const(0))
+    # the job connects for each run (cron), so it has a session only while it scans
+    lab = {**PG_JOB, **REPORT_SESSION, "state": "active"}
+    b.add("pg_stat_activity_count", lab, report_on.astype(np.float64))
+    b.add("pg_stat_activity_max_tx_duration", lab, np.round(age, 6))
     lab = {**PG_JOB, "datname": "postgres", "state": "active", "usename": "postgres_exporter",
            "application_name": "postgres_exporter", "backend_type": "client backend"}
     b.add("pg_stat_activity_count", lab, b.const(1))
     b.add("pg_stat_activity_max_tx_duration", lab,
           np.round(0.0011 * np.exp(0.3 * rng.standard_normal(b.n)), 6))
+    return scanning.astype(np.float64)
 
 
 def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.Generator,
@@ -151,7 +162,9 @@ def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.
     writes = rng.binomial(np.diff(b.counter(ins_idx[inserted]), prepend=0.0).astype(np.int64),
                           0.03)
     write_ms = writes * 0.06 * np.exp(0.5 * rng.standard_normal(n))
-    returned = rows_scanned + b.counter(sel_idx[found]) + np.cumsum(other_rows)
+    report_idx = b.index(np.rint(bg.scan_end_s * NS_PER_S).astype(np.int64))
+    returned = (rows_scanned + b.counter(sel_idx[found]) + np.cumsum(other_rows)
+                + b.counter(report_idx, bg.joined_rows.astype(np.float64)))
     stats = {
         "numbackends": inst.used + inst.idle + 1.0,
         "xact_commit": commits,
@@ -165,6 +178,8 @@ def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.
         "blk_read_time": np.round(np.cumsum(seq_reads * read_ms + lookup_reads * 0.09), 3),
         "blk_write_time": np.round(np.cumsum(write_ms), 3),
     }
+    _bgwriter(b, bg, rng, np.diff(b.counter(ins_idx[inserted]), prepend=0.0), lookup_reads,
+              scan_steps, writes)
     quiet = _quiet(b, rng, step_s)
     for name, values in stats.items():
         mtype = "gauge" if name == "numbackends" else "counter"
@@ -173,6 +188,57 @@ def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.
             lab = {**PG_JOB, "datname": datname, "datid": datid}
             b.add(f"pg_stat_database_{name}", lab,
                   values if datname == "payments" else quiet.get(name, np.zeros(n)))
+
+
+def _bgwriter(b: SeriesBuilder, bg: Background, rng: np.random.Generator,
+              inserts: np.ndarray, lookup_reads: np.ndarray, scan_steps: np.ndarray,
+              backend_writes: np.ndarray) -> None:
+    """pg_stat_bgwriter: timed checkpoints write what was dirtied since the last one,
+    spread over checkpoint_completion_target of the interval."""
+    from .background import CHECKPOINT_SPREAD, CHECKPOINT_TIMEOUT_S
+
+    t_s = b.t_ms / 1000.0
+    started = np.searchsorted(bg.checkpoint_start_s, t_s, side="right")
+    # inserts dirty a heap page per 60 rows and a random leaf of each index
+    dirtied = np.cumsum(inserts / 60.0 + np.minimum(inserts, 900.0) * 1.7)
+    dirty_at = np.interp(bg.checkpoint_start_s, t_s, dirtied, left=0.0)
+    batch = np.diff(dirty_at, prepend=0.0) + rng.poisson(40.0, bg.checkpoint_start_s.shape[0])
+    spread = CHECKPOINT_SPREAD * CHECKPOINT_TIMEOUT_S
+    done = np.clip((t_s[:, None] - bg.checkpoint_start_s[None, :]) / spread, 0.0, 1.0)
+    written = np.floor(done @ batch)
+    per_page_ms = 0.9 * np.exp(0.3 * rng.standard_normal(bg.checkpoint_start_s.shape[0]))
+    write_ms = np.round((done * spread * 1000.0 * (batch > 0)) @ np.minimum(per_page_ms, 1.0))
+    finished = (done >= 1.0).astype(np.float64)
+    sync_ms = np.round(finished @ (35.0 * np.exp(0.6 * rng.standard_normal(
+        bg.checkpoint_start_s.shape[0]))))
+    n = b.n
+    clean = np.cumsum(rng.poisson(0.2 * (b.t_ms[1] - b.t_ms[0]) / 1000.0 * (1 + scan_steps), n))
+    alloc = np.cumsum(lookup_reads + rng.poisson(32.0 * scan_steps) + rng.poisson(3.0, n))
+    for name, help_text, values in (
+        ("checkpoints_timed", "Number of scheduled checkpoints that have been performed",
+         started.astype(np.float64) + 211.0),
+        ("checkpoints_req", "Number of requested checkpoints that have been performed",
+         b.const(3)),
+        ("checkpoint_write_time", "Total amount of time that has been spent in the portion "
+         "of checkpoint processing where files are written to disk, in milliseconds",
+         write_ms + 1.9e6),
+        ("checkpoint_sync_time", "Total amount of time that has been spent in the portion of "
+         "checkpoint processing where files are synchronized to disk, in milliseconds",
+         sync_ms + 7.1e3),
+        ("buffers_checkpoint", "Number of buffers written during checkpoints",
+         written + 4.1e5),
+        ("buffers_clean", "Number of buffers written by the background writer",
+         clean + 2.3e3),
+        ("maxwritten_clean", "Number of times the background writer stopped a cleaning scan "
+         "because it had written too many buffers", b.const(0)),
+        ("buffers_backend", "Number of buffers written directly by a backend",
+         np.cumsum(backend_writes) + 1.6e4),
+        ("buffers_backend_fsync", "Number of times a backend had to execute its own fsync "
+         "call", b.const(0)),
+        ("buffers_alloc", "Number of buffers allocated", alloc + 8.8e5),
+    ):
+        b.family(f"pg_stat_bgwriter_{name}_total", "counter", help_text)
+        b.add(f"pg_stat_bgwriter_{name}_total", PG_JOB, values)
 
 
 def _quiet(b: SeriesBuilder, rng: np.random.Generator, step_s: float) -> dict[str, np.ndarray]:
