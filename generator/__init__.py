@@ -14,7 +14,7 @@ import numpy as np
 
 from .logs import build_logs, make_clients
 from .metrics import build_metrics
-from .model import Incident
+from .model import Incident, MetricFamily, Series
 from .scenarios import SCENARIOS, Scenario, ScenarioError, get_scenario
 from .simulate import assign_ids, simulate
 from .texts import failures
@@ -55,7 +55,8 @@ def generate(scenario: str, seed: int = 1, duration_ms: int | None = None,
     ids = assign_ids(traffic, rngs["ids"])
     clients = make_clients(traffic, rngs["clients"])
     fails = failures(resolved)
-    families, series = ((), ())
+    families: tuple[MetricFamily, ...] = ()
+    series: tuple[Series, ...] = ()
     if "metrics" in signals:
         families, series = build_metrics(sim, ids, resolved, plan, rngs["gauges"])
     return Incident(

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from .model import Exemplars, MetricFamily, Series, frozen_array
+from .postgres import postgres_series
+from .process import process_series
 from .resource import INSTRUMENTATION_VERSION, RESOURCE, SCHEMA_URL
 from .scenarios import PhasePlan
 from .series import (
@@ -56,9 +58,6 @@ CARD_URL = f"http://{CARD_HOST}:{CARD_PORT}/v1/charges"
 def build_metrics(sim: Simulation, ids: TraceIds, knobs: dict[str, float],
                   plan: PhasePlan | None, rng: np.random.Generator,
                   ) -> tuple[tuple[MetricFamily, ...], tuple[Series, ...]]:
-    from .postgres import postgres_series
-    from .process import process_series
-
     n_steps = sim.severity.shape[0]
     b = SeriesBuilder(np.arange(n_steps + 1, dtype=np.int64) * sim.step_ms)
     _http_metrics(b, sim, ids)

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .background import Background, background
+from .background import CHECKPOINT_SPREAD, CHECKPOINT_TIMEOUT_S, Background, background
 from .queue import covering
 from .scenarios import PhasePlan
 from .series import PG_JOB, SeriesBuilder, ar_noise
-from .simulate import ERR_NONE, ERR_STATEMENT_TIMEOUT, GET_PAYMENT, NS_PER_S, POST_PAYMENT, \
-    Simulation
+from .simulate import (
+    ERR_NONE,
+    ERR_STATEMENT_TIMEOUT,
+    GET_PAYMENT,
+    NS_PER_S,
+    POST_PAYMENT,
+    Simulation,
+)
 
 DATABASES = (("payments", "16384"), ("postgres", "5"))
 ROWS_PER_PAGE = 60
@@ -195,8 +201,6 @@ def _bgwriter(b: SeriesBuilder, bg: Background, rng: np.random.Generator,
               backend_writes: np.ndarray) -> None:
     """pg_stat_bgwriter: timed checkpoints write what was dirtied since the last one,
     spread over checkpoint_completion_target of the interval."""
-    from .background import CHECKPOINT_SPREAD, CHECKPOINT_TIMEOUT_S
-
     t_s = b.t_ms / 1000.0
     started = np.searchsorted(bg.checkpoint_start_s, t_s, side="right")
     # inserts dirty a heap page per 60 rows and a random leaf of each index

@@ -198,8 +198,9 @@ _register(
         root_cause_kind="missing_index",
         root_cause_identity={"job": "postgres", "server.address": "postgres",
                              "service_name": "postgres", "relname": "payments"},
-        # DROP INDEX takes effect at once; CREATE INDEX CONCURRENTLY ends the scans at once
-        phases=PhasePlan(onset=0.33, peak=0.33, recovery=0.70, recovered=0.70,
+        # DROP INDEX takes effect at once (a step); once CREATE INDEX CONCURRENTLY is done the
+        # scans in flight drain within seconds
+        phases=PhasePlan(onset=0.33, peak=0.34, recovery=0.70, recovered=0.71,
                          onset_jump=1.0, onset_range=(0.22, 0.45), stretch=0.25),
     )
 )
@@ -217,8 +218,8 @@ _register(
         root_cause_kind="connection_pool_exhaustion",
         root_cause_identity={"job": "payment-service", "service.name": "payment-service",
                              "service_name": "payment-service"},
-        # a deploy switches the slow call on at once; the rollback switches it off
-        phases=PhasePlan(onset=0.33, peak=0.33, recovery=0.66, recovered=0.66,
+        # a deploy switches the slow call on at once; the rollback rolls out within seconds
+        phases=PhasePlan(onset=0.33, peak=0.34, recovery=0.66, recovered=0.67,
                          onset_jump=1.0, onset_range=(0.22, 0.45), stretch=0.25),
         # the service fails fast: with 40 worker threads in front of 15 connections a waiter
         # can never queue long enough for a 30 s timeout, so the team set 2 s

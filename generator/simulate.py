@@ -108,6 +108,21 @@ class Instants:
 
 
 @dataclass(frozen=True)
+class Work:
+    """What each request asks of the threads, the card processor and the database."""
+
+    demand: Demand
+    pre: np.ndarray  # handling before the card processor call
+    card_s: np.ndarray
+    card_fail: np.ndarray
+    select_s: np.ndarray
+    insert_s: np.ndarray
+    gap: np.ndarray  # (3, n): checkout -> SELECT -> INSERT -> commit/rollback
+    stmt_to: np.ndarray
+    writes: np.ndarray
+
+
+@dataclass(frozen=True)
 class Simulation:
     traffic: Traffic
     instants: Instants
@@ -157,7 +172,7 @@ def simulate(knobs: dict[str, float], plan: PhasePlan | None, fault: str, durati
 
     work = _work(knobs, fault, route, arrival, sev, streams)
     capacity = int(knobs["pool_size"] + knobs["max_overflow"])
-    sched = schedule(work["demand"], int(knobs["worker_threads"]), capacity,
+    sched = schedule(work.demand, int(knobs["worker_threads"]), capacity,
                      knobs["pool_timeout_s"])
     scrape_s = np.arange(n_steps + 1) * step_s
     instants = _instants(route, work, sched, scrape_s, int(knobs["pool_size"]))
@@ -186,8 +201,7 @@ def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.ndarray,
-          sev: np.ndarray, streams: dict[str, np.random.Generator]) -> dict[str, np.ndarray]:
-    """What each request asks of the threads, the card processor and the database."""
+          sev: np.ndarray, streams: dict[str, np.random.Generator]) -> Work:
     n = route.shape[0]
     lat, gaps = streams["latency"], streams["pool"]
     post, get, health = route == POST_PAYMENT, route == GET_PAYMENT, route == HEALTH
@@ -227,9 +241,7 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
         arrival=arrival, on_thread=~health, before_pool=pre + card_s, uses_db=uses_db,
         hold=np.where(uses_db, hold, 0.0), after_pool=post_work + error_s,
         timeout_jitter=_lognormal(gaps, 0.0012, 0.6, n))
-    return {"demand": demand, "pre": pre, "card_s": card_s, "card_fail": card_fail,
-            "select_s": select_s, "insert_s": insert_s, "extra_s": extra_s, "gap": gap,
-            "stmt_to": stmt_to, "writes": writes}
+    return Work(demand, pre, card_s, card_fail, select_s, insert_s, gap, stmt_to, writes)
 
 
 def _card_calls(knobs: dict[str, float], fault: str, post: np.ndarray, sev: np.ndarray,
@@ -245,15 +257,15 @@ def _card_calls(knobs: dict[str, float], fault: str, post: np.ndarray, sev: np.n
     return np.where(post, took, 0.0), failed
 
 
-def _instants(route: np.ndarray, work: dict[str, np.ndarray], s: Schedule, at: np.ndarray,
+def _instants(route: np.ndarray, work: Work, s: Schedule, at: np.ndarray,
               pool_size: int) -> Instants:
-    d: Demand = work["demand"]
+    d = work.demand
     held = d.uses_db & ~s.timed_out
-    gap, sel, ins = work["gap"], work["select_s"], work["insert_s"]
+    gap, sel, ins = work.gap, work.select_s, work.insert_s
     sel_start = s.checkout + gap[0]
     sel_end = sel_start + sel
     ins_start = sel_end + gap[1]
-    ins_end = np.where(work["writes"], ins_start + ins, ins_start)
+    ins_end = np.where(work.writes, ins_start + ins, ins_start)
     get_like = route != POST_PAYMENT
     active = {"GET": covering(d.arrival[get_like], s.end[get_like], at),
               "POST": covering(d.arrival[~get_like], s.end[~get_like], at)}
@@ -276,21 +288,21 @@ def _instants(route: np.ndarray, work: dict[str, np.ndarray], s: Schedule, at: n
 
 
 def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
-             work: dict[str, np.ndarray], s: Schedule, duration_s: float,
+             work: Work, s: Schedule, duration_s: float,
              rng: np.random.Generator) -> Traffic:
     keep = (arrival >= 0.0) & (s.end <= duration_s)
     post = route == POST_PAYMENT
     error = np.full(route.shape, ERR_NONE, np.int8)
     error[s.timed_out] = ERR_POOL_TIMEOUT
-    error[work["stmt_to"] & ~s.timed_out] = ERR_STATEMENT_TIMEOUT
-    error[work["card_fail"]] = ERR_GATEWAY
-    held = work["demand"].uses_db & ~s.timed_out
-    gap = work["gap"]
-    call_start = s.thread + work["pre"]
+    error[work.stmt_to & ~s.timed_out] = ERR_STATEMENT_TIMEOUT
+    error[work.card_fail] = ERR_GATEWAY
+    held = work.demand.uses_db & ~s.timed_out
+    gap = work.gap
+    call_start = s.thread + work.pre
     sel_start = np.where(held, s.checkout + gap[0], s.checkout)
-    sel_end = np.where(held, sel_start + work["select_s"], sel_start)
-    ins_start = np.where(held & work["writes"], sel_end + gap[1], sel_end)
-    ins_end = np.where(held & work["writes"], ins_start + work["insert_s"], ins_start)
+    sel_end = np.where(held, sel_start + work.select_s, sel_start)
+    ins_start = np.where(held & work.writes, sel_end + gap[1], sel_end)
+    ins_end = np.where(held & work.writes, ins_start + work.insert_s, ins_start)
     status = _status(knobs, route, error, rng)
     latency = s.end - arrival
     keep_draw = rng.random(route.shape[0])
@@ -305,7 +317,7 @@ def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
         route=_ro(route[keep], np.int8), start_ns=ns(arrival), end_ns=ns(s.end),
         status=_ro(status[keep], np.int16), error=_ro(error[keep], np.int8),
         call_start_ns=ns(np.where(post, call_start, s.thread)),
-        call_end_ns=ns(np.where(post, call_start + work["card_s"], s.thread)),
+        call_end_ns=ns(np.where(post, call_start + work.card_s, s.thread)),
         connect_start_ns=ns(s.pool_request), connect_end_ns=ns(s.checkout),
         select_start_ns=ns(sel_start), select_end_ns=ns(sel_end),
         insert_start_ns=ns(ins_start), insert_end_ns=ns(ins_end),

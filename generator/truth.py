@@ -13,12 +13,15 @@ from .simulate import ERR_GATEWAY, ERR_POOL_TIMEOUT, POST_PAYMENT, TraceIds, Tra
 P99_POST = ('histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_'
             'bucket{job="payment-service", http_route="/payment", http_request_method="POST"}'
             '[1m])))')
-ERROR_RATIO = ('sum(rate(http_server_request_duration_seconds_count{job="payment-service", '
-               'http_response_status_code=~"5.."}[1m])) / sum(rate(http_server_request_'
-               'duration_seconds_count{job="payment-service"}[1m]))')
+ERROR_RATIO = ('(sum(rate(http_server_request_duration_seconds_count{job="payment-service", '
+               'http_response_status_code=~"5.."}[1m])) or vector(0)) / '
+               'sum(rate(http_server_request_duration_seconds_count{job="payment-service"}[1m]))')
 POOL_USED = 'db_client_connections_usage_connections{job="payment-service", state="used"}'
 SEQ_SCANS = 'rate(pg_stat_user_tables_seq_scan{relname="payments"}[1m])'
 POOL_TIMEOUTS = 'rate(db_client_connection_timeouts_total{job="payment-service"}[1m])'
+POOL_PENDING = 'db_client_connection_pending_requests{job="payment-service"}'
+CARD_ERRORS = ('sum by (http_response_status_code) (rate(http_client_request_duration_seconds_'
+               'count{job="payment-service", server_address="card-processor"}[1m]))')
 IDLE_IN_TX = 'pg_stat_activity_count{datname="payments", state="idle in transaction"}'
 
 
@@ -62,13 +65,16 @@ STORIES = {
          ("slow POST /payment requests", TRACEQL_POST + " && duration > 1s }"))),
     "connection_hold": _Story(
         "POST /payment held database connections open for seconds; the QueuePool (5 + 10) "
-        "stayed at 15 used, requests waited up to the 30 s pool timeout and failed with "
+        "stayed at 15 used, the worker threads filled with requests waiting for a "
+        "connection, and those that waited past the 2 s pool timeout failed with "
         "sqlalchemy.exc.TimeoutError (HTTP 500).",
         ("metrics:db_client_connections_usage_connections",
          "metrics:db_client_connection_timeouts_total",
          "metrics:http_server_request_duration_seconds", "metrics:pg_stat_activity_count",
          "logs:payment-service QueuePool errors", "traces:connect spans with TimeoutError"),
-        (("pool connections in use", POOL_USED), ("pool timeouts", POOL_TIMEOUTS),
+        (("pool connections in use", POOL_USED), ("requests waiting for a connection",
+                                                  POOL_PENDING),
+         ("pool timeouts", POOL_TIMEOUTS),
          ("5xx ratio", ERROR_RATIO), ("idle in transaction", IDLE_IN_TX),
          ("p99 of POST /payment", P99_POST)),
         (("QueuePool timeouts",
@@ -79,13 +85,17 @@ STORIES = {
         "the card processor answered 503 to about a third of the charges: POST /payment "
         "failed fast with PaymentGatewayError (HTTP 500) while the database and the pool "
         "stayed calm.",
-        ("metrics:http_server_request_duration_seconds (5xx)", "metrics:http_requests_total",
+        ("metrics:http_client_request_duration_seconds{server_address=\"card-processor\"}",
+         "metrics:http_server_request_duration_seconds (5xx)", "metrics:http_requests_total",
          "logs:payment-service PaymentGatewayError",
          "traces:POST /payment spans with error status"),
-        (("5xx ratio", ERROR_RATIO), ("p99 of POST /payment", P99_POST)),
+        (("card processor answers by status", CARD_ERRORS), ("5xx ratio", ERROR_RATIO),
+         ("p99 of POST /payment", P99_POST)),
         (("gateway errors",
           '{service_name="payment-service", level="error"} |= "PaymentGatewayError"'),),
-        (("failed payments", TRACEQL_POST + " && status = error }"),)),
+        (("calls the card processor failed", '{ span.server.address = "card-processor" && '
+          'kind = client && status = error }'),
+         ("failed payments", TRACEQL_POST + " && status = error }"))),
     "none": _Story(
         "healthy traffic; no incident.", (),
         (("p99 of POST /payment", P99_POST), ("5xx ratio", ERROR_RATIO)), (),

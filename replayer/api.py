@@ -117,6 +117,7 @@ class AbsoluteTruth:
     promql: tuple[tuple[str, str], ...]
     logql: tuple[tuple[str, str], ...]
     traceql: tuple[tuple[str, str], ...]
+    root_cause_identity: tuple[tuple[str, str], ...] = ()  # how the data names the cause
 
     @staticmethod
     def of(truth: GroundTruth, start_ns: int, labels: Mapping[str, str]) -> AbsoluteTruth:
@@ -133,7 +134,7 @@ class AbsoluteTruth:
             example_trace_ids=truth.example_trace_ids,
             promql=tuple((w, scope_promql(q, labels)) for w, q in truth.promql),
             logql=tuple((w, scope_logql(q, labels)) for w, q in truth.logql),
-            traceql=truth.traceql)
+            traceql=truth.traceql, root_cause_identity=truth.root_cause_identity)
 
 
 @dataclass

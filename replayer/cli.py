@@ -120,6 +120,10 @@ def inspect_cmd(source: str, seed: int, duration: str | None, step: str | None,
     click.echo(f"logs       {c['log_streams']} streams, {c['log_lines']} lines")
     click.echo(f"traces     {c['traces']} traces, {c['spans']} spans")
     click.echo(f"root cause {t['root_cause']['component']} / {t['root_cause']['kind']}")
+    identity = t["root_cause"].get("identity") or {}
+    if identity:
+        click.echo("  named in the data as " + ", ".join(f"{k}={v}" for k, v in
+                                                          sorted(identity.items())))
     click.echo(f"summary    {t['summary']}")
     for p in t["phases"]:
         click.echo(f"  phase {p['name']:<9} {p['start_ms'] / 60000:6.1f} - "

@@ -87,7 +87,8 @@ def header_record(incident: Incident) -> dict[str, Any]:
 def truth_to_json(t: GroundTruth) -> dict[str, Any]:
     return {
         "summary": t.summary, "root_cause": {"component": t.root_cause_component,
-                                             "kind": t.root_cause_kind},
+                                             "kind": t.root_cause_kind,
+                                             "identity": dict(t.root_cause_identity)},
         "onset_ms": t.onset_ms, "peak_ms": t.peak_ms, "recovery_ms": t.recovery_ms,
         "phases": [{"name": p.name, "start_ms": p.start_ms, "end_ms": p.end_ms}
                    for p in t.phases],
@@ -323,6 +324,8 @@ def truth_from_json(t: dict[str, Any]) -> GroundTruth:
         promql=tuple((q["what"], q["query"]) for q in t["promql"]),
         logql=tuple((q["what"], q["query"]) for q in t["logql"]),
         traceql=tuple((q["what"], q["query"]) for q in t["traceql"]),
+        # absent from recordings written before the ground truth named it: no identity
+        root_cause_identity=tuple(sorted(t["root_cause"].get("identity", {}).items())),
     )
 
 

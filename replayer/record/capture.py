@@ -42,7 +42,7 @@ from generator.model import (
 from .assemble import example_traces, recorded_incident, span_tables
 
 NS_PER_MS = 1_000_000
-ROOT_CAUSES = {"slow_query": ("postgresql", "slow_query"),
+ROOT_CAUSES = {"slow_query": ("postgres", "slow_query"),
                "pool_exhaustion": ("payment-service", "connection_pool_exhaustion"),
                "error_spike": ("card-processor", "upstream_errors")}
 
@@ -287,7 +287,7 @@ def postgres_streams(text: str, start_ms: int, end_ms: int) -> list[LogStream]:
     out = []
     for level in sorted(rows):
         items = sorted(rows[level], key=lambda r: r[0])
-        out.append(LogStream(make_labels({"service_name": "postgresql", "level": level}),
+        out.append(LogStream(make_labels({"service_name": "postgres", "level": level}),
                              frozen_array([r[0] for r in items], np.int64),
                              tuple(r[1] for r in items), tuple(() for _ in items), "postgres"))
     return out

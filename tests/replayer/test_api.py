@@ -53,7 +53,9 @@ def test_load_reports_absolute_truth_against_real_prometheus(tmp_path: Path) -> 
         assert report.window_start == end - dt.timedelta(minutes=30)
         onset = report.truth.onset
         assert onset is not None and report.window_start < onset < report.window_end
-        assert (onset - report.window_start).total_seconds() == pytest.approx(594.0)
+        onset_ms = report.incident.truth.onset_ms
+        assert onset_ms is not None
+        assert (onset - report.window_start).total_seconds() == pytest.approx(onset_ms / 1000)
         _, q = report.truth.promql[0]
         assert 'replayer_run="api-test"' in q
         assert query(url, q, end.timestamp())

@@ -34,7 +34,10 @@ def test_generate_then_inspect_json(tmp_path: Path) -> None:
     assert info["counts"]["samples"] == inc.sample_count
     assert info["counts"]["traces"] == len({bytes(t).hex() for tb in inc.span_tables
                                             for t in tb.trace_id})
-    assert info["truth"]["root_cause"] == {"component": "postgresql", "kind": "missing_index"}
+    assert info["truth"]["root_cause"] == {
+        "component": "postgres", "kind": "missing_index",
+        "identity": {"job": "postgres", "relname": "payments", "server.address": "postgres",
+                     "service_name": "postgres"}}
 
 
 def test_inspect_text_shows_window_and_truth() -> None:
