@@ -53,7 +53,10 @@ def generate(scenario: str, seed: int = 1, duration_ms: int | None = None,
     sim = simulate(resolved, plan, spec.fault, duration_ms, step_ms, rngs)
     traffic = sim.traffic
     ids = assign_ids(traffic, rngs["ids"])
-    clients = make_clients(traffic, rngs["clients"])
+    # who sent each request only shows in logs and spans (its own stream: skipping it
+    # moves nothing else)
+    clients = (make_clients(traffic, rngs["clients"])
+               if "logs" in signals or "traces" in signals else None)
     fails = failures(resolved)
     families: tuple[MetricFamily, ...] = ()
     series: tuple[Series, ...] = ()
@@ -63,8 +66,9 @@ def generate(scenario: str, seed: int = 1, duration_ms: int | None = None,
         scenario=spec.name, seed=int(seed), duration_ms=duration_ms, step_ms=step_ms,
         families=families, series=series,
         log_streams=build_logs(traffic, ids, clients, resolved, fails, rngs["logs"])
-        if "logs" in signals else (),
-        span_tables=build_spans(traffic, ids, clients, fails) if "traces" in signals else (),
+        if clients is not None and "logs" in signals else (),
+        span_tables=build_spans(traffic, ids, clients, fails)
+        if clients is not None and "traces" in signals else (),
         truth=build_truth(spec, plan, duration_ms, traffic, ids),
         knobs=tuple(sorted(resolved.items())), generator_version=GENERATOR_VERSION,
         source=(("kind", "generated"),),

@@ -8,18 +8,25 @@ it waits in line, and gives up with ``TimeoutError`` after ``pool_timeout``. A c
 goes back when the request's transaction ends.
 
 The model is request by request and conserves requests: each one is waiting for a thread,
-waiting for a connection, holding one, or done, at every instant. Where no request has to
-wait, the answer is plain arithmetic and is computed for all requests at once; only the
-stretches where a limit is reached are walked one request at a time (Kiefer-Wolfowitz:
-each request takes the resource that frees first).
+waiting for a connection, holding one, or done, at every instant. Both queues serve in the
+order requests arrived at the service (anyio's limiter is first come first served; at the
+pool the order can differ from that by the few milliseconds of handling before the
+checkout, which the model ignores). Where no request has to wait, the answer is plain
+arithmetic and is computed for all requests at once; stretches where a limit is reached
+are walked one request at a time (Kiefer-Wolfowitz: each request takes the thread, then
+the connection, that frees first), until a quiet stretch follows.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from dataclasses import dataclass
 
 import numpy as np
+
+
+REWALK = 2000  # requests: a walk ends only before a quiet stretch at least this long
 
 
 @dataclass(frozen=True)
@@ -51,21 +58,23 @@ def schedule(d: Demand, workers: int, connections: int, pool_timeout: float) -> 
     """Run the queue. Stretches without contention are computed as arrays; the rest is
     walked request by request from the state the arrays give at its start."""
     free = _free_run(d)
-    thread, preq, checkout, release, end = (a.copy() for a in free)
-    timed_out = np.zeros(d.arrival.shape, bool)
     conflict = _contended(d, free, workers, connections)
+    thread, preq, checkout, release, end = free  # fresh arrays: the walks write into them
+    thread = thread.copy()
+    timed_out = np.zeros(d.arrival.shape, bool)
     n = d.arrival.shape[0]
     i = int(conflict[0]) if conflict.size else n
+    conflicts = conflict.tolist()
     while i < n:
         i = _walk(d, i, workers, connections, pool_timeout,
-                  (thread, preq, checkout, release, end, timed_out), conflict)
+                  (thread, preq, checkout, release, end, timed_out), conflicts)
         nxt = np.searchsorted(conflict, i)
         i = int(conflict[nxt]) if nxt < conflict.size else n
     return Schedule(thread, preq, checkout, release, end, timed_out)
 
 
 def _free_run(d: Demand) -> tuple[np.ndarray, ...]:
-    """Every request served at once: exact wherever no limit is reached."""
+    """Every request served at once: right wherever no limit is reached."""
     thread = d.arrival
     preq = thread + d.before_pool
     checkout = preq.copy()
@@ -101,59 +110,86 @@ def _top(values: np.ndarray, k: int) -> list[float]:
 
 
 def _walk(d: Demand, i: int, workers: int, connections: int, pool_timeout: float,
-          out: tuple[np.ndarray, ...], conflict: np.ndarray) -> int:
-    """Serve requests one by one from ``i`` until none of them is held up any more and
-    the free run is exact again; returns the first index not walked."""
-    thread, preq, checkout, release, end, timed_out = out
+          out: tuple[np.ndarray, ...], conflicts: list[int]) -> int:
+    """Serve requests one by one from ``i`` until none is held up and no contention is
+    near; returns the first index not walked."""
+    end = out[4]
     lo = int(np.searchsorted(d.arrival, d.arrival[i] - _longest(d, out, i), side="left"))
     past = slice(lo, i)
     threads = _top(end[past][d.on_thread[past]], workers)
-    conns = _top(release[past][d.uses_db[past]], connections)
-    last_conflict = int(conflict[-1])
-    cols = (d.arrival, d.on_thread, d.uses_db, d.before_pool, d.hold, d.after_pool,
-            d.timeout_jitter)
-    n = d.arrival.shape[0]
-    held_until = float("-inf")  # the last moment a held-up request occupies anything
-    j = i
-    chunk_at, chunk = i, 256
-    while j < n:
-        if j >= chunk_at:  # Python lists of the next stretch only: walks are mostly short
-            chunk = min(chunk * 4, 65536)
-            base, chunk_at = j, min(j + chunk, n)
-            arrival, on_thread, uses_db, before, hold, after, jitter = (
-                c[base:chunk_at].tolist() for c in cols)
-        k = j - base
-        a = arrival[k]
-        if j > i and a > held_until and (j > last_conflict or not _is_conflict(conflict, j)):
+    conns = _top(out[3][past][d.uses_db[past]], connections)
+    state = _WalkState(bisect.bisect_left(conflicts, i), float("-inf"))
+    n, j, chunk = d.arrival.shape[0], i, 256
+    while j < n:  # Python lists of the next stretch only: most walks are short
+        chunk = min(chunk * 4, 65536)
+        stop = min(j + chunk, n)
+        done = _walk_stretch(d, j, stop, i, threads, conns, pool_timeout, out, conflicts,
+                             state)
+        j += done
+        if j < stop:
             break
-        t0 = max(a, threads[0]) if on_thread[k] else a
-        p = t0 + before[k]
-        if uses_db[k]:
-            c0 = conns[0]
-            if c0 - p > pool_timeout:
-                got, rel, late = p + pool_timeout + jitter[k], None, True
-            else:
-                got, late = max(p, c0), False
-                rel = got + hold[k]
-                heapq.heapreplace(conns, rel)
-            stop = (rel if rel is not None else got) + after[k]
-        else:
-            got, rel, late = p, p, False
-            stop = p + after[k]
-        if on_thread[k]:
-            heapq.heapreplace(threads, stop)
-        if t0 > a or got > p or late:
-            held_until = max(held_until, stop)
-        thread[j], preq[j], checkout[j] = t0, p, got
-        release[j] = rel if rel is not None else got
-        end[j], timed_out[j] = stop, late
-        j += 1
     return j
 
 
-def _is_conflict(conflict: np.ndarray, j: int) -> bool:
-    k = int(np.searchsorted(conflict, j))
-    return k < conflict.size and int(conflict[k]) == j
+class _WalkState:
+    __slots__ = ("ci", "held_until")
+
+    def __init__(self, ci: int, held_until: float) -> None:
+        self.ci, self.held_until = ci, held_until
+
+
+def _walk_stretch(d: Demand, base: int, stop: int, first: int, threads: list[float],
+                  conns: list[float], pool_timeout: float, out: tuple[np.ndarray, ...],
+                  conflicts: list[int], state: _WalkState) -> int:
+    """Walk requests ``base .. stop-1``; returns how many were walked before the walk
+    could end (all of them when it goes on)."""
+    arrival, on_thread, uses_db, before, hold, after, jitter = (
+        c[base:stop].tolist() for c in (d.arrival, d.on_thread, d.uses_db, d.before_pool,
+                                        d.hold, d.after_pool, d.timeout_jitter))
+    replace = heapq.heapreplace
+    n_conflicts = len(conflicts)
+    ci, held_until = state.ci, state.held_until
+    t_col, p_col, g_col, r_col, e_col, l_col = [], [], [], [], [], []
+    for k in range(stop - base):
+        a = arrival[k]
+        if a > held_until and base + k > first:
+            # stop once nothing is held up and the next contention is far off
+            while ci < n_conflicts and conflicts[ci] < base + k:
+                ci += 1
+            if ci == n_conflicts or conflicts[ci] - (base + k) > REWALK:
+                break
+        t0 = a
+        if on_thread[k] and threads[0] > a:
+            t0 = threads[0]
+        p = t0 + before[k]
+        late = False
+        if uses_db[k]:
+            c0 = conns[0]
+            if c0 - p > pool_timeout:
+                got = rel = p + pool_timeout + jitter[k]
+                late = True
+            else:
+                got = c0 if c0 > p else p
+                rel = got + hold[k]
+                replace(conns, rel)
+        else:
+            got = rel = p
+        fin = rel + after[k]
+        if on_thread[k]:
+            replace(threads, fin)
+        if (t0 > a or got > p or late) and fin > held_until:
+            held_until = fin
+        t_col.append(t0)
+        p_col.append(p)
+        g_col.append(got)
+        r_col.append(rel)
+        e_col.append(fin)
+        l_col.append(late)
+    state.ci, state.held_until = ci, held_until
+    done = len(t_col)
+    for arr, col in zip(out, (t_col, p_col, g_col, r_col, e_col, l_col)):
+        arr[base:base + done] = col
+    return done
 
 
 def _longest(d: Demand, out: tuple[np.ndarray, ...], i: int) -> float:
@@ -189,26 +225,33 @@ def idle_connections(checkout: np.ndarray, release: np.ndarray, pool_size: int,
     return np.where(pos >= 0, (opened - used)[np.maximum(pos, 0)], 0)
 
 
-def _backlash(u: np.ndarray, play: int, chunk: int = 4096) -> np.ndarray:
-    """y[k] = min(max(y[k-1], u[k]), u[k] + play), y[-1] = 0; found by jumping from one
-    change of y to the next (y changes far less often than u)."""
-    y = np.empty(u.shape, np.int64)
-    level, k, n = 0, 0, u.shape[0]
-    while k < n:
-        stop = min(k + chunk, n)
-        seg = u[k:stop]
-        moved = (seg > level) | (seg + play < level)
-        hit = int(np.argmax(moved)) if moved.any() else -1
-        if hit < 0:
-            y[k:stop] = level
-            k = stop
-            continue
-        y[k:k + hit] = level
-        v = int(seg[hit])
-        level = v if v > level else v + play
-        y[k + hit] = level
-        k += hit + 1
-    return y
+def _backlash(u: np.ndarray, play: int, block: int = 1024) -> np.ndarray:
+    """y[k] = min(max(y[k-1], u[k]), u[k] + play), y[-1] = 0, without a Python loop over k.
+
+    Each step clips to [u, u + play]; clips compose into a clip (clip to [a1, b1] then to
+    [a2, b2] is a clip to [clip(a1, a2, b2), clip(b1, a2, b2)]), so the composition of
+    every prefix is found by doubling within blocks, and the blocks are chained."""
+    n = u.shape[0]
+    if n == 0:
+        return u.astype(np.int64)
+    pad = (-n) % block
+    lo = np.concatenate([u, np.full(pad, u[-1])]).astype(np.int32).reshape(-1, block)
+    hi = lo + play
+    shift = 1
+    while shift < block:  # lo/hi[:, k] := the composition of steps k-shift+1 .. k
+        a, b = lo[:, :-shift], hi[:, :-shift]
+        lo_k, hi_k = lo[:, shift:], hi[:, shift:]
+        new_lo = np.minimum(np.maximum(a, lo_k), hi_k)
+        new_hi = np.minimum(np.maximum(b, lo_k), hi_k)
+        lo[:, shift:], hi[:, shift:] = new_lo, new_hi
+        shift *= 2
+    start = np.empty(lo.shape[0], np.int64)
+    level = 0
+    for i, (a, b) in enumerate(zip(lo[:, -1].tolist(), hi[:, -1].tolist())):
+        start[i] = level
+        level = min(max(level, a), b)
+    y = np.minimum(np.maximum(start[:, None], lo), hi).reshape(-1)
+    return y[:n].astype(np.int64)
 
 
 def oldest(xact_start: np.ndarray, states: list[tuple[np.ndarray, np.ndarray]],

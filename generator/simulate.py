@@ -15,7 +15,7 @@ threads and the connection pool are real limits, and every request is accounted 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -174,6 +174,11 @@ def simulate(knobs: dict[str, float], plan: PhasePlan | None, fault: str, durati
     capacity = int(knobs["pool_size"] + knobs["max_overflow"])
     sched = schedule(work.demand, int(knobs["worker_threads"]), capacity,
                      knobs["pool_timeout_s"])
+    # a day-long window holds a million requests: keep only what the signals still read
+    d = work.demand
+    work = replace(work, demand=Demand(d.arrival, d.on_thread, np.empty(0), d.uses_db,
+                                       np.empty(0), np.empty(0), np.empty(0)))
+    del d
     scrape_s = np.arange(n_steps + 1) * step_s
     instants = _instants(route, work, sched, scrape_s, int(knobs["pool_size"]))
     traffic = _traffic(knobs, route, arrival, work, sched, duration_s, streams["latency"])
@@ -233,6 +238,11 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
     # driver and ORM time between the checkout, the statements and the commit: measured
     # live in the hundreds of microseconds, never the same twice
     gap = _lognormal(gaps, 0.00035, 0.5, 3 * n).reshape(3, n)
+    # durations are kept as float32 (0.1 us at a second, far below what a span shows):
+    # a day-long window holds a million requests
+    f32 = np.float32
+    pre, card_s, select_s, insert_s, gap = (a.astype(f32) for a in (pre, card_s, select_s,
+                                                                    insert_s, gap))
     uses_db = ~health & ~card_fail
     writes = post & ~stmt_to
     hold = (gap[0] + select_s + np.where(writes, gap[1] + insert_s + extra_s, 0.0) + gap[2])
@@ -261,68 +271,85 @@ def _instants(route: np.ndarray, work: Work, s: Schedule, at: np.ndarray,
               pool_size: int) -> Instants:
     d = work.demand
     held = d.uses_db & ~s.timed_out
-    gap, sel, ins = work.gap, work.select_s, work.insert_s
-    sel_start = s.checkout + gap[0]
-    sel_end = sel_start + sel
-    ins_start = sel_end + gap[1]
-    ins_end = np.where(work.writes, ins_start + ins, ins_start)
-    get_like = route != POST_PAYMENT
-    active = {"GET": covering(d.arrival[get_like], s.end[get_like], at),
-              "POST": covering(d.arrival[~get_like], s.end[~get_like], at)}
     h = np.flatnonzero(held)
-    running = (covering(sel_start[h], sel_end[h], at)
-               + covering(ins_start[h], ins_end[h], at))
-    in_tx = covering(sel_start[h], s.release[h], at)
-    db = np.flatnonzero(d.uses_db)
-    on = np.flatnonzero(d.on_thread)
+    idle = idle_connections(s.checkout[h], s.release[h], pool_size, at)
+    del h, held
+    # Only a request in flight at some scrape instant shows in a gauge: the few that are
+    # (at a 15 s step, a fraction of a percent of a calm day's requests) are all that
+    # the counts below look at.
+    step = float(at[1] - at[0]) if at.shape[0] > 1 else 1.0
+    seen = np.flatnonzero(np.ceil(d.arrival / step) * step < s.end)
+    arrival, end, held = d.arrival[seen], s.end[seen], d.uses_db[seen] & ~s.timed_out[seen]
+    checkout, release = s.checkout[seen], s.release[seen]
+    gap, writes = work.gap[:, seen], work.writes[seen]
+    sel_start = checkout + gap[0]
+    sel_end = sel_start + work.select_s[seen]
+    ins_start = sel_end + gap[1]
+    ins_end = np.where(writes, ins_start + work.insert_s[seen], ins_start)
+    post = route[seen] == POST_PAYMENT
+    active = {"GET": covering(arrival[~post], end[~post], at),
+              "POST": covering(arrival[post], end[post], at)}
+    on = d.on_thread[seen]
+    db = d.uses_db[seen]
+    hs, he = sel_start[held], sel_end[held]
+    is_, ie, rel = ins_start[held], ins_end[held], release[held]
     return Instants(
-        t_s=at, active=active, threads_busy=covering(s.thread[on], s.end[on], at),
-        pending=covering(s.pool_request[db], s.checkout[db], at),
-        used=covering(s.checkout[h], s.release[h], at),
-        idle=idle_connections(s.checkout[h], s.release[h], pool_size, at),
-        in_statement=running, in_transaction=in_tx,
-        oldest_statement_s=oldest(sel_start[h], [(sel_start[h], sel_end[h]),
-                                                  (ins_start[h], ins_end[h])], at),
-        oldest_idle_tx_s=oldest(sel_start[h], [(sel_end[h], ins_start[h]),
-                                                (ins_end[h], s.release[h])], at))
+        t_s=at, active=active, threads_busy=covering(s.thread[seen][on], end[on], at),
+        pending=covering(s.pool_request[seen][db], checkout[db], at),
+        used=covering(checkout[held], rel, at), idle=idle,
+        in_statement=covering(hs, he, at) + covering(is_, ie, at),
+        in_transaction=covering(hs, rel, at),
+        oldest_statement_s=oldest(hs, [(hs, he), (is_, ie)], at),
+        oldest_idle_tx_s=oldest(hs, [(he, is_), (ie, rel)], at))
 
 
 def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
              work: Work, s: Schedule, duration_s: float,
              rng: np.random.Generator) -> Traffic:
-    keep = (arrival >= 0.0) & (s.end <= duration_s)
-    post = route == POST_PAYMENT
     error = np.full(route.shape, ERR_NONE, np.int8)
     error[s.timed_out] = ERR_POOL_TIMEOUT
     error[work.stmt_to & ~s.timed_out] = ERR_STATEMENT_TIMEOUT
     error[work.card_fail] = ERR_GATEWAY
-    held = work.demand.uses_db & ~s.timed_out
-    gap = work.gap
-    call_start = s.thread + work.pre
-    sel_start = np.where(held, s.checkout + gap[0], s.checkout)
-    sel_end = np.where(held, sel_start + work.select_s, sel_start)
-    ins_start = np.where(held & work.writes, sel_end + gap[1], sel_end)
-    ins_end = np.where(held & work.writes, ins_start + work.insert_s, ins_start)
     status = _status(knobs, route, error, rng)
-    latency = s.end - arrival
     keep_draw = rng.random(route.shape[0])
-    sampled = ((status >= 500) | ((latency > SLOW_TRACE_S) & (keep_draw < SLOW_KEEP_RATIO))
-               | (keep_draw < knobs["trace_sample_ratio"]))
     payment_id = np.asarray(rng.integers(10_000, 990_000, route.shape[0]))
+    k = np.flatnonzero((arrival >= 0.0) & (s.end <= duration_s))
+    route, error, status = route[k], error[k], status[k]
+    latency = s.end[k] - arrival[k]
+    sampled = ((status >= 500) | ((latency > SLOW_TRACE_S) & (keep_draw[k] < SLOW_KEEP_RATIO))
+               | (keep_draw[k] < knobs["trace_sample_ratio"]))
+    del keep_draw, latency
+    post = route == POST_PAYMENT
+    held = work.demand.uses_db[k] & ~s.timed_out[k]
+    writes = held & work.writes[k]
 
     def ns(a: np.ndarray) -> np.ndarray:
-        return _ro(np.rint(a[keep] * NS_PER_S), np.int64)
+        return _ro(np.rint(a * NS_PER_S), np.int64)
 
+    # one column at a time: a day holds a million requests, and every float temporary
+    # here is 9 MB
+    col: dict[str, np.ndarray] = {}
+    thread = s.thread[k]
+    at = thread + work.pre[k]
+    col["call_start_ns"] = ns(np.where(post, at, thread))
+    col["call_end_ns"] = ns(np.where(post, at + work.card_s[k], thread))
+    del at, thread
+    checkout = s.checkout[k]
+    col["connect_start_ns"], col["connect_end_ns"] = ns(s.pool_request[k]), ns(checkout)
+    at = np.where(held, checkout + work.gap[0, k], checkout)
+    del checkout
+    col["select_start_ns"] = ns(at)
+    at = np.where(held, at + work.select_s[k], at)
+    col["select_end_ns"] = ns(at)
+    at = np.where(writes, at + work.gap[1, k], at)
+    col["insert_start_ns"] = ns(at)
+    col["insert_end_ns"] = ns(np.where(writes, at + work.insert_s[k], at))
+    del at
     return Traffic(
-        route=_ro(route[keep], np.int8), start_ns=ns(arrival), end_ns=ns(s.end),
-        status=_ro(status[keep], np.int16), error=_ro(error[keep], np.int8),
-        call_start_ns=ns(np.where(post, call_start, s.thread)),
-        call_end_ns=ns(np.where(post, call_start + work.card_s, s.thread)),
-        connect_start_ns=ns(s.pool_request), connect_end_ns=ns(s.checkout),
-        select_start_ns=ns(sel_start), select_end_ns=ns(sel_end),
-        insert_start_ns=ns(ins_start), insert_end_ns=ns(ins_end),
-        release_ns=ns(s.release), sampled=_ro(sampled[keep], bool),
-        payment_id=_ro(payment_id[keep]))
+        route=_ro(route, np.int8), start_ns=ns(arrival[k]), end_ns=ns(s.end[k]),
+        status=_ro(status, np.int16), error=_ro(error, np.int8),
+        release_ns=ns(s.release[k]), sampled=_ro(sampled, bool),
+        payment_id=_ro(payment_id[k]), **col)
 
 
 def _ro(arr: np.ndarray, dtype: type | str = np.int64) -> np.ndarray:

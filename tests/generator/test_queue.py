@@ -1,0 +1,91 @@
+"""The queue itself: the limits are never exceeded, nobody is served out of turn, waits
+happen only when a resource is taken, timeouts only past pool_timeout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from generator.queue import Demand, _backlash, covering, idle_connections, schedule
+
+
+def demand(seed: int, n: int, rate: float, hold: float) -> Demand:
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(1.0 / rate, n))
+    on_thread = rng.random(n) > 0.05
+    uses_db = on_thread & (rng.random(n) > 0.1)
+    return Demand(arrival=arrival, on_thread=on_thread,
+                  before_pool=rng.lognormal(np.log(0.01), 0.5, n), uses_db=uses_db,
+                  hold=np.where(uses_db, rng.lognormal(np.log(hold), 0.6, n), 0.0),
+                  after_pool=rng.lognormal(np.log(0.004), 0.5, n),
+                  timeout_jitter=rng.lognormal(np.log(0.001), 0.5, n))
+
+
+@pytest.mark.parametrize("rate, hold", [(5.0, 0.01), (13.0, 1.0), (13.0, 1.3), (13.0, 3.0)])
+def test_limits_order_waits_and_timeouts(rate: float, hold: float) -> None:
+    d = demand(7, 6000, rate, hold)
+    s = schedule(d, workers=40, connections=15, pool_timeout=2.0)
+    t = np.flatnonzero(d.on_thread)
+    starts = np.concatenate([s.thread[t], s.pool_request[d.uses_db]])
+    # at every moment something starts, the limits hold
+    assert covering(s.thread[t], s.end[t], starts).max() <= 40
+    held = d.uses_db & ~s.timed_out
+    assert covering(s.checkout[held], s.release[held], starts).max() <= 15
+    # first come, first served for the threads; nobody starts before arriving
+    assert np.all(np.diff(s.thread[t]) >= 0)
+    assert np.all(s.thread >= d.arrival)
+    # a request waits for a thread only while all 40 are busy
+    waited = t[s.thread[t] > d.arrival[t]]
+    assert np.all(covering(s.thread[t], s.end[t], d.arrival[waited]) >= 40)
+    # a request waits for a connection while all 15 are out; served in arrival order, one
+    # that reached the pool a few ms before an earlier arrival can find 14 out (rarely)
+    pooled = d.uses_db & (s.checkout > s.pool_request)
+    busy = covering(s.checkout[held], s.release[held], s.pool_request[pooled] + 1e-9)
+    assert np.all(busy >= 14) and np.count_nonzero(busy < 15) <= 0.01 * busy.size
+    # timeouts are exactly the waits past pool_timeout, and they hold no connection
+    wait = s.checkout - s.pool_request
+    assert np.all(wait[s.timed_out] > 2.0)
+    assert np.all(wait[held] <= 2.0 + 1e-9)
+    assert np.all(s.release[s.timed_out] == s.checkout[s.timed_out])
+    assert np.all(s.end >= s.release)
+    np.testing.assert_allclose(s.release[held] - s.checkout[held], d.hold[held])
+
+
+def test_a_calm_service_waits_for_nothing() -> None:
+    d = demand(3, 3000, 5.0, 0.005)
+    s = schedule(d, workers=40, connections=15, pool_timeout=30.0)
+    np.testing.assert_array_equal(s.thread, d.arrival)
+    np.testing.assert_array_equal(s.checkout, s.pool_request)
+    assert not s.timed_out.any()
+
+
+def test_overload_queues_for_threads_not_without_bound_in_the_pool() -> None:
+    d = demand(5, 4000, 13.0, 3.0)
+    s = schedule(d, workers=40, connections=15, pool_timeout=30.0)
+    waiting = covering(s.pool_request[d.uses_db], s.checkout[d.uses_db], d.arrival)
+    assert waiting.max() <= 25  # 40 threads, 15 of them holding connections
+    assert (s.thread - d.arrival).max() > 10  # the rest waits for a thread
+
+
+def _reference_backlash(u: np.ndarray, play: int) -> np.ndarray:
+    out, level = [], 0
+    for x in u.tolist():
+        level = min(max(level, x), x + play)
+        out.append(level)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("n", [1, 7, 1023, 1024, 1025, 30000])
+def test_backlash_equals_the_step_by_step_rule(n: int) -> None:
+    rng = np.random.default_rng(n)
+    u = np.abs(np.cumsum(rng.choice([-1, 1], n))) % 20
+    np.testing.assert_array_equal(_backlash(u, 5), _reference_backlash(u, 5))
+
+
+def test_idle_connections_rest_lazily_and_at_most_pool_size() -> None:
+    # three overlapping checkouts, then one at a time
+    checkout = np.array([0.0, 0.1, 0.2, 5.0, 6.0])
+    release = np.array([1.0, 1.1, 1.2, 5.5, 6.5])
+    idle = idle_connections(checkout, release, 2, np.array([0.05, 0.15, 0.5, 2.0, 5.2, 7.0]))
+    # opened on demand: 0, 0, 0 resting while all are out; two kept after (pool_size 2)
+    np.testing.assert_array_equal(idle, [0, 0, 0, 2, 1, 2])
