@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 REWALK = 2000  # requests: a walk ends only before a quiet stretch at least this long
 
 

@@ -240,18 +240,20 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
     gap = _lognormal(gaps, 0.00035, 0.5, 3 * n).reshape(3, n)
     # durations are kept as float32 (0.1 us at a second, far below what a span shows):
     # a day-long window holds a million requests
-    f32 = np.float32
-    pre, card_s, select_s, insert_s, gap = (a.astype(f32) for a in (pre, card_s, select_s,
-                                                                    insert_s, gap))
+    pre_32, card_32, select_32, insert_32, gap_32 = (np.asarray(a, np.float32) for a in (
+        pre, card_s, select_s, insert_s, gap))
+    del pre, card_s, select_s, insert_s, gap
     uses_db = ~health & ~card_fail
     writes = post & ~stmt_to
-    hold = (gap[0] + select_s + np.where(writes, gap[1] + insert_s + extra_s, 0.0) + gap[2])
+    hold = (gap_32[0] + select_32 + np.where(writes, gap_32[1] + insert_32 + extra_s, 0.0)
+            + gap_32[2])
     error_s = np.where(card_fail | stmt_to, _lognormal(lat, 0.0015, 0.4, n), 0.0)
     demand = Demand(
-        arrival=arrival, on_thread=~health, before_pool=pre + card_s, uses_db=uses_db,
+        arrival=arrival, on_thread=~health, before_pool=pre_32 + card_32, uses_db=uses_db,
         hold=np.where(uses_db, hold, 0.0), after_pool=post_work + error_s,
         timeout_jitter=_lognormal(gaps, 0.0012, 0.6, n))
-    return Work(demand, pre, card_s, card_fail, select_s, insert_s, gap, stmt_to, writes)
+    return Work(demand, pre_32, card_32, card_fail, select_32, insert_32, gap_32, stmt_to,
+                writes)
 
 
 def _card_calls(knobs: dict[str, float], fault: str, post: np.ndarray, sev: np.ndarray,
@@ -311,7 +313,7 @@ def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
     error[work.stmt_to & ~s.timed_out] = ERR_STATEMENT_TIMEOUT
     error[work.card_fail] = ERR_GATEWAY
     status = _status(knobs, route, error, rng)
-    keep_draw = rng.random(route.shape[0])
+    keep_draw = np.asarray(rng.random(route.shape[0]))
     payment_id = np.asarray(rng.integers(10_000, 990_000, route.shape[0]))
     k = np.flatnonzero((arrival >= 0.0) & (s.end <= duration_s))
     route, error, status = route[k], error[k], status[k]
