@@ -1,7 +1,7 @@
 """A bounded traffic driver for payment-service.
 
 ``python -m live_app.traffic --rps 20 --duration 2m --url http://127.0.0.1:8000`` (also
-``replayer traffic``): an open-loop schedule of requests (POST /payment, GET /payments/{id},
+``replayer traffic``): an open-loop schedule of requests (POST /payment, GET /payments/{payment_id},
 GET /health in the generator's mix), at most ``--concurrency`` in flight, stopping by itself
 after ``--duration`` or ``--requests``. Prints the achieved rate and the status counts.
 """
