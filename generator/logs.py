@@ -12,6 +12,7 @@ import numpy as np
 from .model import LogStream, frozen_array, make_labels
 from .simulate import (
     ERR_STATEMENT_TIMEOUT,
+    GET_PAYMENT,
     HEALTH,
     NS_PER_MS,
     POST_PAYMENT,
@@ -20,7 +21,7 @@ from .simulate import (
     Traffic,
 )
 from .texts import HTTP_REASONS, PG_SELECT_BY_ID, PG_SELECT_BY_KEY
-from .traces import Clients, failed_at, url_path
+from .traces import Clients, failed_at
 
 INGRESS = ("10.0.3.7", "10.0.3.12", "10.0.4.21", "10.0.5.3")
 AGENTS = ("checkout-web/2.3.1", "python-httpx/0.27.2", "okhttp/4.12.0")
@@ -52,16 +53,21 @@ def build_logs(traffic: Traffic, ids: TraceIds, clients: Clients, knobs: dict[st
     hex_span = [bytes(s).hex() for s in ids.server]
 
     by_end = np.argsort(traffic.end_ns, kind="stable")
+    # the text of each (route, status) pair is fixed: only client and path vary per line
+    heads = {(r, st): (ROUTES[r][0], f'HTTP/1.1" {st} {HTTP_REASONS[st]}')
+             for r in range(len(ROUTES)) for st in HTTP_REASONS}
+    routes, statuses = traffic.route[by_end].tolist(), traffic.status[by_end].tolist()
+    pids, ports = traffic.payment_id[by_end].tolist(), clients.port[by_end].tolist()
+    rows = row_of[by_end].tolist()
+    address = clients.address
     access_lines, access_meta = [], []
-    for r in by_end.tolist():
-        route, status = int(traffic.route[r]), int(traffic.status[r])
-        method = ROUTES[route][0]
-        path = url_path(route, int(traffic.payment_id[r]))
-        access_lines.append(
-            f'INFO:     {clients.address[r]}:{int(clients.port[r])} - "{method} {path} '
-            f'HTTP/1.1" {status} {HTTP_REASONS[status]}')
-        k = int(row_of[r])
-        access_meta.append(_meta(hex_trace[k], hex_span[k]) if k >= 0 else ())
+    for r, route, status, pid, port, k in zip(by_end.tolist(), routes, statuses, pids, ports,
+                                              rows):
+        method, tail = heads[(route, status)]
+        path = f"/payments/{pid}" if route == GET_PAYMENT else ROUTES[route][1]
+        access_lines.append(f'INFO:     {address[r]}:{port} - "{method} {path} {tail}')
+        access_meta.append((("span_id", hex_span[k]), ("trace_id", hex_trace[k]))
+                           if k >= 0 else ())
     app = {"service_name": "payment-service"}
     streams = [LogStream(make_labels({**app, "level": "info"}),
                          frozen_array(traffic.end_ns[by_end], np.int64), tuple(access_lines),

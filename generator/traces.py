@@ -103,18 +103,23 @@ def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
                 failures: dict[int, tuple[str, str]]) -> tuple[SpanTable, ...]:
     server, sql, card = _Rows(), _Rows(), _Rows()
     rows = np.flatnonzero(traffic.sampled)
-    used_db = traffic.used_db.tolist()
-    called = traffic.called_card.tolist()
-    for i, r in enumerate(rows.tolist()):
-        route, status, err = int(traffic.route[r]), int(traffic.status[r]), int(traffic.error[r])
-        start, end = int(traffic.start_ns[r]), int(traffic.end_ns[r])
+    used_db = traffic.used_db[rows].tolist()
+    called = traffic.called_card[rows].tolist()
+    cols = zip(rows.tolist(), *(a[rows].tolist() for a in (
+        traffic.route, traffic.status, traffic.error, traffic.start_ns, traffic.end_ns,
+        traffic.payment_id, traffic.call_start_ns, traffic.call_end_ns)))
+    card_attrs = {failed: tuple(sorted((*CARD_ATTRS, ("http.response.status_code",
+                                                        503 if failed else 201))
+                                       + ((("error.type", "503"),) if failed else ())))
+                  for failed in (False, True)}
+    for i, (r, route, status, err, start, end, pid, c_start, c_end) in enumerate(cols):
         tid = ids.trace_id[i]
         method, http_route = ROUTES[route]
         attrs: list[tuple[str, str | int]] = [
             ("client.address", clients.address[r]), ("http.request.method", method),
             ("http.response.status_code", status), ("http.route", http_route),
             ("network.protocol.version", "1.1"), ("server.address", "payment-service"),
-            ("server.port", 8000), ("url.path", url_path(route, int(traffic.payment_id[r]))),
+            ("server.port", 8000), ("url.path", url_path(route, pid)),
             ("url.scheme", "http"), ("user_agent.original", clients.user_agent[r])]
         events: tuple[SpanEvent, ...] = ()
         if status >= 500:
@@ -124,14 +129,11 @@ def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
         server.add(tid, ids.server[i], None, start, end, SPAN_KIND_SERVER,
                    f"{method} {http_route}", tuple(attrs), str(status) if status >= 500 else "",
                    events)
-        if called[r]:
+        if called[i]:
             failed = err == ERR_GATEWAY
-            card.add(tid, ids.card[i], ids.server[i], int(traffic.call_start_ns[r]),
-                     int(traffic.call_end_ns[r]), SPAN_KIND_CLIENT, "POST",
-                     (*CARD_ATTRS, ("http.response.status_code", 503 if failed else 201))
-                     + ((("error.type", "503"),) if failed else ()),
-                     "503" if failed else "")
-        if used_db[r]:
+            card.add(tid, ids.card[i], ids.server[i], c_start, c_end, SPAN_KIND_CLIENT, "POST",
+                     card_attrs[failed], "503" if failed else "")
+        if used_db[i]:
             _db_spans(sql, traffic, ids, i, r, failures)
     return (server.table("opentelemetry.instrumentation.fastapi"),
             card.table("opentelemetry.instrumentation.httpx"),
