@@ -20,7 +20,7 @@ from .simulate import (
     TraceIds,
     Traffic,
 )
-from .texts import HTTP_REASONS, PG_SELECT_BY_ID, PG_SELECT_BY_KEY
+from .texts import HTTP_REASONS, LOG_SOURCE, PG_SELECT_BY_ID, PG_SELECT_BY_KEY
 from .traces import Clients, failed_at
 
 INGRESS = ("10.0.3.7", "10.0.3.12", "10.0.4.21", "10.0.5.3")
@@ -84,7 +84,7 @@ def build_logs(traffic: Traffic, ids: TraceIds, clients: Clients, knobs: dict[st
         exc_type, message = failures[int(traffic.error[r])]
         method, http_route = ROUTES[int(traffic.route[r])]
         err_lines.append(
-            f"ERROR [payment_service.routes] [routes.py:57] [trace_id={hex_trace[k]} "
+            f"ERROR [payment_service.routes] [{LOG_SOURCE}] [trace_id={hex_trace[k]} "
             f"span_id={hex_span[k]} resource.service.name=payment-service trace_sampled=True] "
             f"- {method} {http_route} failed: {exc_type}: {message}")
         err_meta.append(_meta(hex_trace[k], hex_span[k]))

@@ -238,6 +238,8 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
     # driver and ORM time between the checkout, the statements and the commit: measured
     # live in the hundreds of microseconds, never the same twice
     gap = _lognormal(gaps, 0.00035, 0.5, 3 * n).reshape(3, n)
+    # reading the card processor's answer before asking the pool for a connection
+    card_s_read = np.where(post, _lognormal(gaps, 0.00025, 0.5, n), 0.0)
     # durations are kept as float32 (0.1 us at a second, far below what a span shows):
     # a day-long window holds a million requests
     pre_32, card_32, select_32, insert_32, gap_32 = (np.asarray(a, np.float32) for a in (
@@ -249,7 +251,8 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
             + gap_32[2])
     error_s = np.where(card_fail | stmt_to, _lognormal(lat, 0.0015, 0.4, n), 0.0)
     demand = Demand(
-        arrival=arrival, on_thread=~health, before_pool=pre_32 + card_32, uses_db=uses_db,
+        arrival=arrival, on_thread=~health, before_pool=pre_32 + card_32 + card_s_read,
+        uses_db=uses_db,
         hold=np.where(uses_db, hold, 0.0), after_pool=post_work + error_s,
         timeout_jitter=_lognormal(gaps, 0.0012, 0.6, n))
     return Work(demand, pre_32, card_32, card_fail, select_32, insert_32, gap_32, stmt_to,

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from .simulate import ERR_GATEWAY, ERR_POOL_TIMEOUT, ERR_STATEMENT_TIMEOUT
+from .simulate import (
+    ERR_GATEWAY,
+    ERR_POOL_TIMEOUT,
+    ERR_STATEMENT_TIMEOUT,
+    GET_PAYMENT,
+    POST_PAYMENT,
+)
 
-SELECT_BY_KEY = ("SELECT payments.id, payments.status, payments.amount \nFROM payments \n"
-                 "WHERE payments.idempotency_key = %(idempotency_key_1)s")
+# as live_app sends them (SQLAlchemy text() and Core insert, psycopg placeholders)
+SELECT_BY_KEY = ("SELECT payments.id, payments.status, payments.amount FROM payments WHERE "
+                 "payments.idempotency_key = %(key)s")
 SELECT_BY_ID = ("SELECT payments.id, payments.status, payments.amount, payments.currency, "
-                "payments.created_at \nFROM payments \nWHERE payments.id = %(pk_1)s")
-INSERT_PAYMENT = ("INSERT INTO payments (idempotency_key, amount, currency, status) VALUES "
-                  "(%(idempotency_key)s, %(amount)s, %(currency)s, %(status)s) "
+                "payments.created_at FROM payments WHERE payments.id = %(id)s")
+INSERT_PAYMENT = ("INSERT INTO payments (idempotency_key, amount, currency, status, created_at) "
+                  "VALUES (%(idempotency_key)s::VARCHAR, %(amount)s, %(currency)s::VARCHAR, "
+                  "%(status)s::VARCHAR, %(created_at)s::TIMESTAMP WITHOUT TIME ZONE) "
                   "RETURNING payments.id")
 PG_SELECT_BY_KEY = ("SELECT payments.id, payments.status, payments.amount FROM payments "
                     "WHERE payments.idempotency_key = $1")
@@ -35,22 +43,70 @@ def failures(knobs: dict[str, float]) -> dict[int, tuple[str, str]]:
         ERR_POOL_TIMEOUT: ("sqlalchemy.exc.TimeoutError", pool_timeout_message(
             int(knobs["pool_size"]), int(knobs["max_overflow"]), knobs["pool_timeout_s"])),
         ERR_STATEMENT_TIMEOUT: ("sqlalchemy.exc.OperationalError", STATEMENT_TIMEOUT_MESSAGE),
-        ERR_GATEWAY: ("payment_service.gateway.PaymentGatewayError",
+        ERR_GATEWAY: ("live_app.app.PaymentGatewayError",
                       "card-processor answered 503 Service Unavailable"),
     }
 
 
-def stacktrace(exc_type: str, message: str) -> str:
-    if exc_type.endswith("PaymentGatewayError"):
-        inner = ('  File "/app/payment_service/gateway.py", line 31, in charge\n'
-                 "    raise PaymentGatewayError(f\"card-processor answered {status}\")\n")
-    elif exc_type == "sqlalchemy.exc.TimeoutError":
-        inner = ('  File "/app/.venv/lib/python3.12/site-packages/sqlalchemy/pool/impl.py", '
-                 'line 168, in _do_get\n    raise exc.TimeoutError(\n')
+# Tracebacks as Python 3.11 prints them in payment-service's image (python:3.11-slim,
+# live_app installed into site-packages): taken from live_app runs, frame for frame (the
+# span parity test compares them with a live run). The statement-timeout path is the
+# exception: no built-in scenario sets statement_timeout, and it was not captured live.
+SITE = "/usr/local/lib/python3.11/site-packages"
+STDLIB = "/usr/local/lib/python3.11"
+APP_FILE = f"{SITE}/live_app/app.py"
+LOG_SOURCE = "app.py:109"  # where live_app's handler logs a failure (%(filename)s:%(lineno)d)
+
+_CHECKOUT = (
+    f'  File "{SITE}/opentelemetry/instrumentation/sqlalchemy/engine.py", line 192, in '
+    "_wrap_connect_internal\n    return func(*args, **kwargs)\n           ^^^^^^^^^^^^^^^^^^^^^\n"
+    f'  File "{SITE}/sqlalchemy/engine/base.py", line 3311, in connect\n'
+    "    return self._connection_cls(self)\n           ^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+    f'  File "{SITE}/sqlalchemy/engine/base.py", line 149, in __init__\n'
+    "    self._dbapi_connection = engine.raw_connection()\n"
+    "                             ^^^^^^^^^^^^^^^^^^^^^^^\n"
+    f'  File "{SITE}/sqlalchemy/engine/base.py", line 3335, in raw_connection\n'
+    "    return self.pool.connect()\n           ^^^^^^^^^^^^^^^^^^^\n"
+    f'  File "{SITE}/sqlalchemy/pool/base.py", line 463, in connect\n'
+    "    return _ConnectionFairy._checkout(self)\n           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+    f'  File "{SITE}/sqlalchemy/pool/base.py", line 1341, in _checkout\n'
+    "    fairy = _ConnectionRecord.checkout(pool)\n"
+    "            ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+    f'  File "{SITE}/sqlalchemy/pool/base.py", line 727, in checkout\n'
+    "    rec = pool._do_get()\n          ^^^^^^^^^^^^^^\n"
+    f'  File "{SITE}/sqlalchemy/pool/impl.py", line 167, in _do_get\n'
+    "    raise exc.TimeoutError(\n")
+_ACQUIRE = {
+    POST_PAYMENT: (f'  File "{APP_FILE}", line 120, in create_payment\n'
+                   "    with acquire(engine, tel.pool) as conn, conn.begin():\n"),
+    GET_PAYMENT: (f'  File "{APP_FILE}", line 135, in read_payment\n'
+                  "    with acquire(engine, tel.pool) as conn:\n"),
+}
+_CONTEXT = (f'  File "{STDLIB}/contextlib.py", line 137, in __enter__\n'
+            "    return next(self.gen)\n           ^^^^^^^^^^^^^^\n"
+            f'  File "{APP_FILE}", line 54, in acquire\n'
+            "    conn = engine.connect()\n           ^^^^^^^^^^^^^^^^\n")
+_SPAN_SCOPE = (f'  File "{SITE}/opentelemetry/trace/__init__.py", line 602, in use_span\n'
+               "    yield span\n"
+               f'  File "{SITE}/opentelemetry/sdk/trace/__init__.py", line 1136, in '
+               "start_as_current_span\n    yield span\n")
+_HEAD = "Traceback (most recent call last):\n"
+
+
+def stacktrace(err: int, route: int, exc_type: str, message: str) -> str:
+    """The traceback payment-service's handler records on its server span."""
+    if err == ERR_GATEWAY:
+        frames = (f'  File "{APP_FILE}", line 118, in create_payment\n'
+                  '    raise PaymentGatewayError("card-processor answered 503 Service '
+                  'Unavailable")\n')
+    elif err == ERR_POOL_TIMEOUT:
+        frames = _ACQUIRE[route] + _CONTEXT + _CHECKOUT
     else:
-        inner = ('  File "/app/.venv/lib/python3.12/site-packages/sqlalchemy/engine/default.py", '
-                 'line 941, in do_execute\n    cursor.execute(statement, parameters)\n')
-    return ("Traceback (most recent call last):\n"
-            '  File "/app/payment_service/routes.py", line 57, in create_payment\n'
-            "    existing = session.scalar(select(Payment).where(Payment.idempotency_key == key))\n"
-            f"{inner}{exc_type}: {message}")
+        frames = (f'  File "{SITE}/sqlalchemy/engine/default.py", line 941, in do_execute\n'
+                  "    cursor.execute(statement, parameters)\n")
+    return f"{_HEAD}{frames}{exc_type}: {message}\n"
+
+
+def connect_stacktrace(exc_type: str, message: str) -> str:
+    """The traceback SQLAlchemy's instrumentation records on the `connect` span."""
+    return f"{_HEAD}{_SPAN_SCOPE}{_CHECKOUT}{exc_type}: {message}\n"

@@ -32,15 +32,17 @@ from .simulate import (
     TraceIds,
     Traffic,
 )
-from .texts import INSERT_PAYMENT, SELECT_BY_ID, SELECT_BY_KEY, stacktrace
+from .texts import INSERT_PAYMENT, SELECT_BY_ID, SELECT_BY_KEY, connect_stacktrace, stacktrace
 
 CARD_ATTRS: Attributes = (("http.request.method", "POST"),
                           ("network.protocol.version", "1.1"),
                           ("server.address", "card-processor"), ("server.port", 8080),
                           ("url.full", "http://card-processor:8080/v1/charges"))
+# as opentelemetry-instrumentation-sqlalchemy writes them with the stable HTTP conventions
+# opted in (server.* from the connection URL; db.operation on statements)
 DB_ATTRS: Attributes = (("db.name", "payments"), ("db.system", "postgresql"),
-                        ("db.user", "payments"), ("net.peer.name", "postgres"),
-                        ("net.peer.port", 5432))
+                        ("db.user", "payments"), ("server.address", "postgres"),
+                        ("server.port", 5432))
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,8 @@ class _Rows:
             "attrs", "events")}
 
     def add(self, trace: np.ndarray, span: np.ndarray, parent: np.ndarray | None, start: int,
-            end: int, kind: int, name: str, attrs: Attributes, error: str = "",
-            events: tuple[SpanEvent, ...] = ()) -> None:
+            end: int, kind: int, name: str, attrs: Attributes, error: bool = False,
+            events: tuple[SpanEvent, ...] = (), message: str = "") -> None:
         c = self.cols
         c["trace"].append(trace)
         c["span"].append(span)
@@ -74,7 +76,7 @@ class _Rows:
         c["kind"].append(kind)
         c["code"].append(STATUS_ERROR if error else STATUS_UNSET)
         c["name"].append(name)
-        c["message"].append(error)
+        c["message"].append(message)
         c["attrs"].append(attrs)
         c["events"].append(events)
 
@@ -93,10 +95,10 @@ class _Rows:
         )
 
 
-def exception_event(t_ns: int, exc_type: str, message: str) -> SpanEvent:
+def exception_event(t_ns: int, exc_type: str, message: str, trace: str) -> SpanEvent:
     return SpanEvent("exception", t_ns, (
         ("exception.escaped", "False"), ("exception.message", message),
-        ("exception.stacktrace", stacktrace(exc_type, message)), ("exception.type", exc_type)))
+        ("exception.stacktrace", trace), ("exception.type", exc_type)))
 
 
 def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
@@ -112,11 +114,13 @@ def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
                                                         503 if failed else 201))
                                        + ((("error.type", "503"),) if failed else ())))
                   for failed in (False, True)}
+    ports = clients.port[rows].tolist()
     for i, (r, route, status, err, start, end, pid, c_start, c_end) in enumerate(cols):
         tid = ids.trace_id[i]
         method, http_route = ROUTES[route]
         attrs: list[tuple[str, str | int]] = [
-            ("client.address", clients.address[r]), ("http.request.method", method),
+            ("client.address", clients.address[r]), ("client.port", ports[i]),
+            ("http.request.method", method),
             ("http.response.status_code", status), ("http.route", http_route),
             ("network.protocol.version", "1.1"), ("server.address", "payment-service"),
             ("server.port", 8000), ("url.path", url_path(route, pid)),
@@ -125,14 +129,15 @@ def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
         if status >= 500:
             attrs.insert(0, ("error.type", str(status)))
             exc_type, message = failures[err]
-            events = (exception_event(failed_at(traffic, r), exc_type, message),)
+            events = (exception_event(failed_at(traffic, r), exc_type, message,
+                                      stacktrace(err, route, exc_type, message)),)
+        # the instrumentation marks a 5xx server span ERROR without a description
         server.add(tid, ids.server[i], None, start, end, SPAN_KIND_SERVER,
-                   f"{method} {http_route}", tuple(attrs), str(status) if status >= 500 else "",
-                   events)
+                   f"{method} {http_route}", tuple(attrs), status >= 500, events)
         if called[i]:
             failed = err == ERR_GATEWAY
             card.add(tid, ids.card[i], ids.server[i], c_start, c_end, SPAN_KIND_CLIENT, "POST",
-                     card_attrs[failed], "503" if failed else "")
+                     card_attrs[failed], failed)
         if used_db[i]:
             _db_spans(sql, traffic, ids, i, r, failures)
     return (server.table("opentelemetry.instrumentation.fastapi"),
@@ -158,15 +163,20 @@ def _db_spans(sql: _Rows, traffic: Traffic, ids: TraceIds, i: int, r: int,
     if err == ERR_POOL_TIMEOUT:
         exc_type, message = failures[err]
         sql.add(tid, ids.connect[i], parent, c_start, c_end, SPAN_KIND_CLIENT, "connect",
-                DB_ATTRS, message, (exception_event(c_end, exc_type, message),))
+                DB_ATTRS, True, (exception_event(c_end, exc_type, message,
+                                                 connect_stacktrace(exc_type, message)),),
+                f"{exc_type.rsplit('.', 1)[-1]}: {message}")
         return
     sql.add(tid, ids.connect[i], parent, c_start, c_end, SPAN_KIND_CLIENT, "connect", DB_ATTRS)
     statement = SELECT_BY_KEY if route == POST_PAYMENT else SELECT_BY_ID
-    sel_error = failures[err][1] if err == ERR_STATEMENT_TIMEOUT else ""
+    timed_out = err == ERR_STATEMENT_TIMEOUT
     sql.add(tid, ids.select[i], parent, int(traffic.select_start_ns[r]),
             int(traffic.select_end_ns[r]), SPAN_KIND_CLIENT, "SELECT payments",
-            (*DB_ATTRS, ("db.statement", statement)), sel_error)
+            tuple(sorted((*DB_ATTRS, ("db.operation", "SELECT payments"),
+                          ("db.statement", statement)))), timed_out, (),
+            failures[err][1] if timed_out else "")
     if traffic.insert_end_ns[r] > traffic.insert_start_ns[r]:
         sql.add(tid, ids.insert[i], parent, int(traffic.insert_start_ns[r]),
                 int(traffic.insert_end_ns[r]), SPAN_KIND_CLIENT, "INSERT payments",
-                (*DB_ATTRS, ("db.statement", INSERT_PAYMENT)))
+                tuple(sorted((*DB_ATTRS, ("db.operation", "INSERT payments"),
+                              ("db.statement", INSERT_PAYMENT)))))
