@@ -69,7 +69,8 @@ def generate(scenario: str, seed: int = 1, duration_ms: int | None = None,
         if clients is not None and "logs" in signals else (),
         span_tables=build_spans(traffic, ids, clients, fails)
         if clients is not None and "traces" in signals else (),
-        truth=build_truth(spec, plan, duration_ms, traffic, ids),
+        truth=build_truth(spec, plan, duration_ms, traffic, ids,
+                          float(resolved["trace_sample_ratio"])),
         knobs=tuple(sorted(resolved.items())), generator_version=GENERATOR_VERSION,
         source=(("kind", "generated"),),
     )

@@ -169,6 +169,8 @@ class GroundTruth:
     # how the root cause is named in the data (Prometheus labels, span/resource attributes,
     # Loki labels), sorted (key, value) pairs: match a guess to it without an alias
     root_cause_identity: tuple[tuple[str, str], ...] = ()
+    # which requests have a trace: (("policy", "all"),) or the tail-sampling policy's terms
+    trace_sampling: tuple[tuple[str, str], ...] = (("policy", "all"),)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ ROUTES = (("POST", "/payment"), ("GET", "/payments/{payment_id}"), ("GET", "/hea
 POST_PAYMENT, GET_PAYMENT, HEALTH = 0, 1, 2
 
 ERR_NONE, ERR_POOL_TIMEOUT, ERR_STATEMENT_TIMEOUT, ERR_GATEWAY = 0, 1, 2, 3
-# Tail sampling as an OTel collector policy would do it: keep every error, a quarter of the
-# requests slower than 1 s, and `trace_sample_ratio` of the rest.
+# Below trace_sample_ratio 1, tail sampling as an OTel collector policy would do it: keep
+# every error, a quarter of the requests slower than 1 s, and `trace_sample_ratio` of the
+# rest. The ground truth records the policy, so rates taken from traces can be corrected.
 SLOW_TRACE_S = 1.0
 SLOW_KEEP_RATIO = 0.25
 WARMUP_S = 120.0  # simulated before the window, so it opens on a running service

@@ -58,41 +58,21 @@ def url_path(route: int, payment_id: int) -> str:
     return f"/payments/{payment_id}" if route == GET_PAYMENT else ROUTES[route][1]
 
 
-class _Rows:
-    def __init__(self) -> None:
-        self.cols: dict[str, list] = {k: [] for k in (
-            "trace", "span", "parent", "start", "end", "kind", "code", "name", "message",
-            "attrs", "events")}
-
-    def add(self, trace: np.ndarray, span: np.ndarray, parent: np.ndarray | None, start: int,
-            end: int, kind: int, name: str, attrs: Attributes, error: bool = False,
-            events: tuple[SpanEvent, ...] = (), message: str = "") -> None:
-        c = self.cols
-        c["trace"].append(trace)
-        c["span"].append(span)
-        c["parent"].append(parent if parent is not None else np.zeros(8, np.uint8))
-        c["start"].append(start)
-        c["end"].append(end)
-        c["kind"].append(kind)
-        c["code"].append(STATUS_ERROR if error else STATUS_UNSET)
-        c["name"].append(name)
-        c["message"].append(message)
-        c["attrs"].append(attrs)
-        c["events"].append(events)
-
-    def table(self, scope: str) -> SpanTable:
-        c = self.cols
-        n = len(c["start"])
-        return SpanTable(
-            resource=RESOURCE, scope_name=scope, scope_version=INSTRUMENTATION_VERSION,
-            trace_id=frozen_array(np.array(c["trace"]).reshape(n, 16), np.uint8),
-            span_id=frozen_array(np.array(c["span"]).reshape(n, 8), np.uint8),
-            parent_span_id=frozen_array(np.array(c["parent"]).reshape(n, 8), np.uint8),
-            start_ns=frozen_array(c["start"], np.int64), end_ns=frozen_array(c["end"], np.int64),
-            kind=frozen_array(c["kind"], np.int8), status_code=frozen_array(c["code"], np.int8),
-            name=tuple(c["name"]), status_message=tuple(c["message"]),
-            attributes=tuple(c["attrs"]), events=tuple(c["events"]),
-        )
+def _table(scope: str, trace_id: np.ndarray, span_id: np.ndarray, parent: np.ndarray,
+           start: np.ndarray, end: np.ndarray, kind: int, error: np.ndarray,
+           name: list[str], message: list[str], attrs: list[Attributes],
+           events: list[tuple[SpanEvent, ...]]) -> SpanTable:
+    n = start.shape[0]
+    return SpanTable(
+        resource=RESOURCE, scope_name=scope, scope_version=INSTRUMENTATION_VERSION,
+        trace_id=frozen_array(trace_id.reshape(n, 16), np.uint8),
+        span_id=frozen_array(span_id.reshape(n, 8), np.uint8),
+        parent_span_id=frozen_array(parent.reshape(n, 8), np.uint8),
+        start_ns=frozen_array(start, np.int64), end_ns=frozen_array(end, np.int64),
+        kind=frozen_array(np.full(n, kind), np.int8),
+        status_code=frozen_array(np.where(error, STATUS_ERROR, STATUS_UNSET), np.int8),
+        name=tuple(name), status_message=tuple(message), attributes=tuple(attrs),
+        events=tuple(events))
 
 
 def exception_event(t_ns: int, exc_type: str, message: str, trace: str) -> SpanEvent:
@@ -103,46 +83,61 @@ def exception_event(t_ns: int, exc_type: str, message: str, trace: str) -> SpanE
 
 def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
                 failures: dict[int, tuple[str, str]]) -> tuple[SpanTable, ...]:
-    server, sql, card = _Rows(), _Rows(), _Rows()
+    """Column by column: a fully traced hour is a quarter of a million spans."""
     rows = np.flatnonzero(traffic.sampled)
-    used_db = traffic.used_db[rows].tolist()
-    called = traffic.called_card[rows].tolist()
-    cols = zip(rows.tolist(), *(a[rows].tolist() for a in (
-        traffic.route, traffic.status, traffic.error, traffic.start_ns, traffic.end_ns,
-        traffic.payment_id, traffic.call_start_ns, traffic.call_end_ns)))
-    card_attrs = {failed: tuple(sorted((*CARD_ATTRS, ("http.response.status_code",
-                                                        503 if failed else 201))
-                                       + ((("error.type", "503"),) if failed else ())))
-                  for failed in (False, True)}
-    ports = clients.port[rows].tolist()
-    for i, (r, route, status, err, start, end, pid, c_start, c_end) in enumerate(cols):
-        tid = ids.trace_id[i]
-        method, http_route = ROUTES[route]
-        attrs: list[tuple[str, str | int]] = [
-            ("client.address", clients.address[r]), ("client.port", ports[i]),
-            ("http.request.method", method),
-            ("http.response.status_code", status), ("http.route", http_route),
-            ("network.protocol.version", "1.1"), ("server.address", "payment-service"),
-            ("server.port", 8000), ("url.path", url_path(route, pid)),
-            ("url.scheme", "http"), ("user_agent.original", clients.user_agent[r])]
-        events: tuple[SpanEvent, ...] = ()
-        if status >= 500:
-            attrs.insert(0, ("error.type", str(status)))
-            exc_type, message = failures[err]
-            events = (exception_event(failed_at(traffic, r), exc_type, message,
-                                      stacktrace(err, route, exc_type, message)),)
-        # the instrumentation marks a 5xx server span ERROR without a description
-        server.add(tid, ids.server[i], None, start, end, SPAN_KIND_SERVER,
-                   f"{method} {http_route}", tuple(attrs), status >= 500, events)
-        if called[i]:
-            failed = err == ERR_GATEWAY
-            card.add(tid, ids.card[i], ids.server[i], c_start, c_end, SPAN_KIND_CLIENT, "POST",
-                     card_attrs[failed], failed)
-        if used_db[i]:
-            _db_spans(sql, traffic, ids, i, r, failures)
-    return (server.table("opentelemetry.instrumentation.fastapi"),
-            card.table("opentelemetry.instrumentation.httpx"),
-            sql.table("opentelemetry.instrumentation.sqlalchemy"))
+    return (_server_spans(traffic, ids, clients, failures, rows),
+            _card_spans(traffic, ids, rows),
+            _db_spans(traffic, ids, failures, rows))
+
+
+def _server_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
+                  failures: dict[int, tuple[str, str]], rows: np.ndarray) -> SpanTable:
+    route, status = traffic.route[rows], traffic.status[rows]
+    names = [f"{m} {r}" for m, r in ROUTES]
+    # pairs that take a handful of values are made once and shared by every span
+    method = [("http.request.method", m) for m, _ in ROUTES]
+    http_route = [("http.route", r) for _, r in ROUTES]
+    fixed_path = [("url.path", r) for _, r in ROUTES]
+    codes = {st: ("http.response.status_code", st) for st in set(status.tolist())}
+    error = {st: ("error.type", str(st)) for st in codes}
+    address = {a: ("client.address", a) for a in set(clients.address)}
+    agent = {a: ("user_agent.original", a) for a in set(clients.user_agent)}
+    proto, s_addr, s_port = (("network.protocol.version", "1.1"),
+                             ("server.address", "payment-service"), ("server.port", 8000))
+    scheme = ("url.scheme", "http")
+    attrs: list[Attributes] = []
+    for r, rt, st, port, pid in zip(rows.tolist(), route.tolist(), status.tolist(),
+                                    clients.port[rows].tolist(),
+                                    traffic.payment_id[rows].tolist()):
+        path = ("url.path", f"/payments/{pid}") if rt == GET_PAYMENT else fixed_path[rt]
+        one = (address[clients.address[r]], ("client.port", port), method[rt], codes[st],
+               http_route[rt], proto, s_addr, s_port, path, scheme,
+               agent[clients.user_agent[r]])
+        attrs.append((error[st], *one) if st >= 500 else one)
+    events: list[tuple[SpanEvent, ...]] = [()] * rows.shape[0]
+    for i in np.flatnonzero(status >= 500).tolist():
+        r = int(rows[i])
+        err, rt = int(traffic.error[r]), int(route[i])
+        exc_type, message = failures[err]
+        events[i] = (exception_event(failed_at(traffic, r), exc_type, message,
+                                     stacktrace(err, rt, exc_type, message)),)
+    # the instrumentation marks a 5xx server span ERROR without a description
+    return _table("opentelemetry.instrumentation.fastapi", ids.trace_id, ids.server,
+                  np.zeros((rows.shape[0], 8), np.uint8), traffic.start_ns[rows],
+                  traffic.end_ns[rows], SPAN_KIND_SERVER, status >= 500,
+                  [names[rt] for rt in route.tolist()], [""] * rows.shape[0], attrs, events)
+
+
+def _card_spans(traffic: Traffic, ids: TraceIds, rows: np.ndarray) -> SpanTable:
+    k = np.flatnonzero(traffic.called_card[rows])
+    r = rows[k]
+    failed = traffic.error[r] == ERR_GATEWAY
+    attrs = {f: tuple(sorted((*CARD_ATTRS, ("http.response.status_code", 503 if f else 201))
+                             + ((("error.type", "503"),) if f else ()))) for f in (False, True)}
+    return _table("opentelemetry.instrumentation.httpx", ids.trace_id[k], ids.card[k],
+                  ids.server[k], traffic.call_start_ns[r], traffic.call_end_ns[r],
+                  SPAN_KIND_CLIENT, failed, ["POST"] * k.shape[0], [""] * k.shape[0],
+                  [attrs[f] for f in failed.tolist()], [()] * k.shape[0])
 
 
 def failed_at(traffic: Traffic, r: int) -> int:
@@ -155,28 +150,52 @@ def failed_at(traffic: Traffic, r: int) -> int:
     return int(traffic.select_end_ns[r])
 
 
-def _db_spans(sql: _Rows, traffic: Traffic, ids: TraceIds, i: int, r: int,
-              failures: dict[int, tuple[str, str]]) -> None:
-    route, err = int(traffic.route[r]), int(traffic.error[r])
-    tid, parent = ids.trace_id[i], ids.server[i]
-    c_start, c_end = int(traffic.connect_start_ns[r]), int(traffic.connect_end_ns[r])
-    if err == ERR_POOL_TIMEOUT:
-        exc_type, message = failures[err]
-        sql.add(tid, ids.connect[i], parent, c_start, c_end, SPAN_KIND_CLIENT, "connect",
-                DB_ATTRS, True, (exception_event(c_end, exc_type, message,
-                                                 connect_stacktrace(exc_type, message)),),
-                f"{exc_type.rsplit('.', 1)[-1]}: {message}")
-        return
-    sql.add(tid, ids.connect[i], parent, c_start, c_end, SPAN_KIND_CLIENT, "connect", DB_ATTRS)
-    statement = SELECT_BY_KEY if route == POST_PAYMENT else SELECT_BY_ID
-    timed_out = err == ERR_STATEMENT_TIMEOUT
-    sql.add(tid, ids.select[i], parent, int(traffic.select_start_ns[r]),
-            int(traffic.select_end_ns[r]), SPAN_KIND_CLIENT, "SELECT payments",
-            tuple(sorted((*DB_ATTRS, ("db.operation", "SELECT payments"),
-                          ("db.statement", statement)))), timed_out, (),
-            failures[err][1] if timed_out else "")
-    if traffic.insert_end_ns[r] > traffic.insert_start_ns[r]:
-        sql.add(tid, ids.insert[i], parent, int(traffic.insert_start_ns[r]),
-                int(traffic.insert_end_ns[r]), SPAN_KIND_CLIENT, "INSERT payments",
-                tuple(sorted((*DB_ATTRS, ("db.operation", "INSERT payments"),
-                              ("db.statement", INSERT_PAYMENT)))))
+def _db_spans(traffic: Traffic, ids: TraceIds, failures: dict[int, tuple[str, str]],
+              rows: np.ndarray) -> SpanTable:
+    """`connect`, `SELECT payments`, `INSERT payments`, kept together by trace."""
+    k = np.flatnonzero(traffic.used_db[rows])
+    r = rows[k]
+    err = traffic.error[r]
+    pool_to, stmt_to = err == ERR_POOL_TIMEOUT, err == ERR_STATEMENT_TIMEOUT
+    sel = np.flatnonzero(~pool_to)
+    ins = np.flatnonzero(traffic.insert_end_ns[r] > traffic.insert_start_ns[r])
+    select_attrs = {rt: tuple(sorted((*DB_ATTRS, ("db.operation", "SELECT payments"),
+                                      ("db.statement", st))))
+                    for rt, st in ((POST_PAYMENT, SELECT_BY_KEY), (GET_PAYMENT, SELECT_BY_ID))}
+    insert_attrs = tuple(sorted((*DB_ATTRS, ("db.operation", "INSERT payments"),
+                                 ("db.statement", INSERT_PAYMENT))))
+    exc_type, message = failures[ERR_POOL_TIMEOUT]
+    timeout_event = (exception_event(0, exc_type, message,
+                                     connect_stacktrace(exc_type, message)),)
+    connect_events = [(SpanEvent("exception", int(t), timeout_event[0].attributes),)
+                      if to else () for t, to in zip(traffic.connect_end_ns[r].tolist(),
+                                                      pool_to.tolist())]
+    stmt_message = failures[ERR_STATEMENT_TIMEOUT][1]
+    parts: list[tuple] = [  # (request, span ids, start, end, error, name, message, attrs,
+        # events)
+        (k, ids.connect[k], traffic.connect_start_ns[r], traffic.connect_end_ns[r], pool_to,
+         ["connect"] * k.shape[0],
+         [f"TimeoutError: {message}" if to else "" for to in pool_to.tolist()],
+         [DB_ATTRS] * k.shape[0], connect_events),
+        (k[sel], ids.select[k[sel]], traffic.select_start_ns[r[sel]],
+         traffic.select_end_ns[r[sel]], stmt_to[sel], ["SELECT payments"] * sel.shape[0],
+         [stmt_message if to else "" for to in stmt_to[sel].tolist()],
+         [select_attrs[rt] for rt in traffic.route[r[sel]].tolist()], [()] * sel.shape[0]),
+        (k[ins], ids.insert[k[ins]], traffic.insert_start_ns[r[ins]],
+         traffic.insert_end_ns[r[ins]], np.zeros(ins.shape[0], bool),
+         ["INSERT payments"] * ins.shape[0], [""] * ins.shape[0],
+         [insert_attrs] * ins.shape[0], [()] * ins.shape[0]),
+    ]
+    which = np.concatenate([p[0] for p in parts])
+    order = np.lexsort((np.concatenate([p[2] for p in parts]), which))
+
+    def cat(j: int) -> np.ndarray:
+        return np.concatenate([p[j] for p in parts])[order]
+
+    def cat_list(j: int) -> list:
+        joined = [x for p in parts for x in p[j]]
+        return [joined[o] for o in order.tolist()]
+
+    return _table("opentelemetry.instrumentation.sqlalchemy", ids.trace_id[which[order]],
+                  cat(1), ids.server[which[order]], cat(2), cat(3), SPAN_KIND_CLIENT, cat(4),
+                  cat_list(5), cat_list(6), cat_list(7), cat_list(8))

@@ -8,7 +8,15 @@ import numpy as np
 
 from .model import GroundTruth, Phase
 from .scenarios import PhasePlan, Scenario
-from .simulate import ERR_GATEWAY, ERR_POOL_TIMEOUT, POST_PAYMENT, TraceIds, Traffic
+from .simulate import (
+    ERR_GATEWAY,
+    ERR_POOL_TIMEOUT,
+    POST_PAYMENT,
+    SLOW_KEEP_RATIO,
+    SLOW_TRACE_S,
+    TraceIds,
+    Traffic,
+)
 
 P99_POST = ('histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_'
             'bucket{job="payment-service", http_route="/payment", http_request_method="POST"}'
@@ -103,8 +111,16 @@ STORIES = {
 }
 
 
+def sampling_policy(ratio: float) -> tuple[tuple[str, str], ...]:
+    """The trace sampling the incident's traces went through, as the ground truth says it."""
+    if ratio >= 1.0:
+        return (("policy", "all"),)
+    return (("errors", "all"), ("other_ratio", repr(float(ratio))), ("policy", "tail"),
+            ("slow_ratio", repr(SLOW_KEEP_RATIO)), ("slower_than_s", repr(SLOW_TRACE_S)))
+
+
 def build_truth(scenario: Scenario, plan: PhasePlan | None, duration_ms: int,
-                traffic: Traffic, ids: TraceIds) -> GroundTruth:
+                traffic: Traffic, ids: TraceIds, sample_ratio: float = 1.0) -> GroundTruth:
     ph = phases(plan, duration_ms)
     peak = next((p for p in ph if p.name == "peak"), None)
     examples = _examples(scenario, traffic, ids, peak)
@@ -121,7 +137,8 @@ def build_truth(scenario: Scenario, plan: PhasePlan | None, duration_ms: int,
         phases=ph,
         affected_signals=story.affected, example_trace_ids=examples, promql=story.promql,
         logql=story.logql + (example_logql,), traceql=story.traceql,
-        root_cause_identity=tuple(sorted(scenario.root_cause_identity.items())))
+        root_cause_identity=tuple(sorted(scenario.root_cause_identity.items())),
+        trace_sampling=sampling_policy(sample_ratio))
 
 
 def _at(ph: tuple[Phase, ...], name: str) -> int | None:

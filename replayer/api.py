@@ -118,6 +118,7 @@ class AbsoluteTruth:
     logql: tuple[tuple[str, str], ...]
     traceql: tuple[tuple[str, str], ...]
     root_cause_identity: tuple[tuple[str, str], ...] = ()  # how the data names the cause
+    trace_sampling: tuple[tuple[str, str], ...] = ()  # which requests have a trace
 
     @staticmethod
     def of(truth: GroundTruth, start_ns: int, labels: Mapping[str, str]) -> AbsoluteTruth:
@@ -134,7 +135,8 @@ class AbsoluteTruth:
             example_trace_ids=truth.example_trace_ids,
             promql=tuple((w, scope_promql(q, labels)) for w, q in truth.promql),
             logql=tuple((w, scope_logql(q, labels)) for w, q in truth.logql),
-            traceql=truth.traceql, root_cause_identity=truth.root_cause_identity)
+            traceql=truth.traceql, root_cause_identity=truth.root_cause_identity,
+            trace_sampling=truth.trace_sampling)
 
 
 @dataclass

@@ -97,6 +97,7 @@ def truth_to_json(t: GroundTruth) -> dict[str, Any]:
         "promql": [{"what": w, "query": q} for w, q in t.promql],
         "logql": [{"what": w, "query": q} for w, q in t.logql],
         "traceql": [{"what": w, "query": q} for w, q in t.traceql],
+        "trace_sampling": dict(t.trace_sampling),
     }
 
 
@@ -326,6 +327,8 @@ def truth_from_json(t: dict[str, Any]) -> GroundTruth:
         traceql=tuple((q["what"], q["query"]) for q in t["traceql"]),
         # absent from recordings written before the ground truth named it: no identity
         root_cause_identity=tuple(sorted(t["root_cause"].get("identity", {}).items())),
+        # files written before the policy was recorded say nothing of it
+        trace_sampling=tuple(sorted(t.get("trace_sampling", {"policy": "unknown"}).items())),
     )
 
 

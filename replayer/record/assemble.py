@@ -126,6 +126,7 @@ def recorded_incident(name: str, start_ms: int, end_ms: int, series: Sequence[Se
                      if q),
         logql=(("recorded logs", queries["logql"]),) if queries.get("logql") else (),
         traceql=(("recorded traces", queries["traceql"]),) if queries.get("traceql") else (),
+        trace_sampling=(("policy", "unknown"),),  # whatever the recorded stack kept
     )
     return Incident(
         scenario=name, seed=0, duration_ms=duration,

@@ -246,7 +246,7 @@ def truth_from_modes(modes: list[tuple[int, str]], duration_ms: int,
         root_cause_component=component, root_cause_kind=kind, onset_ms=onset, peak_ms=onset,
         recovery_ms=recovery, phases=tuple(p for p in phases if p.end_ms > p.start_ms),
         affected_signals=(), example_trace_ids=example_traces(tables), promql=(), logql=(),
-        traceql=())
+        traceql=(), trace_sampling=(("policy", "all"),))  # the app's SDK samples everything
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ from tests.replayer.captures import capture
 END_NS = 1_795_778_400_000 * 1_000_000
 
 
+BATCH = 5000  # spans a request: well under gRPC's 4 MB default message size
+
+
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, fail_first: int = 0, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
                  rejected: int = 0) -> None:
@@ -97,8 +100,9 @@ def test_grpc_unavailable_is_retried(collector_server) -> None:  # type: ignore[
     waits: list[float] = []
     report = SignalReport("traces", "spans")
     push_traces(_exporter(collector_server(collector), waits), inc.span_tables[:1], report,
-                max_spans=10**6)
+                max_spans=BATCH)
     assert not report.lost and report.retries == 2 and len(waits) == 2
+    assert report.accepted == len(inc.span_tables[0])
 
 
 def test_grpc_invalid_argument_is_reported_not_retried(collector_server) -> None:  # type: ignore[no-untyped-def]
@@ -106,17 +110,22 @@ def test_grpc_invalid_argument_is_reported_not_retried(collector_server) -> None
     collector = Collector(fail_first=1, code=grpc.StatusCode.INTERNAL)
     report = SignalReport("traces", "spans")
     push_traces(_exporter(collector_server(collector), []), inc.span_tables[:1], report,
-                max_spans=10**6)
-    assert report.rejected == {"gRPC INTERNAL: try later": len(inc.span_tables[0])}
+                max_spans=BATCH)
+    # the first request is refused and reported, not retried; the others go through
+    assert report.rejected == {"gRPC INTERNAL: try later": BATCH}
+    assert report.accepted == len(inc.span_tables[0]) - BATCH
     assert report.retries == 0
 
 
 def test_partial_success_counts_as_rejected(collector_server) -> None:  # type: ignore[no-untyped-def]
     inc = shift(cached_incident("baseline"), END_NS)
     report = SignalReport("traces", "spans")
-    push_traces(_exporter(collector_server(Collector(rejected=3)), []), inc.span_tables[:1],
-                report, max_spans=10**6)
-    assert report.rejected == {"partial success: span too old": 3} and report.lost
+    collector = Collector(rejected=3)
+    push_traces(_exporter(collector_server(collector), []), inc.span_tables[:1], report,
+                max_spans=BATCH)
+    requests = len(collector.requests)
+    assert requests == -(-len(inc.span_tables[0]) // BATCH)
+    assert report.rejected == {"partial success: span too old": 3 * requests} and report.lost
 
 
 def test_unreachable_grpc_names_the_fix() -> None:
