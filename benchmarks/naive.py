@@ -67,6 +67,8 @@ def naive_otlp_request(tables, batches) -> bytes:  # type: ignore[no-untyped-def
             _set_attr(rs.resource.attributes.add(), k, v)
         ss = rs.scope_spans.add()
         ss.scope.name, ss.scope.version = t.scope_name, t.scope_version
+        ss.schema_url = t.scope_schema_url
+        flags = t.span_flags()
         for i in range(b.lo, b.hi):
             sp = ss.spans.add(trace_id=t.trace_id[i].tobytes(), span_id=t.span_id[i].tobytes(),
                               name=t.name[i], kind=int(t.kind[i]),
@@ -83,6 +85,7 @@ def naive_otlp_request(tables, batches) -> bytes:  # type: ignore[no-untyped-def
             if t.status_code[i] or t.status_message[i]:
                 sp.status.code = int(t.status_code[i])
                 sp.status.message = t.status_message[i]
+            sp.flags = int(flags[i])
     return req.SerializeToString()
 
 

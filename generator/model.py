@@ -138,9 +138,17 @@ class SpanTable:
     status_message: tuple[str, ...]
     attributes: tuple[Attributes, ...]
     events: tuple[tuple[SpanEvent, ...], ...]
+    scope_schema_url: str = ""
+    # OTLP Span.flags per span (uint32: W3C trace flags, and 0x100 when the exporter says
+    # whether the parent was remote); None: all 0
+    flags: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.start_ns.shape[0])
+
+    def span_flags(self) -> np.ndarray:
+        return (np.zeros(len(self), np.uint32) if self.flags is None
+                else self.flags.astype(np.uint32))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from .model import (
     SpanTable,
     frozen_array,
 )
-from .resource import INSTRUMENTATION_VERSION, RESOURCE
+from .resource import INSTRUMENTATION_VERSION, RESOURCE, SCHEMA_URL
 from .simulate import (
     ERR_GATEWAY,
     ERR_POOL_TIMEOUT,
@@ -34,6 +34,7 @@ from .simulate import (
 )
 from .texts import INSERT_PAYMENT, SELECT_BY_ID, SELECT_BY_KEY, connect_stacktrace, stacktrace
 
+SPAN_FLAGS_HAS_IS_REMOTE = 0x100
 CARD_ATTRS: Attributes = (("http.request.method", "POST"),
                           ("network.protocol.version", "1.1"),
                           ("server.address", "card-processor"), ("server.port", 8080),
@@ -72,7 +73,9 @@ def _table(scope: str, trace_id: np.ndarray, span_id: np.ndarray, parent: np.nda
         kind=frozen_array(np.full(n, kind), np.int8),
         status_code=frozen_array(np.where(error, STATUS_ERROR, STATUS_UNSET), np.int8),
         name=tuple(name), status_message=tuple(message), attributes=tuple(attrs),
-        events=tuple(events))
+        events=tuple(events), scope_schema_url=SCHEMA_URL,
+        # what the Python SDK's exporter writes: the parent's remoteness is known (local)
+        flags=frozen_array(np.full(n, SPAN_FLAGS_HAS_IS_REMOTE), np.uint32))
 
 
 def exception_event(t_ns: int, exc_type: str, message: str, trace: str) -> SpanEvent:

@@ -34,7 +34,8 @@ from generator.model import (
 from .errors import RecordingError
 
 FORMAT = "telemetry-replayer-recording"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 2 added span flags and scope schema_url
 LOG_CHUNK = 5000
 SPAN_CHUNK = 2000
 _SPECIAL = {"NaN": math.nan, "+Inf": math.inf, "-Inf": -math.inf}
@@ -124,6 +125,7 @@ def span_records(table: SpanTable) -> Iterator[dict[str, Any]]:
     for lo in range(0, max(len(table), 1), SPAN_CHUNK):
         hi = min(lo + SPAN_CHUNK, len(table))
         spans = []
+        flags = table.span_flags().tolist()
         for i in range(lo, hi):
             spans.append({
                 "trace_id": bytes(table.trace_id[i]).hex(),
@@ -136,9 +138,11 @@ def span_records(table: SpanTable) -> Iterator[dict[str, Any]]:
                 "events": [{"name": ev.name, "t_ns": ev.t_ns,
                             "attributes": [[k, v] for k, v in ev.attributes]}
                            for ev in table.events[i]],
+                "flags": flags[i],
             })
         yield {"kind": "spans", "resource": [[k, v] for k, v in table.resource],
-               "scope": {"name": table.scope_name, "version": table.scope_version},
+               "scope": {"name": table.scope_name, "version": table.scope_version,
+                         "schema_url": table.scope_schema_url},
                "spans": spans}
 
 
@@ -275,9 +279,10 @@ class _Assembler:
         if rec.get("format") != FORMAT:
             raise RecordingError(f"{self.path}:{lineno}: not a telemetry-replayer recording "
                                  f"(format {rec.get('format')!r})")
-        if rec.get("version") != FORMAT_VERSION:
+        if rec.get("version") not in READABLE_VERSIONS:
             raise RecordingError(f"{self.path}:{lineno}: format version {rec.get('version')!r} "
-                                 f"is not supported (this replayer reads {FORMAT_VERSION})")
+                                 f"is not supported (this replayer reads "
+                                 f"{', '.join(map(str, READABLE_VERSIONS))})")
         self.header = rec
 
     @staticmethod
@@ -386,4 +391,7 @@ def _table(rec: dict[str, Any]) -> SpanTable:
         attributes=tuple(_attrs(s["attributes"]) for s in spans),
         events=tuple(tuple(SpanEvent(e["name"], int(e["t_ns"]), _attrs(e["attributes"]))
                            for e in s["events"]) for s in spans),
+        # version 1 kept neither: no schema URL, flags 0
+        scope_schema_url=rec["scope"].get("schema_url", ""),
+        flags=frozen_array([s.get("flags", 0) for s in spans], np.uint32),
     )

@@ -52,6 +52,7 @@ class _AttrCache:
 
 
 _FIXED = struct.Struct("<Q")
+_FLAGS = struct.Struct("<I")
 
 
 class _Spans:
@@ -67,6 +68,7 @@ class _Spans:
         self.end = t.end_ns.tolist()
         self.kind = t.kind.tolist()
         self.code = t.status_code.tolist()
+        self.flags = t.span_flags().tolist()
         self.text: dict[tuple[int, str], bytes] = {}
         self.status: dict[tuple[str, int], bytes] = {}
         self.attr_sets: dict[tuple, bytes] = {}
@@ -105,6 +107,8 @@ class _Spans:
             if status is None:
                 status = self.status[key] = field(15, text(2, key[0]) + uint(3, key[1]))
             parts.append(status)
+        if self.flags[i]:
+            parts += (b"\x85\x01", _FLAGS.pack(self.flags[i]))  # Span.flags, fixed32
         body = b"".join(parts)
         return b"\x12" + varint(len(body)) + body  # ScopeSpans.spans
 
@@ -139,7 +143,8 @@ class TraceEncoder:
         scope = field(1, text(1, t.scope_name) + text(2, t.scope_version))
         spans = b"".join([writer.span(i) for i in range(batch.lo, batch.hi)])
         resource = field(1, self.attrs.key_values(1, t.resource))
-        return field(1, resource + field(2, scope + spans))  # request.resource_spans
+        schema = text(3, t.scope_schema_url) if t.scope_schema_url else b""
+        return field(1, resource + field(2, scope + spans + schema))  # request.resource_spans
 
     def request(self, batches: Sequence[SpanBatch]) -> bytes:
         """``ExportTraceServiceRequest`` holding ``batches``."""

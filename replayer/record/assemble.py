@@ -57,10 +57,11 @@ def span_tables(resource_spans: Iterable, start_ns: int) -> tuple[SpanTable, ...
     for rs in resource_spans:
         resource = tuple(sorted(_attrs(rs.resource.attributes)))
         for ss in rs.scope_spans:
-            key = (resource, ss.scope.name, ss.scope.version)
+            key = (resource, ss.scope.name, ss.scope.version, ss.schema_url)
             groups.setdefault(key, []).extend(ss.spans)
     tables = []
-    for (resource, scope, version), spans in sorted(groups.items(), key=lambda kv: kv[0][1:]):
+    for (resource, scope, version, schema), spans in sorted(groups.items(),
+                                                            key=lambda kv: kv[0][1:]):
         spans = sorted(spans, key=lambda s: (s.trace_id, s.start_time_unix_nano, s.span_id))
         ids = _id_columns(spans)
         tables.append(SpanTable(
@@ -76,7 +77,8 @@ def span_tables(resource_spans: Iterable, start_ns: int) -> tuple[SpanTable, ...
             status_message=tuple(s.status.message for s in spans),
             attributes=tuple(_attrs(s.attributes) for s in spans),
             events=tuple(tuple(SpanEvent(e.name, e.time_unix_nano - start_ns, _attrs(e.attributes))
-                               for e in s.events) for s in spans)))
+                               for e in s.events) for s in spans),
+            scope_schema_url=schema, flags=frozen_array([s.flags for s in spans], np.uint32)))
     return tuple(tables)
 
 

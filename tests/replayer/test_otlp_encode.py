@@ -39,7 +39,9 @@ def test_decoded_spans_equal_the_recording() -> None:
             assert [(kv.key, _value(kv.value)) for kv in rs.resource.attributes] == list(
                 t.resource)
             assert rs.scope_spans[0].scope.name == t.scope_name
+            assert rs.scope_spans[0].schema_url == t.scope_schema_url != ""
             for i, sp in zip(range(b.lo, b.hi), rs.scope_spans[0].spans):
+                assert sp.flags == 0x100 == t.span_flags()[i]
                 assert sp.trace_id == t.trace_id[i].tobytes()
                 assert sp.span_id == t.span_id[i].tobytes()
                 assert sp.start_time_unix_nano == t.start_ns[i]

@@ -27,6 +27,28 @@ def test_round_trip_is_lossless(tmp_path: Path) -> None:
     for a, b in zip(inc.span_tables, back.span_tables):
         assert a.attributes == b.attributes and a.events == b.events
         np.testing.assert_array_equal(a.trace_id, b.trace_id)
+        # version 2 keeps what the exporter wrote beyond the span's fields
+        assert b.scope_schema_url == a.scope_schema_url != ""
+        np.testing.assert_array_equal(b.span_flags(), a.span_flags())
+        assert set(b.span_flags().tolist()) == {0x100}
+
+
+def test_version_1_recordings_still_read(tmp_path: Path) -> None:
+    """A file written before span flags and schema URLs were kept reads with neither."""
+    path = tmp_path / "v1.jsonl"
+    write_recording(cached_incident("error_spike"), path)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for rec in records:
+        if rec["kind"] == "header":
+            rec["version"] = 1
+        if rec["kind"] == "spans":
+            del rec["scope"]["schema_url"]
+            for span in rec["spans"]:
+                del span["flags"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    back = read_recording(path)
+    assert back.span_count == cached_incident("error_spike").span_count
+    assert all(t.scope_schema_url == "" and not t.span_flags().any() for t in back.span_tables)
 
 
 def test_special_floats_survive(tmp_path: Path) -> None:
@@ -53,7 +75,7 @@ def test_readable_with_standard_tools(tmp_path: Path) -> None:
     write_recording(cached_incident("baseline"), tmp_path / "a.jsonl")
     lines = (tmp_path / "a.jsonl").read_text().splitlines()
     header = json.loads(lines[0])
-    assert header["kind"] == "header" and header["version"] == 1
+    assert header["kind"] == "header" and header["version"] == 2
     assert json.loads(lines[-1])["kind"] == "end"
     assert {json.loads(x)["kind"] for x in lines} == {"header", "series", "log_stream", "spans",
                                                       "end"}
