@@ -124,6 +124,11 @@ def inspect_cmd(source: str, seed: int, duration: str | None, step: str | None,
     if identity:
         click.echo("  named in the data as " + ", ".join(f"{k}={v}" for k, v in
                                                           sorted(identity.items())))
+    sampling = t.get("trace_sampling") or {}
+    if sampling:
+        click.echo("sampling   traces of " + ("every request" if sampling.get("policy") == "all"
+                                              else ", ".join(f"{k}={v}" for k, v in
+                                                             sorted(sampling.items()))))
     click.echo(f"summary    {t['summary']}")
     for p in t["phases"]:
         click.echo(f"  phase {p['name']:<9} {p['start_ms'] / 60000:6.1f} - "

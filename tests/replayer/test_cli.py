@@ -45,6 +45,10 @@ def test_inspect_text_shows_window_and_truth() -> None:
     assert r.exit_code == 0
     assert "connection_pool_exhaustion" in r.output
     assert "phase peak" in r.output and "example trace" in r.output
+    assert "named in the data as job=payment-service" in r.output
+    assert "sampling   traces of every request" in r.output
+    tail = run("inspect", "pool_exhaustion", "--set", "trace_sample_ratio=0.1")
+    assert "sampling   traces of errors=all, other_ratio=0.1, policy=tail" in tail.output
 
 
 def test_set_knob_changes_the_incident(tmp_path: Path) -> None:
