@@ -122,6 +122,13 @@ def test_stack_up_then_every_dashboard_query_of_all_three_backends_has_data(
                                 "--prometheus-url", prom, "--loki-url", loki, "--tempo-url",
                                 f"http://127.0.0.1:{ports['--tempo-otlp-grpc-port']}"])
         assert r.exit_code == 0, r.output
+        # slow_query has no 5xx (neither has live_app's): the error panels get theirs from
+        # an error_spike laid beside it as a separate copy
+        r = runner.invoke(cli, ["load", "error_spike", "--end", iso(end_ms), "--label",
+                                "run=errors", "--trace-id-salt", "errors",
+                                "--prometheus-url", prom, "--loki-url", loki, "--tempo-url",
+                                f"http://127.0.0.1:{ports['--tempo-otlp-grpc-port']}"])
+        assert r.exit_code == 0, r.output
 
         def has_data(source: str, query: str) -> bool:
             if source == "prometheus":
