@@ -18,7 +18,7 @@ import numpy as np
 from .model import Exemplars, MetricFamily, Series, frozen_array
 from .postgres import postgres_series
 from .process import process_series
-from .resource import INSTRUMENTATION_VERSION, RESOURCE, SCHEMA_URL
+from .resource import INSTRUMENTATION_VERSION, SCHEMA_URL
 from .scenarios import PhasePlan
 from .series import (
     APP_JOB,
@@ -28,7 +28,7 @@ from .series import (
     SeriesBuilder,
     le_label,
 )
-from .simulate import ERR_POOL_TIMEOUT, NS_PER_MS, POST_PAYMENT, ROUTES, Simulation, TraceIds
+from .simulate import ERR_POOL_TIMEOUT, NS_PER_MS, ROUTES, Simulation, TraceIds
 
 # The OTel SDK's default buckets for http.server/client.request.duration, as declared
 # (ints where the list has ints: the exporter prints le="1", not "1.0").
@@ -246,5 +246,4 @@ def _pool_metrics(b: SeriesBuilder, sim: Simulation) -> None:
     b.add(name + "_count", pool, cum[nb - 1])
 
 
-__all__ = ["build_metrics", "le_label", "HTTP_BUCKETS", "TIME_VALUED", "APP_JOB", "PG_JOB",
-           "POST_PAYMENT", "RESOURCE"]
+__all__ = ["build_metrics", "le_label", "HTTP_BUCKETS", "TIME_VALUED", "APP_JOB", "PG_JOB"]

@@ -69,7 +69,6 @@ def _gc_series(b: SeriesBuilder, idx: np.ndarray, route: np.ndarray,
     """CPython's generational collector: a gen0 collection per ``threshold0`` net
     allocations; every tenth of those is a gen1 instead, and every tenth gen1 a gen2 when
     enough long-lived objects are pending (about half the time here)."""
-    n = b.n
     allocs = np.array([ALLOCS[r] for r in range(3)])[route]
     allocs = allocs * np.exp(0.5 * rng.standard_normal(route.shape[0]))
     total = b.counter(idx, allocs) + 4.2e6
@@ -94,4 +93,3 @@ def _gc_series(b: SeriesBuilder, idx: np.ndarray, route: np.ndarray,
               np.cumsum(freed) + per * float(count[0]))
         b.add("python_gc_objects_uncollectable_total", {**APP_JOB, "generation": gen},
               b.const(0))
-    del n
