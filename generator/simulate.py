@@ -96,7 +96,6 @@ class Instants:
     """The service's state at each scrape instant (``k * step``), from every simulated
     request, the ones in flight at the window's edges included."""
 
-    t_s: np.ndarray  # scrape times, seconds from the window start
     active: dict[str, np.ndarray]  # by HTTP method: requests the server is handling
     threads_busy: np.ndarray  # worker threads running a request
     pending: np.ndarray  # requests waiting for a connection
@@ -287,11 +286,7 @@ def _instants(route: np.ndarray, work: Work, s: Schedule, at: np.ndarray,
     seen = np.flatnonzero(np.ceil(d.arrival / step) * step < s.end)
     arrival, end, held = d.arrival[seen], s.end[seen], d.uses_db[seen] & ~s.timed_out[seen]
     checkout, release = s.checkout[seen], s.release[seen]
-    gap, writes = work.gap[:, seen], work.writes[seen]
-    sel_start = checkout + gap[0]
-    sel_end = sel_start + work.select_s[seen]
-    ins_start = sel_end + gap[1]
-    ins_end = np.where(writes, ins_start + work.insert_s[seen], ins_start)
+    sel_start, sel_end, ins_start, ins_end = _statement_times(work, s, seen, held)
     post = route[seen] == POST_PAYMENT
     active = {"GET": covering(arrival[~post], end[~post], at),
               "POST": covering(arrival[post], end[post], at)}
@@ -300,13 +295,26 @@ def _instants(route: np.ndarray, work: Work, s: Schedule, at: np.ndarray,
     hs, he = sel_start[held], sel_end[held]
     is_, ie, rel = ins_start[held], ins_end[held], release[held]
     return Instants(
-        t_s=at, active=active, threads_busy=covering(s.thread[seen][on], end[on], at),
+        active=active, threads_busy=covering(s.thread[seen][on], end[on], at),
         pending=covering(s.pool_request[seen][db], checkout[db], at),
         used=covering(checkout[held], rel, at), idle=idle,
         in_statement=covering(hs, he, at) + covering(is_, ie, at),
         in_transaction=covering(hs, rel, at),
         oldest_statement_s=oldest(hs, [(hs, he), (is_, ie)], at),
         oldest_idle_tx_s=oldest(hs, [(he, is_), (ie, rel)], at))
+
+
+def _statement_times(work: Work, s: Schedule, idx: np.ndarray,
+                     held: np.ndarray) -> tuple[np.ndarray, ...]:
+    """SELECT and INSERT start and end of requests ``idx`` (``held``: those that got a
+    connection); a statement that did not run starts and ends where the last one ended."""
+    checkout = s.checkout[idx]
+    writes = held & work.writes[idx]
+    sel_start = np.where(held, checkout + work.gap[0, idx], checkout)
+    sel_end = np.where(held, sel_start + work.select_s[idx], sel_start)
+    ins_start = np.where(writes, sel_end + work.gap[1, idx], sel_end)
+    return sel_start, sel_end, ins_start, np.where(writes, ins_start + work.insert_s[idx],
+                                                   ins_start)
 
 
 def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
@@ -327,7 +335,6 @@ def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
     del keep_draw, latency
     post = route == POST_PAYMENT
     held = work.demand.uses_db[k] & ~s.timed_out[k]
-    writes = held & work.writes[k]
 
     def ns(a: np.ndarray) -> np.ndarray:
         return _ro(np.rint(a * NS_PER_S), np.int64)
@@ -340,17 +347,10 @@ def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
     col["call_start_ns"] = ns(np.where(post, at, thread))
     col["call_end_ns"] = ns(np.where(post, at + work.card_s[k], thread))
     del at, thread
-    checkout = s.checkout[k]
-    col["connect_start_ns"], col["connect_end_ns"] = ns(s.pool_request[k]), ns(checkout)
-    at = np.where(held, checkout + work.gap[0, k], checkout)
-    del checkout
-    col["select_start_ns"] = ns(at)
-    at = np.where(held, at + work.select_s[k], at)
-    col["select_end_ns"] = ns(at)
-    at = np.where(writes, at + work.gap[1, k], at)
-    col["insert_start_ns"] = ns(at)
-    col["insert_end_ns"] = ns(np.where(writes, at + work.insert_s[k], at))
-    del at
+    col["connect_start_ns"], col["connect_end_ns"] = ns(s.pool_request[k]), ns(s.checkout[k])
+    for name, at in zip(("select_start_ns", "select_end_ns", "insert_start_ns",
+                         "insert_end_ns"), _statement_times(work, s, k, held)):
+        col[name] = ns(at)
     return Traffic(
         route=_ro(route, np.int8), start_ns=ns(arrival[k]), end_ns=ns(s.end[k]),
         status=_ro(status, np.int16), error=_ro(error, np.int8),

@@ -55,10 +55,6 @@ class Clients:
     user_agent: tuple[str, ...]
 
 
-def url_path(route: int, payment_id: int) -> str:
-    return f"/payments/{payment_id}" if route == GET_PAYMENT else ROUTES[route][1]
-
-
 def _table(scope: str, trace_id: np.ndarray, span_id: np.ndarray, parent: np.ndarray,
            start: np.ndarray, end: np.ndarray, kind: int, error: np.ndarray,
            name: list[str], message: list[str], attrs: list[Attributes],
