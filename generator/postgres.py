@@ -53,7 +53,7 @@ def postgres_series(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
     inserted = traffic.insert_end_ns > traffic.insert_start_ns
     ins_idx = b.index(traffic.insert_end_ns)
     live_rows = LIVE_ROWS_AT_START + b.counter(ins_idx[inserted])
-    scan_idx = b.index(np.rint(bg.scan_end_s * NS_PER_S).astype(np.int64))
+    scan_idx = _report_index(b, bg)
 
     scanning = _activity(b, sim, bg, seq, rng)
     scans = b.counter(sel_idx[seq]) + b.counter(scan_idx)
@@ -136,6 +136,11 @@ def _activity(b: SeriesBuilder, sim: Simulation, bg: Background, seq: np.ndarray
     return scanning.astype(np.float64)
 
 
+def _report_index(b: SeriesBuilder, bg: Background) -> np.ndarray:
+    """The scrape at which each of the reporting job's scans is counted (its end)."""
+    return b.index(np.rint(bg.scan_end_s * NS_PER_S).astype(np.int64))
+
+
 def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.Generator,
               seq: np.ndarray, sel_idx: np.ndarray, ins_idx: np.ndarray, inserted: np.ndarray,
               found: np.ndarray, scans: np.ndarray, rows_scanned: np.ndarray) -> None:
@@ -147,8 +152,8 @@ def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.
     other_tx = np.concatenate([[0], rng.poisson(bg.other_tx_per_s * step_s, n - 1)])
     other_rows = rng.poisson(6.0 * other_tx)
     db_ok = traffic.used_db & (traffic.status < 500)
-    commits = b.counter(ins_idx[inserted & db_ok]) + np.cumsum(other_tx) + b.counter(
-        b.index(np.rint(bg.scan_end_s * NS_PER_S).astype(np.int64)))
+    report_idx = _report_index(b, bg)
+    commits = b.counter(ins_idx[inserted & db_ok]) + np.cumsum(other_tx) + b.counter(report_idx)
     # SQLAlchemy rolls back on return a connection that only read (GET), and a failed one
     rolled = ran & ((traffic.route == GET_PAYMENT) | (traffic.error == ERR_STATEMENT_TIMEOUT)
                     | ((traffic.route == POST_PAYMENT) & (traffic.error != ERR_NONE)))
@@ -168,7 +173,6 @@ def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.
     writes = rng.binomial(np.diff(b.counter(ins_idx[inserted]), prepend=0.0).astype(np.int64),
                           0.03)
     write_ms = writes * 0.06 * np.exp(0.5 * rng.standard_normal(n))
-    report_idx = b.index(np.rint(bg.scan_end_s * NS_PER_S).astype(np.int64))
     returned = (rows_scanned + b.counter(sel_idx[found]) + np.cumsum(other_rows)
                 + b.counter(report_idx, bg.joined_rows.astype(np.float64)))
     stats = {
