@@ -65,7 +65,8 @@ def generate(scenario: str, seed: int = 1, duration_ms: int | None = None,
     return Incident(
         scenario=spec.name, seed=int(seed), duration_ms=duration_ms, step_ms=step_ms,
         families=families, series=series,
-        log_streams=build_logs(traffic, ids, clients, resolved, fails, rngs["logs"])
+        log_streams=build_logs(traffic, ids, clients, resolved, fails, rngs["logs"],
+                               (duration_ms, step_ms))
         if clients is not None and "logs" in signals else (),
         span_tables=build_spans(traffic, ids, clients, fails)
         if clients is not None and "traces" in signals else (),

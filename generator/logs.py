@@ -1,8 +1,12 @@
-"""Log streams: uvicorn access lines, payment-service errors, PostgreSQL server lines.
+"""Log streams: payment-service's OTLP log records as Loki stores them, PostgreSQL's lines.
 
-Every request prints one access line; every 5xx prints one ERROR line (so the 5xx
-counter's increase equals the error lines); trace and span IDs are attached only to
-requests whose trace was kept, so every ``trace_id`` in the logs names a real span.
+payment-service exports its log records over OTLP into Loki's OTLP endpoint (as the compose
+stack wires live_app): uvicorn's access line for every request and one ERROR record for
+every 5xx (so the 5xx counter's increase equals the error records). Loki turns a record
+into one entry of the resource's stream: the promoted resource attributes are the stream
+labels, the body is the line, and everything else (the rest of the resource, scope name,
+severity, trace context, the record's attributes) is structured metadata with dots made
+underscores. The field set here is what Loki 3.4 stored from live_app's records.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .model import LogStream, frozen_array, make_labels
+from .resource import RESOURCE
 from .simulate import (
     ERR_STATEMENT_TIMEOUT,
     GET_PAYMENT,
@@ -20,13 +25,39 @@ from .simulate import (
     TraceIds,
     Traffic,
 )
-from .texts import HTTP_REASONS, LOG_SOURCE, PG_SELECT_BY_ID, PG_SELECT_BY_KEY
+from .texts import PG_SELECT_BY_ID, PG_SELECT_BY_KEY, stacktrace
 from .traces import Clients, failed_at
 
 INGRESS = ("10.0.3.7", "10.0.3.12", "10.0.4.21", "10.0.5.3")
 AGENTS = ("checkout-web/2.3.1", "python-httpx/0.27.2", "okhttp/4.12.0")
 PROBE = ("10.0.0.1", "kube-probe/1.29")
+SCRAPER = "10.0.1.15"  # Prometheus
 PG_BACKEND_PIDS = 15
+
+# Resource attributes Loki 3 makes stream labels by default (those payment-service has);
+# infra/loki/loki.yaml names three of them again.
+LOKI_INDEXED_RESOURCE = frozenset({
+    "cloud.availability_zone", "cloud.region", "container.name", "deployment.environment",
+    "deployment.environment.name", "k8s.cluster.name", "k8s.container.name",
+    "k8s.cronjob.name", "k8s.daemonset.name", "k8s.deployment.name", "k8s.job.name",
+    "k8s.namespace.name", "k8s.pod.name", "k8s.replicaset.name", "k8s.statefulset.name",
+    "service.instance.id", "service.name", "service.namespace"})
+# Structured metadata whose value is a time (ns since the epoch): shifted with the window.
+TIME_VALUED_METADATA = frozenset({"observed_timestamp"})
+TRACE_FLAGS = "3"  # sampled | random (W3C level 2), as the Python SDK writes a record's flags
+SEVERITY = {"INFO": "9", "WARNING": "13", "ERROR": "17"}
+
+
+def loki_name(key: str) -> str:
+    """An OTLP attribute name as Loki's OTLP ingestion stores it."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in key)
+
+
+APP_LABELS = make_labels({loki_name(k): str(v) for k, v in RESOURCE
+                          if k in LOKI_INDEXED_RESOURCE})
+RESOURCE_METADATA: tuple[tuple[str, str], ...] = tuple(
+    (loki_name(k), str(v)) for k, v in RESOURCE if k not in LOKI_INDEXED_RESOURCE)
+SERVICE_NAME = str(dict(RESOURCE)["service.name"])
 
 
 def make_clients(traffic: Traffic, rng: np.random.Generator) -> Clients:
@@ -40,59 +71,101 @@ def make_clients(traffic: Traffic, rng: np.random.Generator) -> Clients:
     return Clients(address, frozen_array(port, np.int64), ua)
 
 
-def _meta(trace: str, span: str) -> tuple[tuple[str, str], ...]:
-    return (("span_id", span), ("trace_id", trace))
+def record_metadata(scope: str, severity: str, observed_ns: int, trace: str | None,
+                    span: str | None, attributes: tuple[tuple[str, str], ...] = (),
+                    ) -> tuple[tuple[str, str], ...]:
+    """The structured metadata Loki keeps for one record of payment-service (sorted).
+    ``trace`` None: logged outside any span (LoggingInstrumentor then writes "0")."""
+    pairs: list[tuple[str, str]] = [
+        *RESOURCE_METADATA, *attributes, ("observed_timestamp", str(observed_ns)),
+             # LoggingInstrumentor's record fields, exported as attributes
+             ("otelServiceName", SERVICE_NAME), ("otelSpanID", span or "0"),
+             ("otelTraceID", trace or "0"),
+             ("otelTraceSampled", "false" if trace is None else "true"), ("scope_name", scope),
+             ("severity_number", SEVERITY[severity]), ("severity_text", severity)]
+    if trace is not None and span is not None:
+        pairs += [("flags", TRACE_FLAGS), ("span_id", span), ("trace_id", trace)]
+    return tuple(sorted(pairs))
+
+
+def _scrape_records(duration_ms: int, step_ms: int,
+                    rng: np.random.Generator) -> list[tuple[int, str, tuple[tuple[str, str], ...]]]:
+    """Prometheus scraping /metrics: an access line per scrape and no span (/metrics is
+    excluded from tracing and from the HTTP metrics), over one kept-alive connection."""
+    t = np.arange(0, duration_ms + 1, step_ms, dtype=np.int64) * NS_PER_MS
+    render = np.rint(4e6 * np.exp(0.3 * rng.standard_normal(t.shape[0]))).astype(np.int64)
+    observed = np.rint(2e5 * np.exp(0.35 * rng.standard_normal(t.shape[0]))).astype(np.int64)
+    port = int(rng.integers(32768, 61000))
+    line = f'{SCRAPER}:{port} - "GET /metrics HTTP/1.1" 200'
+    return [(ti, line, record_metadata("uvicorn.access", "INFO", ti + oi, None, None))
+            for ti, oi in zip((t + render).tolist(), observed.tolist())]
+
+
+def _request_ids(traffic: Traffic, ids: TraceIds,
+                 rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """Each request's trace and server span ID in hex: a kept trace's own, else drawn."""
+    n = len(traffic)
+    raw = rng.integers(0, 256, size=(n, 24), dtype=np.uint8)
+    raw[~raw[:, :16].any(axis=1), 15] = 1
+    raw[~raw[:, 16:].any(axis=1), 23] = 1
+    kept = np.flatnonzero(traffic.sampled)
+    raw[kept, :16] = ids.trace_id
+    raw[kept, 16:] = ids.server
+    flat = raw.tobytes().hex()
+    return ([flat[48 * i:48 * i + 32] for i in range(n)],
+            [flat[48 * i + 32:48 * i + 48] for i in range(n)])
 
 
 def build_logs(traffic: Traffic, ids: TraceIds, clients: Clients, knobs: dict[str, float],
                failures: dict[int, tuple[str, str]], rng: np.random.Generator,
-               ) -> tuple[LogStream, ...]:
-    row_of = np.full(len(traffic), -1, np.int64)
-    row_of[traffic.sampled] = np.arange(int(np.count_nonzero(traffic.sampled)))
-    hex_trace = [bytes(t).hex() for t in ids.trace_id]
-    hex_span = [bytes(s).hex() for s in ids.server]
+               window: tuple[int, int]) -> tuple[LogStream, ...]:
+    """Every request's trace context is on its records, kept by tail sampling or not (the
+    SDK knows the IDs before any sampling decision); with the default every trace is kept."""
+    n = len(traffic)
+    hex_trace, hex_span = _request_ids(traffic, ids, rng)
 
-    by_end = np.argsort(traffic.end_ns, kind="stable")
-    # the text of each (route, status) pair is fixed: only client and path vary per line
-    heads = {(r, st): (ROUTES[r][0], f'HTTP/1.1" {st} {HTTP_REASONS[st]}')
-             for r in range(len(ROUTES)) for st in HTTP_REASONS}
-    routes, statuses = traffic.route[by_end].tolist(), traffic.status[by_end].tolist()
-    pids, ports = traffic.payment_id[by_end].tolist(), clients.port[by_end].tolist()
-    rows = row_of[by_end].tolist()
+    # uvicorn logs the access line when the response starts; the server span ends after the
+    # body went out. The SDK observes a record a little after it was created.
+    before_end = np.rint(2.5e5 * np.exp(0.8 * rng.standard_normal(n))).astype(np.int64)
+    access_t = np.maximum(traffic.end_ns - np.minimum(before_end, (traffic.end_ns -
+                                                                    traffic.start_ns) // 3),
+                          traffic.start_ns)
+    observed_after = np.rint(2e5 * np.exp(0.35 * rng.standard_normal(n))).astype(np.int64)
+    routes, statuses = traffic.route.tolist(), traffic.status.tolist()
+    pids, ports = traffic.payment_id.tolist(), clients.port.tolist()
     address = clients.address
-    access_lines, access_meta = [], []
-    for r, route, status, pid, port, k in zip(by_end.tolist(), routes, statuses, pids, ports,
-                                              rows):
-        method, tail = heads[(route, status)]
-        path = f"/payments/{pid}" if route == GET_PAYMENT else ROUTES[route][1]
-        access_lines.append(f'INFO:     {address[r]}:{port} - "{method} {path} {tail}')
-        access_meta.append((("span_id", hex_span[k]), ("trace_id", hex_trace[k]))
-                           if k >= 0 else ())
-    app = {"service_name": "payment-service"}
-    streams = [LogStream(make_labels({**app, "level": "info"}),
-                         frozen_array(traffic.end_ns[by_end], np.int64), tuple(access_lines),
-                         tuple(access_meta), None)]
+    entries: list[tuple[int, str, tuple[tuple[str, str], ...]]] = []
+    for r, (route, status, pid, port, t, obs) in enumerate(zip(
+            routes, statuses, pids, ports, access_t.tolist(), observed_after.tolist())):
+        method, path = ROUTES[route]
+        if route == GET_PAYMENT:
+            path = f"/payments/{pid}"
+        entries.append((t, f'{address[r]}:{port} - "{method} {path} HTTP/1.1" {status}',
+                        record_metadata("uvicorn.access", "INFO", t + obs, hex_trace[r],
+                                        hex_span[r])))
 
-    errors = by_end[traffic.status[by_end] >= 500]
-    err_lines, err_meta, err_t = [], [], []
-    # the handler logs once it caught the exception: a little after it was raised
+    errors = np.flatnonzero(traffic.status >= 500)
+    # the handler logs once it caught the exception: a little after it was raised; the
+    # record is observed after the traceback was formatted
     logged_after = np.rint(1e5 * np.exp(0.5 * rng.standard_normal(errors.shape[0])))
-    for k_err, r in enumerate(errors.tolist()):
-        err_t.append(min(failed_at(traffic, r) + int(logged_after[k_err]),
-                         int(traffic.end_ns[r])))
-        k = int(row_of[r])
-        exc_type, message = failures[int(traffic.error[r])]
-        method, http_route = ROUTES[int(traffic.route[r])]
-        err_lines.append(
-            f"ERROR [payment_service.routes] [{LOG_SOURCE}] [trace_id={hex_trace[k]} "
-            f"span_id={hex_span[k]} resource.service.name=payment-service trace_sampled=True] "
-            f"- {method} {http_route} failed: {exc_type}: {message}")
-        err_meta.append(_meta(hex_trace[k], hex_span[k]))
-    streams.append(LogStream(make_labels({**app, "level": "error"}),
-                             frozen_array(np.sort(np.array(err_t, np.int64)), np.int64),
-                             tuple(err_lines[i] for i in np.argsort(err_t, kind="stable")),
-                             tuple(err_meta[i] for i in np.argsort(err_t, kind="stable")),
-                             "python"))
+    formatted = np.rint(3e5 * np.exp(0.4 * rng.standard_normal(errors.shape[0])))
+    for k, r in enumerate(errors.tolist()):
+        t = min(failed_at(traffic, r) + int(logged_after[k]), int(access_t[r]) - 1)
+        err = int(traffic.error[r])
+        exc_type, message = failures[err]
+        method, http_route = ROUTES[routes[r]]
+        attrs = (("exception_message", message),
+                 ("exception_stacktrace", stacktrace(err, routes[r], exc_type, message)),
+                 ("exception_type", exc_type.rsplit(".", 1)[-1]))
+        entries.append((t, f"{method} {http_route} failed: {exc_type}: {message}",
+                        record_metadata("payment_service.routes", "ERROR",
+                                        t + int(formatted[k]), hex_trace[r], hex_span[r],
+                                        attrs)))
+    entries.extend(_scrape_records(*window, rng))
+    entries.sort(key=lambda e: e[0])
+    streams = [LogStream(APP_LABELS, frozen_array(np.array([e[0] for e in entries], np.int64),
+                                                  np.int64),
+                         tuple(e[1] for e in entries), tuple(e[2] for e in entries), None)]
     streams.extend(_postgres_logs(traffic, knobs, rng))
     return tuple(s for s in streams if len(s) > 0)
 

@@ -28,7 +28,6 @@ STATEMENT_TIMEOUT_MESSAGE = (
     "(psycopg.errors.QueryCanceled) canceling statement due to statement timeout\n"
     f"[SQL: {SELECT_BY_KEY}]\n(Background on this error at: https://sqlalche.me/e/20/e3q8)")
 
-HTTP_REASONS = {200: "OK", 404: "Not Found", 500: "Internal Server Error"}
 
 
 def pool_timeout_message(pool_size: int, overflow: int, timeout_s: float) -> str:
@@ -55,7 +54,6 @@ def failures(knobs: dict[str, float]) -> dict[int, tuple[str, str]]:
 SITE = "/usr/local/lib/python3.11/site-packages"
 STDLIB = "/usr/local/lib/python3.11"
 APP_FILE = f"{SITE}/live_app/app.py"
-LOG_SOURCE = "app.py:109"  # where live_app's handler logs a failure (%(filename)s:%(lineno)d)
 
 _CHECKOUT = (
     f'  File "{SITE}/opentelemetry/instrumentation/sqlalchemy/engine.py", line 192, in '
@@ -77,9 +75,9 @@ _CHECKOUT = (
     f'  File "{SITE}/sqlalchemy/pool/impl.py", line 167, in _do_get\n'
     "    raise exc.TimeoutError(\n")
 _ACQUIRE = {
-    POST_PAYMENT: (f'  File "{APP_FILE}", line 120, in create_payment\n'
+    POST_PAYMENT: (f'  File "{APP_FILE}", line 121, in create_payment\n'
                    "    with acquire(engine, tel.pool) as conn, conn.begin():\n"),
-    GET_PAYMENT: (f'  File "{APP_FILE}", line 135, in read_payment\n'
+    GET_PAYMENT: (f'  File "{APP_FILE}", line 136, in read_payment\n'
                   "    with acquire(engine, tel.pool) as conn:\n"),
 }
 _CONTEXT = (f'  File "{STDLIB}/contextlib.py", line 137, in __enter__\n'
@@ -96,7 +94,7 @@ _HEAD = "Traceback (most recent call last):\n"
 def stacktrace(err: int, route: int, exc_type: str, message: str) -> str:
     """The traceback payment-service's handler records on its server span."""
     if err == ERR_GATEWAY:
-        frames = (f'  File "{APP_FILE}", line 118, in create_payment\n'
+        frames = (f'  File "{APP_FILE}", line 119, in create_payment\n'
                   '    raise PaymentGatewayError("card-processor answered 503 Service '
                   'Unavailable")\n')
     elif err == ERR_POOL_TIMEOUT:

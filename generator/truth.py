@@ -86,7 +86,7 @@ STORIES = {
          ("5xx ratio", ERROR_RATIO), ("idle in transaction", IDLE_IN_TX),
          ("p99 of POST /payment", P99_POST)),
         (("QueuePool timeouts",
-          '{service_name="payment-service", level="error"} |= "QueuePool limit"'),),
+          '{service_name="payment-service"} | severity_text="ERROR" |= "QueuePool limit"'),),
         (("pool checkouts that timed out", '{ resource.service.name = "payment-service" && '
           'name = "connect" && status = error }'),)),
     "upstream_errors": _Story(
@@ -100,7 +100,7 @@ STORIES = {
         (("card processor answers by status", CARD_ERRORS), ("5xx ratio", ERROR_RATIO),
          ("p99 of POST /payment", P99_POST)),
         (("gateway errors",
-          '{service_name="payment-service", level="error"} |= "PaymentGatewayError"'),),
+          '{service_name="payment-service"} | severity_text="ERROR" |= "PaymentGatewayError"'),),
         (("calls the card processor failed", '{ span.server.address = "card-processor" && '
           'kind = client && status = error }'),
          ("failed payments", TRACEQL_POST + " && status = error }"))),

@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
         db.create_schema(engine)
+        tel.export_logs()
         state["incident"] = IncidentState(engine, capacity, settings.incident_mode)
         yield
         state["incident"].close()

@@ -40,6 +40,7 @@ LOG_FORMAT = ("%(asctime)s %(levelname)s [%(name)s] [%(filename)s:%(lineno)d] "
               "[trace_id=%(otelTraceID)s span_id=%(otelSpanID)s "
               "resource.service.name=%(otelServiceName)s trace_sampled=%(otelTraceSampled)s] "
               "- %(message)s")
+EXPORTED_LOGGERS = ("payment_service", "uvicorn", "uvicorn.access")
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
 
@@ -76,8 +77,15 @@ class Telemetry:
     pool: PoolMeters
     collector: object
     log_provider: object = None
+    log_handler: logging.Handler | None = None
+
+    def export_logs(self) -> None:
+        """(Re)attach the exporting handler; see ``attach_log_handler``."""
+        if self.log_handler is not None:
+            attach_log_handler(self.log_handler)
 
     def shutdown(self) -> None:
+        attach_log_handler(None)
         if self.log_provider is not None:
             self.log_provider.shutdown()  # type: ignore[attr-defined]
         # the reader unregisters its collector from the global registry on shutdown
@@ -98,13 +106,13 @@ def setup(settings: Settings, pool: str, capacity: int) -> Telemetry:
     mp = MeterProvider(resource=res, metric_readers=[reader], views=[wait_view],
                        shutdown_on_exit=False)
     tp = TracerProvider(resource=res, shutdown_on_exit=False)
-    log_provider = None
+    log_provider = log_handler = None
     traces = settings.exporter("traces")
     if traces:
         tp.add_span_processor(BatchSpanProcessor(_span_exporter(*traces)))
     logs = settings.exporter("logs")
     if logs:
-        log_provider = _export_logs(*logs, res)
+        log_provider, log_handler = _export_logs(*logs, res)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
@@ -129,7 +137,7 @@ def setup(settings: Settings, pool: str, capacity: int) -> Telemetry:
     meters.timeouts.add(0, attrs)
     LoggingInstrumentor().instrument(set_logging_format=False, inject_trace_context=True,
                                      tracer_provider=tp)
-    return Telemetry(registry, mp, tp, meters, collector, log_provider)
+    return Telemetry(registry, mp, tp, meters, collector, log_provider, log_handler)
 
 
 def _obs(value: float, attrs: dict[str, str]):  # type: ignore[no-untyped-def]
@@ -160,7 +168,8 @@ def _span_exporter(endpoint: str, protocol: str, own: bool):  # type: ignore[no-
     return HttpExporter(endpoint=endpoint if own else endpoint.rstrip("/") + "/v1/traces")
 
 
-def _export_logs(endpoint: str, protocol: str, own: bool, res: Resource) -> object:
+def _export_logs(endpoint: str, protocol: str, own: bool,
+                 res: Resource) -> tuple[object, logging.Handler]:
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
@@ -178,11 +187,25 @@ def _export_logs(endpoint: str, protocol: str, own: bool, res: Resource) -> obje
                                    "/v1/logs")
     provider = LoggerProvider(resource=res, shutdown_on_exit=False)
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
-    log = logging.getLogger("payment_service")
-    for old in [h for h in log.handlers if isinstance(h, LoggingHandler)]:
-        log.removeHandler(old)  # one exporting handler per process (tests build many apps)
-    log.addHandler(LoggingHandler(logger_provider=provider))
-    return provider
+    handler = LoggingHandler(logger_provider=provider)
+    attach_log_handler(handler)
+    return provider, handler
+
+
+def attach_log_handler(handler: logging.Handler | None) -> None:
+    """Export the app's own loggers and uvicorn's (its access lines, its startup and shutdown
+    lines: "uvicorn.error" propagates to "uvicorn"; neither reaches the root logger).
+
+    Called again at startup: uvicorn's logging config, applied when a server is configured,
+    replaces the handlers of its loggers."""
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+    for name in EXPORTED_LOGGERS:
+        log = logging.getLogger(name)
+        for old in [h for h in log.handlers if isinstance(h, LoggingHandler)]:
+            log.removeHandler(old)  # one exporting handler per process (tests build many apps)
+        if handler is not None:
+            log.addHandler(handler)
 
 
 def configure_logging() -> logging.Logger:

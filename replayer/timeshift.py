@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from generator.logs import TIME_VALUED_METADATA
 from generator.metrics import TIME_VALUED
 from generator.model import (
     Exemplars,
@@ -98,7 +99,32 @@ def _stream(s: LogStream, start_ns: int, extra: dict[str, str]) -> LogStream:
     lines = s.lines if s.time_prefix is None else tuple(
         render_prefix(s.time_prefix, int(ti)) + line for ti, line in zip(t.tolist(), s.lines))
     labels = make_labels({**dict(s.labels), **extra}) if extra else s.labels
-    return LogStream(labels, frozen_array(t, np.int64), lines, s.metadata, None)
+    return LogStream(labels, frozen_array(t, np.int64), lines,
+                     shift_metadata(s.metadata, start_ns), None)
+
+
+def shift_metadata(metadata: tuple[tuple[tuple[str, str], ...], ...],
+                   delta_ns: int) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """Move the time-valued structured metadata (OTLP's ``observed_timestamp``) by
+    ``delta_ns``; every other pair stays the object it was."""
+    out = []
+    at: dict[int, int] = {}  # entries of one length mostly share their key order
+    for m in metadata:
+        i = at.get(len(m), -1)
+        if not (0 <= i < len(m) and m[i][0] in TIME_VALUED_METADATA):
+            i = next((j for j, (k, _) in enumerate(m) if k in TIME_VALUED_METADATA), -1)
+            if i < 0:
+                out.append(m)
+                continue
+            at[len(m)] = i
+        key, value = m[i]
+        try:
+            moved = str(int(value) + delta_ns)
+        except ValueError:
+            raise UsageError(f"structured metadata {key}={value!r} is not a time in ns; "
+                             "fix the recording's log entry") from None
+        out.append(m[:i] + ((key, moved),) + m[i + 1:])
+    return tuple(out)
 
 
 def _table(t: SpanTable, start_ns: int) -> SpanTable:

@@ -27,6 +27,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from generator.logs import LOKI_INDEXED_RESOURCE, loki_name
 from generator.model import (
     GroundTruth,
     Incident,
@@ -200,24 +201,57 @@ class Scraper:
         vs.append(value)
 
 
+def _any_value(v) -> str:  # type: ignore[no-untyped-def]
+    """An OTLP AnyValue as Loki stores it in a label or structured metadata."""
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return ""
+    if kind == "bool_value":
+        return "true" if v.bool_value else "false"
+    if kind in ("int_value", "double_value", "string_value"):
+        return str(getattr(v, kind))
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    raise ValueError(f"OTLP {kind} attribute: Loki flattens these; capture has no rule for "
+                     "them yet")
+
+
 def log_streams(resource_logs: list, start_ns: int) -> list[LogStream]:  # type: ignore[type-arg]
-    """OTLP logs as Loki 3's OTLP ingestion would store them: service_name (and level) as
-    stream labels, trace_id/span_id as structured metadata, the body as the line."""
+    """OTLP logs as Loki 3's OTLP ingestion stores them (checked against Loki 3.4.2): the
+    resource attributes Loki indexes are the stream labels, the body is the line, and the
+    other resource attributes, the scope name, severity, trace context, flags, observed time
+    and every record attribute are structured metadata, names with dots made underscores.
+    Times are relative to ``start_ns`` (``observed_timestamp`` too)."""
     rows: dict[Labels, list[tuple[int, str, tuple]]] = {}
     for rl in resource_logs:
-        attrs = {kv.key: kv.value.string_value for kv in rl.resource.attributes}
+        attrs = {kv.key: _any_value(kv.value) for kv in rl.resource.attributes}
+        labels = make_labels({loki_name(k): v for k, v in attrs.items()
+                              if k in LOKI_INDEXED_RESOURCE} or
+                             {"service_name": "unknown_service"})
+        res_meta = [(loki_name(k), v) for k, v in attrs.items()
+                    if k not in LOKI_INDEXED_RESOURCE]
         for sl in rl.scope_logs:
+            scope = [("scope_name", sl.scope.name)] if sl.scope.name else []
+            if sl.scope.version:
+                scope.append(("scope_version", sl.scope.version))
             for rec in sl.log_records:
-                level = (rec.severity_text or "info").lower()
-                level = {"warn": "warning"}.get(level, level)
-                labels = make_labels({"service_name": attrs.get("service.name",
-                                                                "unknown_service"),
-                                      "level": level})
-                meta = []
+                t = rec.time_unix_nano or rec.observed_time_unix_nano
+                meta = dict(res_meta + scope)
+                meta.update((loki_name(kv.key), _any_value(kv.value)) for kv in rec.attributes)
+                if rec.severity_number:
+                    meta["severity_number"] = str(rec.severity_number)
+                if rec.severity_text:
+                    meta["severity_text"] = rec.severity_text
+                if rec.flags:
+                    meta["flags"] = str(rec.flags)
+                if rec.observed_time_unix_nano:
+                    meta["observed_timestamp"] = str(rec.observed_time_unix_nano - start_ns)
                 if any(rec.trace_id):
-                    meta = [("span_id", rec.span_id.hex()), ("trace_id", rec.trace_id.hex())]
-                t = (rec.time_unix_nano or rec.observed_time_unix_nano) - start_ns
-                rows.setdefault(labels, []).append((t, rec.body.string_value, tuple(meta)))
+                    meta["trace_id"] = rec.trace_id.hex()
+                if any(rec.span_id):
+                    meta["span_id"] = rec.span_id.hex()
+                rows.setdefault(labels, []).append(
+                    (t - start_ns, _any_value(rec.body), tuple(sorted(meta.items()))))
     out = []
     for labels in sorted(rows):
         items = sorted(rows[labels], key=lambda r: r[0])

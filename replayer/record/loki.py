@@ -17,6 +17,7 @@ import numpy as np
 from generator.model import LogStream, frozen_array, make_labels
 
 from ..errors import TransportError
+from ..timeshift import shift_metadata
 from ..transport import HttpTransport
 
 PAGE_LIMIT = 5000
@@ -92,5 +93,6 @@ def record_loki(t: HttpTransport, logql: str, start_ns: int, end_ns: int,
         items = sorted(entries[index], key=lambda e: e[0])
         rec.streams.append(LogStream(
             index, frozen_array([e[0] - start_ns for e in items], np.int64),
-            tuple(e[1] for e in items), tuple(e[2] for e in items), None))
+            tuple(e[1] for e in items), shift_metadata(tuple(e[2] for e in items), -start_ns),
+            None))
     return rec

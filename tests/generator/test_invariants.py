@@ -8,7 +8,7 @@ import numpy as np
 
 from generator.model import Incident
 from generator.simulate import NS_PER_MS
-from tests.conftest import cached_incident
+from tests.conftest import app_records, cached_incident, error_records
 
 HIST = "http_server_request_duration_seconds"
 
@@ -85,16 +85,15 @@ def test_request_counter_agrees_with_histogram(incident: Incident) -> None:
 def test_5xx_increase_equals_error_log_lines(incident: Incident) -> None:
     five = sum(s.values[-1] - s.values[0] for s in incident.iter_series(HIST + "_count")
                if s.label("http_response_status_code").startswith("5"))
-    errors = [st for st in incident.log_streams
-              if dict(st.labels) == {"service_name": "payment-service", "level": "error"}]
-    lines = sum(len(st) for st in errors)
+    errors = error_records(incident)
+    lines = len(errors)
     assert five == lines
     # the first scrape is at the window start, before anything completed
     assert all(s.values[0] == 0 for s in incident.iter_series(HIST + "_count"))
     if incident.scenario == "pool_exhaustion":
         assert lines > 100
         assert all("QueuePool limit of size 5 overflow 10 reached" in line
-                   for st in errors for line in st.lines)
+                   for _, line, _ in errors)
 
 
 def test_every_exemplar_names_a_span_and_sits_in_its_bucket(incident: Incident) -> None:
@@ -233,3 +232,51 @@ def test_pool_exhaustion_pins_the_pool_and_times_out_at_the_pool_timeout() -> No
     # QueuePool gives up at pool_timeout (2 s here), noticed a little late by the thread
     assert connects.size and np.all((connects > 2 * 10**9) & (connects < 2.05 * 10**9))
     assert np.unique(connects).size > 0.99 * connects.size  # jittered, not one exact value
+
+
+def test_app_records_are_what_loki_stores_from_otlp(incident: Incident) -> None:
+    """One stream per resource (Loki's promoted resource attributes as labels); each
+    record's trace context appears as Loki's fields and LoggingInstrumentor's, the same
+    IDs; the SDK observes a record after it was created."""
+    streams = [s for s in incident.log_streams
+               if dict(s.labels).get("service_name") == "payment-service"]
+    assert len(streams) == 1
+    assert dict(streams[0].labels) == {
+        "deployment_environment": "demo", "service_instance_id": "payment-service-7d9f8c6b5-x2x9k",
+        "service_name": "payment-service", "service_namespace": "shop"}
+    records = app_records(incident)
+    assert len(records) > 1000
+    scopes = set()
+    for t, line, meta in records:
+        if '"GET /metrics ' in line:  # Prometheus' scrapes: not traced
+            assert "trace_id" not in meta and "flags" not in meta
+            assert (meta["otelTraceID"], meta["otelSpanID"]) == ("0", "0")
+        else:
+            assert meta["trace_id"] == meta["otelTraceID"] and len(meta["trace_id"]) == 32
+            assert meta["span_id"] == meta["otelSpanID"] and len(meta["span_id"]) == 16
+        assert 0 < int(meta["observed_timestamp"]) - t < 20 * NS_PER_MS
+        assert "level" not in meta and "detected_level" not in meta  # Loki adds that one
+        scopes.add(meta["scope_name"])
+        if meta["scope_name"] == "uvicorn.access":
+            assert re.fullmatch(r'[\d.]+:\d+ - "(GET|POST) /\S* HTTP/1\.1" \d{3}', line), line
+            assert meta["severity_text"] == "INFO" and meta["severity_number"] == "9"
+        else:
+            assert meta["severity_text"] == "ERROR" and meta["severity_number"] == "17"
+            assert line.startswith(("POST /payment failed: ", "GET /payments/{payment_id} "
+                                    "failed: "))
+            qualified = line.split(" failed: ", 1)[1].split(": ", 1)[0]
+            assert meta["exception_type"] == qualified.rsplit(".", 1)[1]
+            assert meta["exception_stacktrace"].startswith("Traceback (most recent call last):")
+            assert meta["exception_stacktrace"].endswith(f"{qualified}: "
+                                                         f"{meta['exception_message']}\n")
+    assert "uvicorn.access" in scopes
+
+
+def test_every_request_has_one_access_record(incident: Incident) -> None:
+    access = [r for r in app_records(incident) if r[2]["scope_name"] == "uvicorn.access"
+              and '"GET /metrics ' not in r[1]]
+    scrapes = [r for r in app_records(incident) if '"GET /metrics ' in r[1]]
+    assert len(scrapes) == incident.duration_ms // incident.step_ms + 1
+    total = sum(s.values[-1] for s in incident.iter_series(HIST + "_count"))
+    # requests still in flight at the window's end have an access record and no count yet
+    assert 0 <= len(access) - total < 50

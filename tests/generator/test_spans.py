@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from generator.model import Incident
-from tests.conftest import cached_incident
+from tests.conftest import cached_incident, error_records
 
 
 def _gaps(inc: Incident) -> list[int]:
@@ -52,8 +52,6 @@ def test_error_lines_follow_the_exception_by_a_varying_delay() -> None:
         for i in range(len(t)):
             for e in t.events[i]:
                 raised[bytes(t.trace_id[i]).hex()] = e.t_ns
-    errors = next(s for s in inc.log_streams if dict(s.labels).get("level") == "error")
-    delays = np.array([int(t) - raised[dict(m)["trace_id"]]
-                       for t, m in zip(errors.t_ns, errors.metadata)])
+    delays = np.array([t - raised[meta["trace_id"]] for t, _, meta in error_records(inc)])
     assert delays.size > 100 and delays.min() >= 0
     assert np.unique(delays).size > 0.9 * delays.size

@@ -4,6 +4,7 @@ which replays into the real Prometheus."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from live_app.traffic import run_traffic
 from replayer.cli import cli
 from replayer.record.capture import CaptureOptions, run_capture
 from replayer.recording import read_recording, write_recording
+from tests.conftest import app_records, cached_incident, error_records
 
 from .prometheus_server import free_port, running_prometheus
 
@@ -27,8 +29,9 @@ pytestmark = pytest.mark.integration
 
 def _serve(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
     port = free_port()
+    # log level info: uvicorn's access lines are exported records, as in production
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+                                           log_level="info"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -84,10 +87,10 @@ def test_capture_a_pool_exhaustion_from_live_app(tmp_path: Path,
         dict(e.attributes).get("exception.type") == "sqlalchemy.exc.TimeoutError"
         for e in events)]
     assert timeouts, "no connect span with the real TimeoutError"
-    errors = [(line, dict(meta)) for s in incident.log_streams if dict(s.labels)["level"] ==
-              "error" for line, meta in zip(s.lines, s.metadata)]
+    errors = [(line, meta) for _, line, meta in error_records(incident)]
     assert errors and all("QueuePool limit of size 5 overflow 10" in line for line, _ in errors)
     assert all((m["trace_id"], m["span_id"]) in spans for _, m in errors)
+    _logs_as_generated(incident)
     timeout_series = [s for s in incident.series
                       if s.name == "db_client_connection_timeouts_total"]
     assert timeout_series and timeout_series[0].values[-1] >= len(errors) > 0
@@ -101,3 +104,30 @@ def test_capture_a_pool_exhaustion_from_live_app(tmp_path: Path,
         r = CliRunner().invoke(cli, ["load", str(out), "--signals", "metrics",
                                      "--prometheus-url", prom])
         assert r.exit_code == 0, r.output
+
+
+def _logs_as_generated(live) -> None:  # type: ignore[no-untyped-def]
+    """Log parity: the records live_app exported (as capture stores them, which is how Loki
+    stores OTLP records) have the stream labels, fields, line forms and exception types of
+    the generated ones."""
+    gen = cached_incident("pool_exhaustion")
+    label_keys = {tuple(dict(s.labels)) for s in live.log_streams
+                  if dict(s.labels).get("service_name") == "payment-service"}
+    assert label_keys == {tuple(dict(s.labels)) for s in gen.log_streams
+                          if dict(s.labels).get("service_name") == "payment-service"}
+
+    def kinds(inc) -> dict[str, tuple[set[str], set[str]]]:  # type: ignore[no-untyped-def]
+        out: dict[str, tuple[set[str], set[str]]] = {}
+        for _, _line, meta in app_records(inc):
+            keys, types = out.setdefault(meta["scope_name"], (set(), set()))
+            keys.add(",".join(sorted(meta)))
+            types.add(meta.get("exception_type", ""))
+        return out
+
+    live_kinds, gen_kinds = kinds(live), kinds(gen)
+    assert live_kinds["uvicorn.access"] == gen_kinds["uvicorn.access"]
+    assert live_kinds["payment_service.routes"] == gen_kinds["payment_service.routes"]
+    access = re.compile(r'[\d.]+:\d+ - "(GET|POST) /\S* HTTP/1\.1" \d{3}')
+    for inc in (live, gen):
+        lines = [line for _, line, m in app_records(inc) if m["scope_name"] == "uvicorn.access"]
+        assert lines and all(access.fullmatch(line) for line in lines)

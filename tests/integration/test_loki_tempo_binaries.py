@@ -5,6 +5,8 @@ Skipped with the reason when the binaries are not on PATH (LOKI_BIN / TEMPO_BIN)
 from __future__ import annotations
 
 import base64
+import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -247,3 +249,68 @@ def test_pytest_plugin_with_all_three_signals_into_real_servers(pytester: pytest
         result = pytester.runpytest("-p", "no:cacheprovider", f"--replayer-prometheus-url={prom}",
                                     f"--replayer-loki-url={loki}", f"--replayer-tempo-url={otlp}")
     result.assert_outcomes(passed=2)
+
+
+def test_loki_stores_live_app_otlp_records_as_the_generator_writes_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """live_app's real SDK exports OTLP records into Loki's OTLP endpoint; `load` pushes the
+    generated ones through the push API. Loki must hold the same stream labels and the same
+    structured-metadata fields for each kind of record (access line, handler error)."""
+    from fastapi.testclient import TestClient
+
+    from live_app.app import create_app
+    from live_app.settings import Settings
+
+    monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "100")
+    end_ms = fixed_end_ms()
+    gen = cached_incident("error_spike")
+
+    def stored(loki: str, query: str, start_ns: int, end_ns: int) -> dict[str, set[str]]:
+        """scope name -> the label and field sets Loki answers for its records."""
+        resp = requests.get(f"{loki}/loki/api/v1/query_range", params={
+            "query": query, "start": start_ns, "end": end_ns, "limit": 500},
+            headers={"X-Loki-Response-Encoding-Flags": "categorize-labels"}, timeout=30)
+        out: dict[str, set[str]] = {}
+        for s in resp.json()["data"]["result"]:
+            for v in s["values"]:
+                meta = v[2].get("structuredMetadata", {}) if len(v) > 2 else {}
+                out.setdefault(meta.get("scope_name", "?"), set()).add(
+                    ",".join(sorted(s["stream"])) + " | " + ",".join(sorted(meta)))
+        return out
+
+    with running_loki(tmp_path) as loki:
+        settings = Settings(database_url=f"sqlite:///{tmp_path / 'p.db'}",
+                            incident_mode="error_spike", error_ratio=0.5,
+                            otlp_logs_endpoint=f"{loki}/otlp/v1/logs",
+                            otlp_logs_protocol="http/protobuf",
+                            resource_attributes="service.name=live-app-check,"
+                                                "service.namespace=shop,"
+                                                "service.version=1.4.2,"
+                                                "deployment.environment=demo")
+        live_start = time.time_ns()
+        app = create_app(settings)
+        access = logging.getLogger("uvicorn.access")
+        monkeypatch.setattr(access, "level", logging.INFO)
+        with TestClient(app) as client:
+            codes = {client.post("/payment", json={"amount": "3.00"}).status_code
+                     for _ in range(12)}
+            # TestClient bypasses uvicorn: write its access line as uvicorn does, inside the
+            # server span (uvicorn logs it when the app sends the response start)
+            tracer = app.state.telemetry.tracer_provider.get_tracer("check")
+            with tracer.start_as_current_span("POST /payment"):
+                access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:50000", "POST", "/payment",
+                            "1.1", 200)
+        assert codes == {200, 500}
+        r = CliRunner().invoke(cli, ["load", "error_spike", "--signals", "logs", "--end",
+                                     iso(end_ms), "--loki-url", loki])
+        assert r.exit_code == 0, r.output
+        gen_start = (end_ms - gen.duration_ms) * 10**6
+        for scope in ("payment_service.routes", "uvicorn.access"):
+            live_q = f'{{service_name="live-app-check"}} | scope_name="{scope}"'
+            gen_q = (f'{{service_name="payment-service"}} | scope_name="{scope}" '
+                     '!= "GET /metrics"')  # scrapes: no trace context, none in the live run
+            live = eventually(lambda q=live_q: stored(loki, q, live_start,
+                                                      time.time_ns() + 10**9))
+            replayed = eventually(lambda q=gen_q: stored(loki, q, gen_start,
+                                                         (end_ms + 1000) * 10**6))
+            assert live and live == replayed, scope

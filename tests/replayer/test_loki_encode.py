@@ -44,12 +44,22 @@ def test_proto_bytes_equal_the_schema_and_decode_to_the_recording(scenario: str)
     assert total == inc.log_line_count
 
 
-def test_lines_carry_the_replayed_time() -> None:
-    inc = shift(cached_incident("pool_exhaustion"), END_NS)
-    err = next(s for s in inc.log_streams if dict(s.labels).get("level") == "error"
-               and dict(s.labels)["service_name"] == "payment-service")
-    assert err.lines[0].startswith("2026-11-27 ") and " ERROR [payment_service.routes]" in \
-        err.lines[0]
+def test_lines_and_observed_times_carry_the_replayed_time() -> None:
+    base = cached_incident("slow_query")
+    inc = shift(base, END_NS)
+    pg = next(s for s in inc.log_streams if dict(s.labels)["service_name"] == "postgres")
+    assert pg.lines[0].startswith("2026-11-27 ") and " LOG:  duration: " in pg.lines[0]
+    app = next(s for s in inc.log_streams if dict(s.labels)["service_name"] ==
+               "payment-service")
+    relative = next(s for s in base.log_streams if s.labels == app.labels)
+    delta = END_NS - base.duration_ms * 1_000_000
+    for i in (0, len(app) // 2, len(app) - 1):
+        assert int(dict(app.metadata[i])["observed_timestamp"]) == \
+            int(dict(relative.metadata[i])["observed_timestamp"]) + delta
+        assert int(app.t_ns[i]) == int(relative.t_ns[i]) + delta
+        # everything else is sent as generated
+        assert {k: v for k, v in app.metadata[i] if k != "observed_timestamp"} == \
+            {k: v for k, v in relative.metadata[i] if k != "observed_timestamp"}
 
 
 def test_json_matches_the_captured_request_shape() -> None:
