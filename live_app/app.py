@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -87,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
         db.create_schema(engine)
         tel.export_logs()
-        state["incident"] = IncidentState(engine, capacity, settings.incident_mode)
+        state["incident"] = IncidentState(engine, settings.incident_mode)
         yield
         state["incident"].close()
         # SQLAlchemyInstrumentor is a process-wide singleton: release this engine so the
@@ -125,6 +127,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 else:
                     pid = db.insert_payment(conn, key, body.amount, body.currency)
                     status, amount = "captured", body.amount
+                if mode == "pool_exhaustion":  # a slow call made inside the transaction
+                    time.sleep(settings.hold_s)
+            if mode == "connection_leak" and rng.random() < settings.leak_ratio:
+                state["incident"].leak(pid)
         except (sqlalchemy.exc.SQLAlchemyError, PaymentGatewayError) as exc:
             return fail(request, exc)
         return JSONResponse({"id": pid, "status": status, "amount": str(amount),
@@ -152,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"mode": state["incident"].mode, "modes": list(MODES)}
 
     @app.post("/incident")
-    def set_incident(body: IncidentIn, request: Request) -> Response:
+    async def set_incident(body: IncidentIn, request: Request) -> Response:
         token = settings.incident_token
         if not _loopback(request) and not (token and
                                            request.headers.get("X-Incident-Token") == token):
@@ -160,7 +166,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                  "loopback, or with the X-Incident-Token header matching "
                                  "INCIDENT_TOKEN"}, status_code=403)
         try:
-            mode = state["incident"].set(body.mode)
+            # the switch may wait on the pool (taking or returning connections): it runs on
+            # asyncio's own executor, not in the worker threads an incident can fill
+            mode = await asyncio.to_thread(state["incident"].set, body.mode)
         except SettingsError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=422)
         logging.getLogger("payment_service.incident").warning("incident mode set to %s", mode)

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import threading
-from contextlib import ExitStack
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import Connection
 
-from .db import hold_connections
 from .settings import MODES, SettingsError
+
+# the receipt lookup of the leaking code path (it opens a transaction and never ends it)
+LEAK_SQL = "SELECT payments.id, payments.status FROM payments WHERE payments.id = :id"
 
 
 class IncidentState:
-    """The current mode; ``pool_exhaustion`` really holds every pool connection open in a
-    transaction (like a leaked batch job) until the mode changes."""
+    """The current mode, and the connections the ``connection_leak`` mode has leaked: a
+    share of payments check out a second connection, read the receipt in a transaction and
+    never return it, so idle-in-transaction connections pile up until the pool is empty.
+    Switching the mode off (the fix, rolled out) returns them."""
 
-    def __init__(self, engine: Engine, capacity: int, mode: str = "normal") -> None:
-        self.engine, self.capacity = engine, capacity
+    def __init__(self, engine: Engine, mode: str = "normal") -> None:
+        self.engine = engine
         self.lock = threading.Lock()
         self.mode = "normal"
-        self._held = ExitStack()
+        self._leaked: list[Connection] = []
         self.set(mode)
 
     def set(self, mode: str) -> str:
@@ -27,15 +31,30 @@ class IncidentState:
             raise SettingsError(f"unknown incident mode {mode!r}; valid modes: "
                                 f"{', '.join(MODES)}")
         with self.lock:
-            if mode == self.mode:
-                return mode
-            self._held.close()
-            self._held = ExitStack()
-            if mode == "pool_exhaustion":
-                self._held.enter_context(hold_connections(self.engine, self.capacity))
             self.mode = mode
-            return mode
+            released: list[Connection] = []
+            if mode != "connection_leak":
+                released, self._leaked = self._leaked, []
+        for conn in released:
+            conn.rollback()
+            conn.close()
+        return mode
+
+    def leak(self, payment_id: int) -> None:
+        """The leaking code path: may wait for (or time out on) the pool like any checkout."""
+        conn = self.engine.connect()
+        conn.begin()
+        conn.execute(text(LEAK_SQL), {"id": payment_id})
+        with self.lock:
+            if self.mode == "connection_leak":
+                self._leaked.append(conn)
+                return
+        conn.rollback()  # switched off meanwhile
+        conn.close()
+
+    @property
+    def leaked(self) -> int:
+        return len(self._leaked)
 
     def close(self) -> None:
-        with self.lock:
-            self._held.close()
+        self.set("normal")

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-MODES = ("normal", "slow_query", "pool_exhaustion", "error_spike")
+MODES = ("normal", "slow_query", "pool_exhaustion", "connection_leak", "error_spike")
 DEFAULT_RESOURCE = ("service.name=payment-service,service.namespace=shop,service.version=1.4.2,"
                     "deployment.environment=demo")
 
@@ -25,6 +25,8 @@ class Settings:
     incident_token: str | None = None
     slow_query_s: float = 1.5  # how long the payments SELECT takes in slow_query mode
     error_ratio: float = 0.3  # share of POST /payment failing in error_spike mode
+    hold_s: float = 2.5  # pool_exhaustion: the slow call inside each payment's transaction
+    leak_ratio: float = 0.05  # connection_leak: share of payments that leak a connection
     otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT; None: export nothing
     otlp_protocol: str = "grpc"
     # per-signal overrides (OTEL_EXPORTER_OTLP_{TRACES,LOGS}_{ENDPOINT,PROTOCOL}): traces to
@@ -39,6 +41,10 @@ class Settings:
         if self.incident_mode not in MODES:
             raise SettingsError(f"INCIDENT_MODE={self.incident_mode!r} is not one of "
                                 f"{', '.join(MODES)}")
+        if not (0.0 <= self.leak_ratio <= 1.0 and 0.0 <= self.error_ratio <= 1.0):
+            raise SettingsError("LEAK_RATIO and ERROR_SPIKE_RATIO must be between 0 and 1")
+        if self.hold_s < 0 or self.slow_query_s < 0:
+            raise SettingsError("POOL_HOLD_SECONDS and SLOW_QUERY_SECONDS must be >= 0")
         if self.pool_size < 1 or self.max_overflow < 0 or self.pool_timeout_s <= 0:
             raise SettingsError("POOL_SIZE must be >= 1, POOL_MAX_OVERFLOW >= 0 and "
                                 "POOL_TIMEOUT > 0")
@@ -82,6 +88,8 @@ class Settings:
             incident_token=e.get("INCIDENT_TOKEN") or None,
             slow_query_s=num("SLOW_QUERY_SECONDS", 1.5),
             error_ratio=num("ERROR_SPIKE_RATIO", 0.3),
+            hold_s=num("POOL_HOLD_SECONDS", 2.5),
+            leak_ratio=num("LEAK_RATIO", 0.05),
             otlp_endpoint=e.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             otlp_protocol=e.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             otlp_traces_endpoint=e.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or None,

@@ -55,3 +55,24 @@ def test_error_lines_follow_the_exception_by_a_varying_delay() -> None:
     delays = np.array([t - raised[meta["trace_id"]] for t, _, meta in error_records(inc)])
     assert delays.size > 100 and delays.min() >= 0
     assert np.unique(delays).size > 0.9 * delays.size
+
+
+def test_traceback_frames_quote_live_app_at_their_line_numbers() -> None:
+    """The generated tracebacks name live_app's lines: each frame's number must still point
+    at the code it quotes (an edit to live_app/app.py moves them)."""
+    import re
+    from pathlib import Path
+
+    from generator import texts
+    from generator.simulate import ERR_GATEWAY, ERR_POOL_TIMEOUT
+
+    source = {"app.py": Path("live_app/app.py").read_text().splitlines()}
+    traces = [texts.stacktrace(err, route, "x.Y", "m") for err in (ERR_GATEWAY, ERR_POOL_TIMEOUT)
+              for route in (0, 1)]
+    checked = 0
+    for trace in traces:
+        for file, line, code in re.findall(r'File "[^"]*/live_app/(\w+\.py)", line (\d+), in '
+                                           r'\w+\n    (.*)\n', trace):
+            assert source[file][int(line) - 1].strip() == code.strip(), (file, line, code)
+            checked += 1
+    assert checked >= 3

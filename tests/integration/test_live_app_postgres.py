@@ -32,7 +32,7 @@ def database_url(postgres: tuple[str, Path]) -> str:
 @pytest.fixture
 def client(database_url: str) -> Iterator[TestClient]:
     settings = Settings(database_url=database_url, pool_size=2, max_overflow=1,
-                        pool_timeout_s=0.5, slow_query_s=0.6)
+                        pool_timeout_s=0.5, slow_query_s=0.6, leak_ratio=1.0)
     with TestClient(create_app(settings), raise_server_exceptions=False,
                     client=("127.0.0.1", 50000)) as c:
         yield c
@@ -65,13 +65,31 @@ def test_slow_query_is_slow_in_postgres_itself(client: TestClient,
     assert time.perf_counter() - t < 0.6
 
 
-def test_pool_exhaustion_real_timeout_then_recovery(client: TestClient,
+def test_connection_leak_real_timeout_then_recovery(client: TestClient, database_url: str,
                                                     caplog: pytest.LogCaptureFixture) -> None:
-    client.post("/incident", json={"mode": "pool_exhaustion"})
+    client.post("/incident", json={"mode": "connection_leak"})
+    # each payment leaks one connection in an open transaction, until the pool (2 + 1) is empty
+    assert [client.post("/payment", json={"amount": 1}).status_code
+            for _ in range(3)] == [200] * 3
+    assert _idle_in_transaction(database_url) == 3  # PostgreSQL sees the leaked sessions
     r = client.post("/payment", json={"amount": 1})
     assert r.status_code == 500
     messages = [rec.getMessage() for rec in caplog.records if rec.levelname == "ERROR"]
     assert any("sqlalchemy.exc.TimeoutError: QueuePool limit of size 2 overflow 1 reached"
                in m for m in messages)
     client.post("/incident", json={"mode": "normal"})
+    assert _idle_in_transaction(database_url) == 0
     assert client.post("/payment", json={"amount": 1}).status_code == 200
+
+
+def _idle_in_transaction(url: str) -> int:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sqlalchemy.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                "AND datname = current_database()")).scalar_one())
+    finally:
+        engine.dispose()

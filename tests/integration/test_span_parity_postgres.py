@@ -44,7 +44,7 @@ Summary = dict[str, dict[str, object]]
 def live_spans() -> Iterator[list]:
     with running_postgres() as (url, _log):
         settings = Settings(database_url=url, pool_size=2, max_overflow=1, pool_timeout_s=0.4,
-                            error_ratio=1.0, incident_token="parity")
+                            error_ratio=1.0, leak_ratio=1.0, incident_token="parity")
         app = create_app(settings)
         exporter = InMemorySpanExporter()
         app.state.telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -55,8 +55,11 @@ def live_spans() -> Iterator[list]:
                 c.get(f"/payments/{pid}")
             c.get("/payments/987654321")
             c.get("/health")
-            for mode in ("error_spike", "pool_exhaustion"):
+            for mode in ("error_spike", "connection_leak"):
                 c.post("/incident", json={"mode": mode}, headers=token)
+                if mode == "connection_leak":  # the leaks empty the pool (2 + 1)
+                    for _ in range(3):
+                        c.post("/payment", json={"amount": "5.00"})
                 c.post("/payment", json={"amount": "5.00"})
                 c.get(f"/payments/{paid[0]}")
             c.post("/incident", json={"mode": "normal"}, headers=token)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,20 +27,19 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield c
 
 
-@pytest.fixture
-def live_server(settings: Settings) -> Iterator[str]:
+@contextmanager
+def serving(settings: Settings, log_level: str = "warning") -> Iterator[str]:
     """live_app served by a real uvicorn on a free loopback port, in a thread."""
     import threading
     import time as _time
 
     import uvicorn
 
-    from live_app.app import create_app
     from tests.integration.prometheus_server import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+                                           log_level=log_level, lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = _time.monotonic() + 20
@@ -51,4 +51,10 @@ def live_server(settings: Settings) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=20)
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[str]:
+    with serving(settings) as url:
+        yield url

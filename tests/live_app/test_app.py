@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -69,9 +70,21 @@ def test_slow_query_makes_post_payment_slow(client: TestClient) -> None:
     assert client.get("/health").status_code == 200
 
 
-def test_pool_exhaustion_times_out_for_real_then_recovers(client: TestClient,
+def test_connection_leak_times_out_for_real_then_recovers(settings: Settings,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    client.post("/incident", json={"mode": "pool_exhaustion"})
+    with client_for(replace(settings, leak_ratio=1.0)) as client:
+        _leak_then_time_out(client, caplog)
+
+
+def _leak_then_time_out(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    client.post("/incident", json={"mode": "connection_leak"})
+    # every payment succeeds and leaks one connection, until the pool (5 + 10) is empty
+    assert [client.post("/payment", json={"amount": 3}).status_code
+            for _ in range(15)] == [200] * 15
+    leaked = client.get("/metrics").text
+    used = [line for line in leaked.splitlines()
+            if line.startswith("db_client_connections_usage_connections{") and 'state="used"' in line]
+    assert used and float(used[0].rsplit(" ", 1)[1]) == 15.0
     r = client.post("/payment", json={"amount": 3})
     assert r.status_code == 500 and r.text == "Internal Server Error"
     assert client.get("/payments/1").status_code == 500
@@ -86,6 +99,17 @@ def test_pool_exhaustion_times_out_for_real_then_recovers(client: TestClient,
     assert float(timeouts[0].rsplit(" ", 1)[1]) == 2.0
     client.post("/incident", json={"mode": "normal"})
     assert client.post("/payment", json={"amount": 3}).status_code == 200
+
+
+def test_pool_exhaustion_holds_each_connection_through_a_slow_call(settings: Settings) -> None:
+    with client_for(replace(settings, hold_s=0.2)) as client:
+        client.post("/incident", json={"mode": "pool_exhaustion"})
+        t = time.perf_counter()
+        assert client.post("/payment", json={"amount": 3}).status_code == 200
+        assert time.perf_counter() - t >= 0.2
+        t = time.perf_counter()
+        assert client.get("/payments/1").status_code == 200  # only payments make the call
+        assert time.perf_counter() - t < 0.2
 
 
 def test_error_spike_fails_payments(client: TestClient) -> None:

@@ -1,0 +1,54 @@
+"""live_app under a real uvicorn: the operational endpoints keep answering while payment
+requests fill every worker thread, and an incident can always be switched off."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import requests
+
+from live_app.settings import Settings
+
+from .conftest import serving
+
+
+def _pending(url: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=1).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("db_client_connection_pending_requests{"))
+
+
+def test_operational_endpoints_answer_while_the_worker_threads_are_full(
+        settings: Settings, tmp_path: Path) -> None:
+    # every connection held by the incident and a long pool timeout: 50 payments occupy
+    # all 40 worker threads, each waiting on the pool
+    s = replace(settings, database_url=f"sqlite:///{tmp_path / 'ops.db'}",
+                pool_timeout_s=20.0, incident_mode="connection_leak", leak_ratio=1.0)
+    pay = ThreadPoolExecutor(max_workers=60)
+    with serving(s) as url:
+        try:
+            # the leak takes every connection first (each leaking payment keeps one)
+            warm = [pay.submit(requests.post, f"{url}/payment", json={"amount": "1.00"},
+                               timeout=30) for _ in range(15)]
+            assert all(f.result().status_code == 200 for f in warm)
+            waiting = [pay.submit(requests.post, f"{url}/payment", json={"amount": "1.00"},
+                                  timeout=30) for _ in range(50)]
+            deadline = time.monotonic() + 15
+            while _pending(url) < 40:  # bounded poll until the threads are all waiting
+                assert time.monotonic() < deadline, "payments did not fill the worker threads"
+                time.sleep(0.1)
+            # every operational endpoint answers within a second (the timeout fails the test)
+            assert requests.get(f"{url}/health", timeout=1).status_code == 200
+            assert requests.get(f"{url}/incident", timeout=1).json()["mode"] == \
+                "connection_leak"
+            assert "db_client_connection_pending_requests" in requests.get(
+                f"{url}/metrics", timeout=1).text
+            off = requests.post(f"{url}/incident", json={"mode": "normal"}, timeout=1)
+            assert off.status_code == 200 and off.json() == {"mode": "normal"}
+            # the leaked connections went back: every waiting payment completes
+            assert [f.result().status_code for f in waiting] == [200] * 50
+        finally:
+            pay.shutdown(wait=False, cancel_futures=True)
