@@ -75,14 +75,14 @@ _CHECKOUT = (
     f'  File "{SITE}/sqlalchemy/pool/impl.py", line 167, in _do_get\n'
     "    raise exc.TimeoutError(\n")
 _ACQUIRE = {
-    POST_PAYMENT: (f'  File "{APP_FILE}", line 123, in create_payment\n'
-                   "    with acquire(engine, tel.pool) as conn, conn.begin():\n"),
-    GET_PAYMENT: (f'  File "{APP_FILE}", line 142, in read_payment\n'
+    POST_PAYMENT: (f'  File "{APP_FILE}", line 127, in create_payment\n'
+                   "    with acquire(engine, tel.pool, incident.holds) as conn:\n"),
+    GET_PAYMENT: (f'  File "{APP_FILE}", line 147, in read_payment\n'
                   "    with acquire(engine, tel.pool) as conn:\n"),
 }
 _CONTEXT = (f'  File "{STDLIB}/contextlib.py", line 137, in __enter__\n'
             "    return next(self.gen)\n           ^^^^^^^^^^^^^^\n"
-            f'  File "{APP_FILE}", line 56, in acquire\n'
+            f'  File "{APP_FILE}", line 58, in acquire\n'
             "    conn = engine.connect()\n           ^^^^^^^^^^^^^^^^\n")
 _SPAN_SCOPE = (f'  File "{SITE}/opentelemetry/trace/__init__.py", line 602, in use_span\n'
                "    yield span\n"
@@ -94,7 +94,7 @@ _HEAD = "Traceback (most recent call last):\n"
 def stacktrace(err: int, route: int, exc_type: str, message: str) -> str:
     """The traceback payment-service's handler records on its server span."""
     if err == ERR_GATEWAY:
-        frames = (f'  File "{APP_FILE}", line 121, in create_payment\n'
+        frames = (f'  File "{APP_FILE}", line 124, in create_payment\n'
                   '    raise PaymentGatewayError("card-processor answered 503 Service '
                   'Unavailable")\n')
     elif err == ERR_POOL_TIMEOUT:

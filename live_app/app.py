@@ -8,7 +8,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
 from time import perf_counter
@@ -48,8 +48,10 @@ class PaymentGatewayError(RuntimeError):
 
 
 @contextmanager
-def acquire(engine: db.Engine, meters: PoolMeters) -> Iterator[Connection]:
-    """A pooled connection, with the pool metrics SQLAlchemy's instrumentation lacks."""
+def acquire(engine: db.Engine, meters: PoolMeters,
+            kept: Callable[[Connection], bool] = lambda _c: False) -> Iterator[Connection]:
+    """A pooled connection, with the pool metrics SQLAlchemy's instrumentation lacks; it
+    goes back on exit unless ``kept`` says a (leaking) code path kept it."""
     meters.pending.add(1, meters.attrs)
     started = perf_counter()
     try:
@@ -63,7 +65,8 @@ def acquire(engine: db.Engine, meters: PoolMeters) -> Iterator[Connection]:
     try:
         yield conn
     finally:
-        conn.close()
+        if not kept(conn):
+            conn.close()
 
 
 def _loopback(request: Request) -> bool:
@@ -120,17 +123,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if mode == "error_spike" and rng.random() < settings.error_ratio:
                 raise PaymentGatewayError("card-processor answered 503 Service Unavailable")
             slow = settings.slow_query_s if mode == "slow_query" else 0.0
-            with acquire(engine, tel.pool) as conn, conn.begin():
-                existing = db.find_by_key(conn, key, slow)
-                if existing is not None:
-                    pid, status, amount = existing
-                else:
-                    pid = db.insert_payment(conn, key, body.amount, body.currency)
-                    status, amount = "captured", body.amount
-                if mode == "pool_exhaustion":  # a slow call made inside the transaction
-                    time.sleep(settings.hold_s)
-            if mode == "connection_leak" and rng.random() < settings.leak_ratio:
-                state["incident"].leak(pid)
+            incident = state["incident"]
+            with acquire(engine, tel.pool, incident.holds) as conn:
+                with conn.begin():
+                    existing = db.find_by_key(conn, key, slow)
+                    if existing is not None:
+                        pid, status, amount = existing
+                    else:
+                        pid = db.insert_payment(conn, key, body.amount, body.currency)
+                        status, amount = "captured", body.amount
+                    if mode == "pool_exhaustion":  # a slow call made inside the transaction
+                        time.sleep(settings.hold_s)
+                if mode == "connection_leak" and rng.random() < settings.leak_ratio:
+                    incident.leak(conn, pid)
         except (sqlalchemy.exc.SQLAlchemyError, PaymentGatewayError) as exc:
             return fail(request, exc)
         return JSONResponse({"id": pid, "status": status, "amount": str(amount),

@@ -14,10 +14,10 @@ LEAK_SQL = "SELECT payments.id, payments.status FROM payments WHERE payments.id 
 
 
 class IncidentState:
-    """The current mode, and the connections the ``connection_leak`` mode has leaked: a
-    share of payments check out a second connection, read the receipt in a transaction and
-    never return it, so idle-in-transaction connections pile up until the pool is empty.
-    Switching the mode off (the fix, rolled out) returns them."""
+    """The current mode, and the connections the ``connection_leak`` mode has leaked: after
+    a share of payments committed, the code reads the receipt in a new transaction and never
+    returns the connection, so idle-in-transaction connections pile up until the pool is
+    empty. Switching the mode off (the fix, rolled out) returns them."""
 
     def __init__(self, engine: Engine, mode: str = "normal") -> None:
         self.engine = engine
@@ -40,17 +40,19 @@ class IncidentState:
             conn.close()
         return mode
 
-    def leak(self, payment_id: int) -> None:
-        """The leaking code path: may wait for (or time out on) the pool like any checkout."""
-        conn = self.engine.connect()
-        conn.begin()
+    def leak(self, conn: Connection, payment_id: int) -> bool:
+        """The leaking code path: after the payment committed it reads the receipt on the
+        same connection (a new transaction begins) and returns without closing it."""
         conn.execute(text(LEAK_SQL), {"id": payment_id})
         with self.lock:
             if self.mode == "connection_leak":
                 self._leaked.append(conn)
-                return
-        conn.rollback()  # switched off meanwhile
-        conn.close()
+                return True
+        return False  # switched off meanwhile: the caller closes it as usual
+
+    def holds(self, conn: Connection) -> bool:
+        with self.lock:
+            return any(c is conn for c in self._leaked)
 
     @property
     def leaked(self) -> int:

@@ -30,7 +30,7 @@ def test_operational_endpoints_answer_while_the_worker_threads_are_full(
     pay = ThreadPoolExecutor(max_workers=60)
     with serving(s) as url:
         try:
-            # the leak takes every connection first (each leaking payment keeps one)
+            # the leak takes every connection first (each payment keeps its own)
             warm = [pay.submit(requests.post, f"{url}/payment", json={"amount": "1.00"},
                                timeout=30) for _ in range(15)]
             assert all(f.result().status_code == 200 for f in warm)
