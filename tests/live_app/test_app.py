@@ -83,7 +83,8 @@ def _leak_then_time_out(client: TestClient, caplog: pytest.LogCaptureFixture) ->
             for _ in range(15)] == [200] * 15
     leaked = client.get("/metrics").text
     used = [line for line in leaked.splitlines()
-            if line.startswith("db_client_connections_usage_connections{") and 'state="used"' in line]
+            if line.startswith("db_client_connections_usage_connections{")
+            and 'state="used"' in line]
     assert used and float(used[0].rsplit(" ", 1)[1]) == 15.0
     r = client.post("/payment", json={"amount": 3})
     assert r.status_code == 500 and r.text == "Internal Server Error"
