@@ -98,7 +98,8 @@ def _scrape_records(duration_ms: int, step_ms: int,
     port = int(rng.integers(32768, 61000))
     line = f'{SCRAPER}:{port} - "GET /metrics HTTP/1.1" 200'
     return [(ti, line, record_metadata("uvicorn.access", "INFO", ti + oi, None, None))
-            for ti, oi in zip((t + render).tolist(), observed.tolist())]
+            for ti, oi in zip((t + render).tolist(), observed.tolist())
+            if ti <= duration_ms * NS_PER_MS]  # the scrape at the window's end answers after
 
 
 def _request_ids(traffic: Traffic, ids: TraceIds,

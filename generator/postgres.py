@@ -265,7 +265,10 @@ def _locks_and_settings(b: SeriesBuilder, sim: Simulation, knobs: dict[str, floa
     inst, traffic = sim.instants, sim.traffic
     at_ns = b.t_ms * 1_000_000
     wrote = traffic.insert_end_ns > traffic.insert_start_ns
-    after_insert = covering(traffic.insert_start_ns[wrote], traffic.release_ns[wrote], at_ns)
+    # the insert's locks go at its commit: the release, or the leaked receipt lookup's start
+    committed = np.where(traffic.receipt_end_ns > traffic.receipt_start_ns,
+                         traffic.receipt_start_ns, traffic.release_ns)
+    after_insert = covering(traffic.insert_start_ns[wrote], committed[wrote], at_ns)
     b.family("pg_locks_count", "gauge", "Number of locks")
     # a reading transaction holds AccessShareLock on the table and the index it used; an
     # inserting one RowExclusiveLock on the table and both indexes

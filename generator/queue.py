@@ -39,6 +39,9 @@ class Demand:
     hold: np.ndarray  # connection held once checked out
     after_pool: np.ndarray  # work after the connection went back (or after a timeout)
     timeout_jitter: np.ndarray  # how late past pool_timeout a waiter notices (scheduling)
+    # a connection kept after the request let go of it (a leak): returned only then;
+    # -inf: none
+    keep_until: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class Schedule:
     thread: np.ndarray  # thread acquired (== arrival when none was waited for)
     pool_request: np.ndarray  # asked the pool for a connection
     checkout: np.ndarray  # got one; pool_request + wait for a timed-out request
-    release: np.ndarray  # connection returned; == checkout when none was held
+    release: np.ndarray  # connection returned; == checkout when none was held (a kept one
+    # returns at keep_until, after its request ended)
     end: np.ndarray
     timed_out: np.ndarray  # bool
 
@@ -77,8 +81,9 @@ def _free_run(d: Demand) -> tuple[np.ndarray, ...]:
     thread = d.arrival
     preq = thread + d.before_pool
     checkout = preq.copy()
-    release = np.where(d.uses_db, checkout + d.hold, checkout)
-    return thread, preq, checkout, release, release + d.after_pool
+    let_go = np.where(d.uses_db, checkout + d.hold, checkout)
+    release = np.where(d.uses_db, np.maximum(let_go, d.keep_until), checkout)
+    return thread, preq, checkout, release, let_go + d.after_pool
 
 
 def _in_use_at_own_start(start: np.ndarray, stop: np.ndarray) -> np.ndarray:
@@ -142,9 +147,9 @@ def _walk_stretch(d: Demand, base: int, stop: int, first: int, threads: list[flo
                   conflicts: list[int], state: _WalkState) -> int:
     """Walk requests ``base .. stop-1``; returns how many were walked before the walk
     could end (all of them when it goes on)."""
-    arrival, on_thread, uses_db, before, hold, after, jitter = (
+    arrival, on_thread, uses_db, before, hold, after, jitter, keep = (
         c[base:stop].tolist() for c in (d.arrival, d.on_thread, d.uses_db, d.before_pool,
-                                        d.hold, d.after_pool, d.timeout_jitter))
+                                        d.hold, d.after_pool, d.timeout_jitter, d.keep_until))
     replace = heapq.heapreplace
     n_conflicts = len(conflicts)
     ci, held_until = state.ci, state.held_until
@@ -165,15 +170,16 @@ def _walk_stretch(d: Demand, base: int, stop: int, first: int, threads: list[flo
         if uses_db[k]:
             c0 = conns[0]
             if c0 - p > pool_timeout:
-                got = rel = p + pool_timeout + jitter[k]
+                got = let_go = rel = p + pool_timeout + jitter[k]
                 late = True
             else:
                 got = c0 if c0 > p else p
-                rel = got + hold[k]
+                let_go = got + hold[k]
+                rel = let_go if let_go > keep[k] else keep[k]
                 replace(conns, rel)
         else:
-            got = rel = p
-        fin = rel + after[k]
+            got = let_go = rel = p
+        fin = let_go + after[k]
         if on_thread[k]:
             replace(threads, fin)
         if (t0 > a or got > p or late) and fin > held_until:
@@ -192,10 +198,11 @@ def _walk_stretch(d: Demand, base: int, stop: int, first: int, threads: list[flo
 
 
 def _longest(d: Demand, out: tuple[np.ndarray, ...], i: int) -> float:
-    """How far back a request still in flight at ``i``'s arrival can have arrived."""
-    end = out[4]
+    """How far back a request still in flight (or still keeping its connection) at ``i``'s
+    arrival can have arrived."""
+    end, release = out[4], out[3]
     head = slice(max(0, i - 50_000), i)
-    span = end[head] - d.arrival[head]
+    span = np.maximum(end[head], release[head]) - d.arrival[head]  # a kept connection too
     return float(span.max()) + 1.0 if span.size else 0.0
 
 

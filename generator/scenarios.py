@@ -44,6 +44,8 @@ KNOB_DEFAULTS: Mapping[str, float] = MappingProxyType(
         "trace_sample_ratio": 1.0,
         "not_found_ratio": 0.02,  # GET /payments/{id} answering 404
         "error_ratio_peak": 0.0,  # share of POST /payment the card processor fails at peak
+        # share of POST /payment whose code path keeps its connection (connection_leak)
+        "leak_ratio_peak": 0.0,
     }
 )
 
@@ -71,10 +73,11 @@ _RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
         "trace_sample_ratio": (0.0, 1.0),
         "not_found_ratio": (0.0, 1.0),
         "error_ratio_peak": (0.0, 1.0),
+        "leak_ratio_peak": (0.0, 1.0),
     }
 )
 
-FAULT_KINDS = ("none", "slow_query", "connection_hold", "upstream_errors")
+FAULT_KINDS = ("none", "slow_query", "connection_hold", "upstream_errors", "connection_leak")
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,29 @@ _register(
         # the service fails fast: with 40 worker threads in front of 15 connections a waiter
         # can never queue long enough for a 30 s timeout, so the team set 2 s
         knobs={"hold_extra_peak_ms": 2500.0, "pool_timeout_s": 2.0},
+    )
+)
+
+_register(
+    Scenario(
+        name="connection_leak",
+        description=(
+            "A deploy ships a code path that, after a payment committed, reads the receipt "
+            "in a new transaction and never returns the connection: one POST /payment in a "
+            "few hundred leaks one. Idle-in-transaction sessions and the pool's used "
+            "connections climb step by step, the oldest transaction ages, and once all 15 "
+            "are leaked every request waits out the 30 s pool timeout and fails, until the "
+            "fix rolls out and the leaked sessions end."
+        ),
+        fault="connection_leak",
+        root_cause_component="payment-service",
+        root_cause_kind="connection_leak",
+        root_cause_identity={"job": "payment-service", "service.name": "payment-service",
+                             "service_name": "payment-service"},
+        # the leaking deploy is a step; the fix ends every leaked session at once
+        phases=PhasePlan(onset=0.25, peak=0.26, recovery=0.8, recovered=0.81,
+                         onset_jump=1.0, onset_range=(0.15, 0.3), stretch=0.15),
+        knobs={"leak_ratio_peak": 0.004},
     )
 )
 

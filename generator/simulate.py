@@ -58,6 +58,9 @@ class Traffic:
     select_end_ns: np.ndarray
     insert_start_ns: np.ndarray
     insert_end_ns: np.ndarray
+    # the receipt lookup of the leaking code path (connection_leak), after the commit
+    receipt_start_ns: np.ndarray
+    receipt_end_ns: np.ndarray
     release_ns: np.ndarray  # connection back in the pool (transaction ended)
     sampled: np.ndarray  # bool: a trace exists for this request
     payment_id: np.ndarray  # int64 (GET path, query parameters)
@@ -120,6 +123,8 @@ class Work:
     gap: np.ndarray  # (3, n): checkout -> SELECT -> INSERT -> commit/rollback
     stmt_to: np.ndarray
     writes: np.ndarray
+    leaks: np.ndarray  # bool: keeps its connection after a committed payment
+    receipt_s: np.ndarray  # commit -> receipt lookup start, and the lookup: (2, n)
 
 
 @dataclass(frozen=True)
@@ -170,14 +175,15 @@ def simulate(knobs: dict[str, float], plan: PhasePlan | None, fault: str, durati
     route, arrival = route[order], arrival[order]
     sev = severity_curve(plan, np.maximum(arrival, 0.0) / duration_s)
 
-    work = _work(knobs, fault, route, arrival, sev, streams)
+    given_back = (plan.recovery if plan is not None else 1.0) * duration_s
+    work = _work(knobs, fault, route, arrival, sev, streams, given_back)
     capacity = int(knobs["pool_size"] + knobs["max_overflow"])
     sched = schedule(work.demand, int(knobs["worker_threads"]), capacity,
                      knobs["pool_timeout_s"])
     # a day-long window holds a million requests: keep only what the signals still read
     d = work.demand
     work = replace(work, demand=Demand(d.arrival, d.on_thread, np.empty(0), d.uses_db,
-                                       np.empty(0), np.empty(0), np.empty(0)))
+                                       np.empty(0), np.empty(0), np.empty(0), np.empty(0)))
     del d
     scrape_s = np.arange(n_steps + 1) * step_s
     instants = _instants(route, work, sched, scrape_s, int(knobs["pool_size"]))
@@ -206,7 +212,8 @@ def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.ndarray,
-          sev: np.ndarray, streams: dict[str, np.random.Generator]) -> Work:
+          sev: np.ndarray, streams: dict[str, np.random.Generator],
+          given_back_s: float) -> Work:
     n = route.shape[0]
     lat, gaps = streams["latency"], streams["pool"]
     post, get, health = route == POST_PAYMENT, route == GET_PAYMENT, route == HEALTH
@@ -249,14 +256,27 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
     writes = post & ~stmt_to
     hold = (gap_32[0] + select_32 + np.where(writes, gap_32[1] + insert_32 + extra_s, 0.0)
             + gap_32[2])
+    # connection_leak: after the commit the leaking path reads the receipt (a new
+    # transaction) and keeps the connection until the fix ends the leaked sessions
+    leaks = np.zeros(n, bool)
+    receipt = np.zeros((2, n), np.float32)
+    keep_until = np.full(n, -np.inf)  # -inf: the connection goes back when the request lets go
+    if fault == "connection_leak":
+        leaks = writes & uses_db & (arrival < given_back_s) & (
+            streams["faults"].random(n) < sev * knobs["leak_ratio_peak"])
+        k = np.flatnonzero(leaks)
+        receipt[0, k] = _lognormal(gaps, 0.00035, 0.5, k.size)
+        receipt[1, k] = _lognormal(lat, knobs["select_p50_ms"] / 1e3 * 0.7, sigma, k.size)
+        hold = hold + receipt[0] + receipt[1]
+        keep_until[k] = given_back_s
     error_s = np.where(card_fail | stmt_to, _lognormal(lat, 0.0015, 0.4, n), 0.0)
     demand = Demand(
         arrival=arrival, on_thread=~health, before_pool=pre_32 + card_32 + card_s_read,
         uses_db=uses_db,
         hold=np.where(uses_db, hold, 0.0), after_pool=post_work + error_s,
-        timeout_jitter=_lognormal(gaps, 0.0012, 0.6, n))
+        timeout_jitter=_lognormal(gaps, 0.0012, 0.6, n), keep_until=keep_until)
     return Work(demand, pre_32, card_32, card_fail, select_32, insert_32, gap_32, stmt_to,
-                writes)
+                writes, leaks, receipt)
 
 
 def _card_calls(knobs: dict[str, float], fault: str, post: np.ndarray, sev: np.ndarray,
@@ -279,11 +299,12 @@ def _instants(route: np.ndarray, work: Work, s: Schedule, at: np.ndarray,
     h = np.flatnonzero(held)
     idle = idle_connections(s.checkout[h], s.release[h], pool_size, at)
     del h, held
-    # Only a request in flight at some scrape instant shows in a gauge: the few that are
+    # Only a request in flight (or keeping its connection) at some scrape instant shows in a
+    # gauge: the few that are
     # (at a 15 s step, a fraction of a percent of a calm day's requests) are all that
     # the counts below look at.
     step = float(at[1] - at[0]) if at.shape[0] > 1 else 1.0
-    seen = np.flatnonzero(np.ceil(d.arrival / step) * step < s.end)
+    seen = np.flatnonzero(np.ceil(d.arrival / step) * step < np.maximum(s.end, s.release))
     arrival, end, held = d.arrival[seen], s.end[seen], d.uses_db[seen] & ~s.timed_out[seen]
     checkout, release = s.checkout[seen], s.release[seen]
     sel_start, sel_end, ins_start, ins_end = _statement_times(work, s, seen, held)
@@ -348,9 +369,18 @@ def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
     col["call_end_ns"] = ns(np.where(post, at + work.card_s[k], thread))
     del at, thread
     col["connect_start_ns"], col["connect_end_ns"] = ns(s.pool_request[k]), ns(s.checkout[k])
+    times = _statement_times(work, s, k, held)
     for name, at in zip(("select_start_ns", "select_end_ns", "insert_start_ns",
-                         "insert_end_ns"), _statement_times(work, s, k, held)):
+                         "insert_end_ns"), times):
         col[name] = ns(at)
+    # the receipt lookup starts after the commit that followed the INSERT
+    leaked = held & work.leaks[k]
+    commit_end = times[3] + work.gap[2, k]
+    receipt_start = np.where(leaked, commit_end + work.receipt_s[0, k], times[3])
+    col["receipt_start_ns"] = ns(receipt_start)
+    col["receipt_end_ns"] = ns(np.where(leaked, receipt_start + work.receipt_s[1, k],
+                                        times[3]))
+    del times, commit_end, receipt_start
     return Traffic(
         route=_ro(route, np.int8), start_ns=ns(arrival[k]), end_ns=ns(s.end[k]),
         status=_ro(status, np.int16), error=_ro(error, np.int8),
@@ -383,6 +413,7 @@ class TraceIds:
     select: np.ndarray
     insert: np.ndarray
     card: np.ndarray  # the card processor call (client span)
+    receipt: np.ndarray  # the leaking path's receipt lookup (connection_leak)
 
     def hex_trace(self, row: int) -> str:
         return bytes(self.trace_id[row]).hex()
@@ -394,11 +425,10 @@ class TraceIds:
 def assign_ids(traffic: Traffic, rng: np.random.Generator) -> TraceIds:
     """Random 16-byte trace IDs and non-zero 8-byte span IDs from the seeded id stream."""
     m = int(np.count_nonzero(traffic.sampled))
-    raw = rng.integers(0, 256, size=(m, 16 + 5 * 8), dtype=np.uint8)
-    spans = raw[:, 16:].reshape(m, 5, 8)
+    raw = rng.integers(0, 256, size=(m, 16 + 6 * 8), dtype=np.uint8)
+    spans = raw[:, 16:].reshape(m, 6, 8)
     zero = ~spans.any(axis=2)
     spans[..., 7][zero] = 1  # an all-zero span ID is invalid in OTLP
     tid = raw[:, :16]
     tid[~tid.any(axis=1), 15] = 1
-    return TraceIds(*(_ro(a, np.uint8) for a in (tid, spans[:, 0], spans[:, 1], spans[:, 2],
-                                                 spans[:, 3], spans[:, 4])))
+    return TraceIds(*(_ro(a, np.uint8) for a in (tid, *(spans[:, j] for j in range(6)))))

@@ -15,6 +15,9 @@ SELECT_BY_KEY = ("SELECT payments.id, payments.status, payments.amount FROM paym
                  "payments.idempotency_key = %(key)s")
 SELECT_BY_ID = ("SELECT payments.id, payments.status, payments.amount, payments.currency, "
                 "payments.created_at FROM payments WHERE payments.id = %(id)s")
+# connection_leak's receipt lookup (live_app.incidents.LEAK_SQL, rendered by psycopg)
+SELECT_RECEIPT = ("SELECT payments.id, payments.status FROM payments WHERE payments.id = "
+                  "%(id)s")
 INSERT_PAYMENT = ("INSERT INTO payments (idempotency_key, amount, currency, status, created_at) "
                   "VALUES (%(idempotency_key)s::VARCHAR, %(amount)s, %(currency)s::VARCHAR, "
                   "%(status)s::VARCHAR, %(created_at)s::TIMESTAMP WITHOUT TIME ZONE) "

@@ -32,7 +32,14 @@ from .simulate import (
     TraceIds,
     Traffic,
 )
-from .texts import INSERT_PAYMENT, SELECT_BY_ID, SELECT_BY_KEY, connect_stacktrace, stacktrace
+from .texts import (
+    INSERT_PAYMENT,
+    SELECT_BY_ID,
+    SELECT_BY_KEY,
+    SELECT_RECEIPT,
+    connect_stacktrace,
+    stacktrace,
+)
 
 SPAN_FLAGS_HAS_IS_REMOTE = 0x100
 CARD_ATTRS: Attributes = (("http.request.method", "POST"),
@@ -151,7 +158,8 @@ def failed_at(traffic: Traffic, r: int) -> int:
 
 def _db_spans(traffic: Traffic, ids: TraceIds, failures: dict[int, tuple[str, str]],
               rows: np.ndarray) -> SpanTable:
-    """`connect`, `SELECT payments`, `INSERT payments`, kept together by trace."""
+    """`connect`, `SELECT payments`, `INSERT payments` (and a leaking path's receipt
+    `SELECT payments`), kept together by trace."""
     k = np.flatnonzero(traffic.used_db[rows])
     r = rows[k]
     err = traffic.error[r]
@@ -163,6 +171,9 @@ def _db_spans(traffic: Traffic, ids: TraceIds, failures: dict[int, tuple[str, st
                     for rt, st in ((POST_PAYMENT, SELECT_BY_KEY), (GET_PAYMENT, SELECT_BY_ID))}
     insert_attrs = tuple(sorted((*DB_ATTRS, ("db.operation", "INSERT payments"),
                                  ("db.statement", INSERT_PAYMENT))))
+    rec = np.flatnonzero(traffic.receipt_end_ns[r] > traffic.receipt_start_ns[r])
+    receipt_attrs = tuple(sorted((*DB_ATTRS, ("db.operation", "SELECT payments"),
+                                  ("db.statement", SELECT_RECEIPT))))
     exc_type, message = failures[ERR_POOL_TIMEOUT]
     timeout_event = (exception_event(0, exc_type, message,
                                      connect_stacktrace(exc_type, message)),)
@@ -184,6 +195,10 @@ def _db_spans(traffic: Traffic, ids: TraceIds, failures: dict[int, tuple[str, st
          traffic.insert_end_ns[r[ins]], np.zeros(ins.shape[0], bool),
          ["INSERT payments"] * ins.shape[0], [""] * ins.shape[0],
          [insert_attrs] * ins.shape[0], [()] * ins.shape[0]),
+        (k[rec], ids.receipt[k[rec]], traffic.receipt_start_ns[r[rec]],
+         traffic.receipt_end_ns[r[rec]], np.zeros(rec.shape[0], bool),
+         ["SELECT payments"] * rec.shape[0], [""] * rec.shape[0],
+         [receipt_attrs] * rec.shape[0], [()] * rec.shape[0]),
     ]
     which = np.concatenate([p[0] for p in parts])
     order = np.lexsort((np.concatenate([p[2] for p in parts]), which))

@@ -17,6 +17,7 @@ from .simulate import (
     TraceIds,
     Traffic,
 )
+from .texts import SELECT_RECEIPT
 
 P99_POST = ('histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_'
             'bucket{job="payment-service", http_route="/payment", http_request_method="POST"}'
@@ -31,6 +32,7 @@ POOL_PENDING = 'db_client_connection_pending_requests{job="payment-service"}'
 CARD_ERRORS = ('sum by (http_response_status_code) (rate(http_client_request_duration_seconds_'
                'count{job="payment-service", server_address="card-processor"}[1m]))')
 IDLE_IN_TX = 'pg_stat_activity_count{datname="payments", state="idle in transaction"}'
+MAX_TX = 'max(pg_stat_activity_max_tx_duration{datname="payments"})'
 
 
 def phases(plan: PhasePlan | None, duration_ms: int) -> tuple[Phase, ...]:
@@ -89,6 +91,27 @@ STORIES = {
           '{service_name="payment-service"} | severity_text="ERROR" |= "QueuePool limit"'),),
         (("pool checkouts that timed out", '{ resource.service.name = "payment-service" && '
           'name = "connect" && status = error }'),)),
+    "connection_leak": _Story(
+        "a code path shipped by a deploy read the receipt after each committed payment in a "
+        "new transaction and never returned the connection (one payment in a few hundred): "
+        "used connections and idle-in-transaction sessions climbed step by step with the "
+        "oldest transaction's age, until all 15 were leaked and every request waited out the "
+        "pool timeout and failed with sqlalchemy.exc.TimeoutError (HTTP 500); the fix ended "
+        "the leaked sessions.",
+        ("metrics:db_client_connections_usage_connections", "metrics:pg_stat_activity_count",
+         "metrics:pg_stat_activity_max_tx_duration",
+         "metrics:db_client_connection_timeouts_total",
+         "logs:payment-service QueuePool errors",
+         "traces:SELECT payments receipt spans after the INSERT"),
+        (("pool connections in use", POOL_USED), ("idle in transaction", IDLE_IN_TX),
+         ("oldest transaction", MAX_TX), ("pool timeouts", POOL_TIMEOUTS),
+         ("5xx ratio", ERROR_RATIO)),
+        (("QueuePool timeouts",
+          '{service_name="payment-service"} | severity_text="ERROR" |= "QueuePool limit"'),),
+        (("the leaking receipt lookups", '{ resource.service.name = "payment-service" && '
+          'span.db.statement = "' + SELECT_RECEIPT + '" }'),
+         ("pool checkouts that timed out", '{ resource.service.name = "payment-service" && '
+          'name = "connect" && status = error }'))),
     "upstream_errors": _Story(
         "the card processor answered 503 to about a third of the charges: POST /payment "
         "failed fast with PaymentGatewayError (HTTP 500) while the database and the pool "
@@ -157,6 +180,8 @@ def _examples(scenario: Scenario, traffic: Traffic, ids: TraceIds,
         mask &= traffic.error[rows] == ERR_POOL_TIMEOUT
     if scenario.fault == "upstream_errors":
         mask &= traffic.error[rows] == ERR_GATEWAY
+    if scenario.fault == "connection_leak":  # the requests that leaked
+        mask &= traffic.receipt_end_ns[rows] > traffic.receipt_start_ns[rows]
     chosen = pos[mask]
     latency = traffic.latency_s[rows[chosen]]
     order = np.lexsort((chosen, -latency)) if scenario.fault != "none" else np.arange(

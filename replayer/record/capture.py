@@ -45,6 +45,7 @@ from .assemble import example_traces, recorded_incident, span_tables
 NS_PER_MS = 1_000_000
 ROOT_CAUSES = {"slow_query": ("postgres", "slow_query"),
                "pool_exhaustion": ("payment-service", "connection_pool_exhaustion"),
+               "connection_leak": ("payment-service", "connection_leak"),
                "error_spike": ("card-processor", "upstream_errors")}
 
 

@@ -3,13 +3,16 @@ happen only when a resource is taken, timeouts only past pool_timeout."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from generator.queue import Demand, _backlash, covering, idle_connections, schedule
 
 
-def demand(seed: int, n: int, rate: float, hold: float) -> Demand:
+def demand(seed: int, n: int, rate: float, hold: float,
+           keep_until: np.ndarray | None = None) -> Demand:
     rng = np.random.default_rng(seed)
     arrival = np.cumsum(rng.exponential(1.0 / rate, n))
     on_thread = rng.random(n) > 0.05
@@ -18,7 +21,8 @@ def demand(seed: int, n: int, rate: float, hold: float) -> Demand:
                   before_pool=rng.lognormal(np.log(0.01), 0.5, n), uses_db=uses_db,
                   hold=np.where(uses_db, rng.lognormal(np.log(hold), 0.6, n), 0.0),
                   after_pool=rng.lognormal(np.log(0.004), 0.5, n),
-                  timeout_jitter=rng.lognormal(np.log(0.001), 0.5, n))
+                  timeout_jitter=rng.lognormal(np.log(0.001), 0.5, n),
+                  keep_until=np.full(n, -np.inf) if keep_until is None else keep_until)
 
 
 @pytest.mark.parametrize("rate, hold", [(5.0, 0.01), (13.0, 1.0), (13.0, 1.3), (13.0, 3.0)])
@@ -89,3 +93,30 @@ def test_idle_connections_rest_lazily_and_at_most_pool_size() -> None:
     idle = idle_connections(checkout, release, 2, np.array([0.05, 0.15, 0.5, 2.0, 5.2, 7.0]))
     # opened on demand: 0, 0, 0 resting while all are out; two kept after (pool_size 2)
     np.testing.assert_array_equal(idle, [0, 0, 0, 2, 1, 2])
+
+
+def test_kept_connections_leave_the_pool_until_they_are_given_back() -> None:
+    """A leak: some requests keep their connection after they answered. The pool shrinks
+    one connection per leak; with all 15 kept every checkout times out; giving them back
+    serves the queue again. The leaking request's thread is free as soon as it answered."""
+    n, rate, back = 8000, 13.0, 500.0
+    arrival = np.cumsum(np.random.default_rng(3).exponential(1.0 / rate, n))
+    keep = np.full(n, -np.inf)
+    leakers = np.flatnonzero(arrival < back)[::200][:20]  # 20 leaks, every ~15 s
+    keep[leakers] = back
+    d = replace(demand(3, n, rate, 0.01), arrival=arrival, keep_until=keep)
+    s = schedule(d, workers=40, connections=15, pool_timeout=2.0)
+    db = np.flatnonzero(d.uses_db & ~s.timed_out)
+    starts = s.checkout[db]
+    held = np.searchsorted(np.sort(starts), starts, side="right") - np.searchsorted(
+        np.sort(s.release[db]), starts, side="right")
+    assert held.max() <= 15
+    kept = leakers[d.uses_db[leakers] & ~s.timed_out[leakers]]
+    assert kept.size >= 15 and np.all(s.release[kept] == back)
+    assert np.all(s.end[kept] < back - 1)  # answered long before the connection came back
+    fifteenth = np.sort(s.checkout[kept])[14]
+    starved = np.flatnonzero(d.uses_db & (s.pool_request > fifteenth + 0.1) &
+                             (s.pool_request < back - 3))
+    assert starved.size > 100 and s.timed_out[starved].all()
+    after = np.flatnonzero(d.uses_db & (s.pool_request > back + 30))
+    assert after.size > 100 and not s.timed_out[after].any()

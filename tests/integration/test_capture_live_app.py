@@ -41,13 +41,13 @@ def _serve(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
     return server, thread, f"http://127.0.0.1:{port}"
 
 
-def test_capture_a_pool_exhaustion_from_live_app(tmp_path: Path,
+def test_capture_a_connection_leak_from_live_app(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
     monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "100")
     grpc_port = free_port()
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'p.db'}", pool_timeout_s=0.3,
-                        otlp_endpoint=f"http://127.0.0.1:{grpc_port}")
+                        otlp_endpoint=f"http://127.0.0.1:{grpc_port}", leak_ratio=1.0)
     server, thread, url = _serve(settings)
     result: dict[str, object] = {}
 
@@ -55,7 +55,7 @@ def test_capture_a_pool_exhaustion_from_live_app(tmp_path: Path,
         result["out"] = run_capture(CaptureOptions(
             duration_s=5.0, scrape_urls=(f"{url}/metrics",), interval_s=0.5,
             grpc_addr=f"127.0.0.1:{grpc_port}", http_addr=None, drain_s=1.5,
-            incident_url=f"{url}/incident", name="live-pool-exhaustion"))
+            incident_url=f"{url}/incident", name="live-connection-leak"))
 
     cap = threading.Thread(target=capture)
     cap.start()
@@ -65,7 +65,7 @@ def test_capture_a_pool_exhaustion_from_live_app(tmp_path: Path,
             "url": url, "rps": 40, "duration_s": 4.2, "concurrency": 8})
         traffic.start()
         time.sleep(1.5)
-        requests.post(f"{url}/incident", json={"mode": "pool_exhaustion"}, timeout=5)
+        requests.post(f"{url}/incident", json={"mode": "connection_leak"}, timeout=5)
         time.sleep(1.5)
         requests.post(f"{url}/incident", json={"mode": "normal"}, timeout=5)
         traffic.join(timeout=30)
@@ -77,7 +77,7 @@ def test_capture_a_pool_exhaustion_from_live_app(tmp_path: Path,
     assert problems == []
     truth = incident.truth
     assert (truth.root_cause_component, truth.root_cause_kind) == (
-        "payment-service", "connection_pool_exhaustion")
+        "payment-service", "connection_leak")
     assert truth.onset_ms is not None and 1000 <= truth.onset_ms <= 3000
     assert truth.recovery_ms is not None and truth.recovery_ms > truth.onset_ms
 
@@ -110,7 +110,7 @@ def _logs_as_generated(live) -> None:  # type: ignore[no-untyped-def]
     """Log parity: the records live_app exported (as capture stores them, which is how Loki
     stores OTLP records) have the stream labels, fields, line forms and exception types of
     the generated ones."""
-    gen = cached_incident("pool_exhaustion")
+    gen = cached_incident("connection_leak")
     label_keys = {tuple(dict(s.labels)) for s in live.log_streams
                   if dict(s.labels).get("service_name") == "payment-service"}
     assert label_keys == {tuple(dict(s.labels)) for s in gen.log_streams
