@@ -38,7 +38,7 @@ KNOB_DEFAULTS: Mapping[str, float] = MappingProxyType(
         "max_overflow": 10,
         "pool_timeout_s": 30.0,
         "statement_timeout_ms": 0,  # PostgreSQL statement_timeout; 0 = off
-        "log_min_duration_statement_ms": 1000,
+        "log_min_duration_statement_ms": 250,  # as infra/ and live_app's local PostgreSQL
         # 1: every request traced, as live_app exports them; below 1 a collector tail-samples:
         # every error, a quarter of the requests over 1 s, and this share of the rest
         "trace_sample_ratio": 1.0,
@@ -213,8 +213,8 @@ _register(
     Scenario(
         name="pool_exhaustion",
         description=(
-            "A deploy makes POST /payment call a slow fraud check inside its open "
-            "transaction: connections are held for seconds, the QueuePool (5 + 10) is "
+            "A deploy makes POST /payment call a slow fraud check (a span of its own) inside "
+            "its open transaction: connections are held for seconds, the QueuePool (5 + 10) is "
             "pinned at 15, the 40 worker threads fill with waiters, and requests that wait "
             "past the 2 s pool timeout fail with 'QueuePool limit ... timeout 2.00'."
         ),

@@ -58,6 +58,9 @@ class Traffic:
     select_end_ns: np.ndarray
     insert_start_ns: np.ndarray
     insert_end_ns: np.ndarray
+    # the fraud check a deploy put inside the transaction (pool_exhaustion), after the INSERT
+    fraud_start_ns: np.ndarray
+    fraud_end_ns: np.ndarray
     # the receipt lookup of the leaking code path (connection_leak), after the commit
     receipt_start_ns: np.ndarray
     receipt_end_ns: np.ndarray
@@ -123,6 +126,7 @@ class Work:
     gap: np.ndarray  # (3, n): checkout -> SELECT -> INSERT -> commit/rollback
     stmt_to: np.ndarray
     writes: np.ndarray
+    extra_s: np.ndarray  # the fraud check inside the transaction, after the INSERT
     leaks: np.ndarray  # bool: keeps its connection after a committed payment
     receipt_s: np.ndarray  # commit -> receipt lookup start, and the lookup: (2, n)
 
@@ -237,6 +241,7 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
         extra_s = np.where(post & (sev > 0), _lognormal(
             streams["faults"], knobs["hold_extra_peak_ms"] / 1e3 * np.maximum(sev, 1e-9),
             0.3, n), 0.0)
+    extra_s = np.asarray(extra_s, np.float32)  # as the span reads it back
     stmt_timeout_s = knobs["statement_timeout_ms"] / 1e3
     stmt_to = np.zeros(n, bool)
     if stmt_timeout_s > 0:
@@ -276,7 +281,7 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
         hold=np.where(uses_db, hold, 0.0), after_pool=post_work + error_s,
         timeout_jitter=_lognormal(gaps, 0.0012, 0.6, n), keep_until=keep_until)
     return Work(demand, pre_32, card_32, card_fail, select_32, insert_32, gap_32, stmt_to,
-                writes, leaks, receipt)
+                writes, extra_s, leaks, receipt)
 
 
 def _card_calls(knobs: dict[str, float], fault: str, post: np.ndarray, sev: np.ndarray,
@@ -373,9 +378,16 @@ def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
     for name, at in zip(("select_start_ns", "select_end_ns", "insert_start_ns",
                          "insert_end_ns"), times):
         col[name] = ns(at)
+    # the fraud check (pool_exhaustion) runs right after the INSERT, before the commit
+    checked = held & work.writes[k] & (work.extra_s[k] > 0)
+    # the handler's own code between the INSERT and the call: a fraction of a millisecond
+    lead = np.minimum(_lognormal(rng, 0.00015, 0.5, k.shape[0]), 0.1 * work.extra_s[k])
+    col["fraud_start_ns"] = ns(np.where(checked, times[3] + lead, times[3]))
+    del lead
+    col["fraud_end_ns"] = ns(np.where(checked, times[3] + work.extra_s[k], times[3]))
     # the receipt lookup starts after the commit that followed the INSERT
     leaked = held & work.leaks[k]
-    commit_end = times[3] + work.gap[2, k]
+    commit_end = times[3] + work.extra_s[k] * checked + work.gap[2, k]
     receipt_start = np.where(leaked, commit_end + work.receipt_s[0, k], times[3])
     col["receipt_start_ns"] = ns(receipt_start)
     col["receipt_end_ns"] = ns(np.where(leaked, receipt_start + work.receipt_s[1, k],
@@ -414,6 +426,7 @@ class TraceIds:
     insert: np.ndarray
     card: np.ndarray  # the card processor call (client span)
     receipt: np.ndarray  # the leaking path's receipt lookup (connection_leak)
+    fraud: np.ndarray  # the fraud check inside the transaction (pool_exhaustion)
 
     def hex_trace(self, row: int) -> str:
         return bytes(self.trace_id[row]).hex()
@@ -425,10 +438,10 @@ class TraceIds:
 def assign_ids(traffic: Traffic, rng: np.random.Generator) -> TraceIds:
     """Random 16-byte trace IDs and non-zero 8-byte span IDs from the seeded id stream."""
     m = int(np.count_nonzero(traffic.sampled))
-    raw = rng.integers(0, 256, size=(m, 16 + 6 * 8), dtype=np.uint8)
-    spans = raw[:, 16:].reshape(m, 6, 8)
+    raw = rng.integers(0, 256, size=(m, 16 + 7 * 8), dtype=np.uint8)
+    spans = raw[:, 16:].reshape(m, 7, 8)
     zero = ~spans.any(axis=2)
     spans[..., 7][zero] = 1  # an all-zero span ID is invalid in OTLP
     tid = raw[:, :16]
     tid[~tid.any(axis=1), 15] = 1
-    return TraceIds(*(_ro(a, np.uint8) for a in (tid, *(spans[:, j] for j in range(6)))))
+    return TraceIds(*(_ro(a, np.uint8) for a in (tid, *(spans[:, j] for j in range(7)))))

@@ -78,7 +78,7 @@ _CHECKOUT = (
     f'  File "{SITE}/sqlalchemy/pool/impl.py", line 167, in _do_get\n'
     "    raise exc.TimeoutError(\n")
 _ACQUIRE = {
-    POST_PAYMENT: (f'  File "{APP_FILE}", line 127, in create_payment\n'
+    POST_PAYMENT: (f'  File "{APP_FILE}", line 126, in create_payment\n'
                    "    with acquire(engine, tel.pool, incident.holds) as conn:\n"),
     GET_PAYMENT: (f'  File "{APP_FILE}", line 147, in read_payment\n'
                   "    with acquire(engine, tel.pool) as conn:\n"),

@@ -74,14 +74,16 @@ STORIES = {
           '"SELECT payments" && duration > 500ms }'),
          ("slow POST /payment requests", TRACEQL_POST + " && duration > 1s }"))),
     "connection_hold": _Story(
-        "POST /payment held database connections open for seconds; the QueuePool (5 + 10) "
+        "POST /payment held database connections open for seconds through a slow fraud check "
+        "inside its transaction; the QueuePool (5 + 10) "
         "stayed at 15 used, the worker threads filled with requests waiting for a "
         "connection, and those that waited past the 2 s pool timeout failed with "
         "sqlalchemy.exc.TimeoutError (HTTP 500).",
         ("metrics:db_client_connections_usage_connections",
          "metrics:db_client_connection_timeouts_total",
          "metrics:http_server_request_duration_seconds", "metrics:pg_stat_activity_count",
-         "logs:payment-service QueuePool errors", "traces:connect spans with TimeoutError"),
+         "logs:payment-service QueuePool errors", "traces:fraud check spans",
+         "traces:connect spans with TimeoutError"),
         (("pool connections in use", POOL_USED), ("requests waiting for a connection",
                                                   POOL_PENDING),
          ("pool timeouts", POOL_TIMEOUTS),
@@ -89,8 +91,10 @@ STORIES = {
          ("p99 of POST /payment", P99_POST)),
         (("QueuePool timeouts",
           '{service_name="payment-service"} | severity_text="ERROR" |= "QueuePool limit"'),),
-        (("pool checkouts that timed out", '{ resource.service.name = "payment-service" && '
-          'name = "connect" && status = error }'),)),
+        (("the slow call inside the transaction", '{ resource.service.name = '
+          '"payment-service" && name = "fraud check" && duration > 1s }'),
+         ("pool checkouts that timed out", '{ resource.service.name = "payment-service" && '
+          'name = "connect" && status = error }'))),
     "connection_leak": _Story(
         "a code path shipped by a deploy read the receipt after each committed payment in a "
         "new transaction and never returned the connection (one payment in a few hundred): "

@@ -84,13 +84,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     tel = setup(settings, pool_name(engine.url), capacity)
     SQLAlchemyInstrumentor().instrument(engine=engine, meter_provider=tel.meter_provider,
                                         tracer_provider=tel.tracer_provider)
-    log = configure_logging()
+    log, tracer = configure_logging(), tel.tracer_provider.get_tracer("payment_service.routes")
     rng = random.Random()
     state: dict[str, IncidentState] = {}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
-        db.create_schema(engine)
+        db.create_schema(engine, settings.seed_rows)
         tel.export_logs()
         state["incident"] = IncidentState(engine, settings.incident_mode)
         yield
@@ -122,18 +122,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             if mode == "error_spike" and rng.random() < settings.error_ratio:
                 raise PaymentGatewayError("card-processor answered 503 Service Unavailable")
-            slow = settings.slow_query_s if mode == "slow_query" else 0.0
             incident = state["incident"]
             with acquire(engine, tel.pool, incident.holds) as conn:
                 with conn.begin():
-                    existing = db.find_by_key(conn, key, slow)
+                    existing = db.find_by_key(conn, key)
                     if existing is not None:
                         pid, status, amount = existing
                     else:
                         pid = db.insert_payment(conn, key, body.amount, body.currency)
                         status, amount = "captured", body.amount
                     if mode == "pool_exhaustion":  # a slow call made inside the transaction
-                        time.sleep(settings.hold_s)
+                        with tracer.start_as_current_span("fraud check"):
+                            time.sleep(settings.hold_s)
                 if mode == "connection_leak" and rng.random() < settings.leak_ratio:
                     incident.leak(conn, pid)
         except (sqlalchemy.exc.SQLAlchemyError, PaymentGatewayError) as exc:

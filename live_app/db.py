@@ -1,16 +1,13 @@
 """The database: SQLAlchemy 2 engine with a real QueuePool, the payments table, queries.
 
-SQLite (a file, the embedded default) or PostgreSQL when DATABASE_URL says so. The slow
-query of the slow_query incident is genuinely slow in the database: PostgreSQL runs
-``pg_sleep`` inside the statement; SQLite gets a ``pg_sleep`` function of the same name.
+SQLite (a file, the embedded default) or PostgreSQL when DATABASE_URL says so. The
+slow_query incident is a dropped index, for real: the lookup by idempotency key (the same
+statement text throughout) becomes a sequential scan over the seeded rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 
 from sqlalchemy import (
@@ -19,7 +16,6 @@ from sqlalchemy import (
     Numeric,
     String,
     create_engine,
-    event,
     text,
 )
 from sqlalchemy.engine import Connection
@@ -45,6 +41,9 @@ class Payment(Base):
     __table_args__ = (Index("ix_payments_idempotency_key", "idempotency_key"),)
 
 
+LOOKUP_INDEX = "ix_payments_idempotency_key"
+
+
 def make_engine(settings: Settings) -> Engine:
     url = settings.database_url
     kwargs: dict[str, object] = {"poolclass": QueuePool, "pool_size": settings.pool_size,
@@ -52,44 +51,55 @@ def make_engine(settings: Settings) -> Engine:
                                  "pool_timeout": settings.pool_timeout_s}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    engine = create_engine(url, **kwargs)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_functions)
-    return engine
+    return create_engine(url, **kwargs)
 
 
-def _sqlite_functions(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    def pg_sleep(seconds: float) -> None:
-        time.sleep(float(seconds))
-
-    dbapi_connection.create_function("pg_sleep", 1, pg_sleep)
-
-
-def create_schema(engine: Engine) -> None:
+def create_schema(engine: Engine, seed_rows: int = 0) -> None:
+    """The table and its index (again, if an incident dropped it and the app stopped), and
+    at least ``seed_rows`` payments: enough history that a scan without the index costs."""
     Base.metadata.create_all(engine)
+    restore_lookup_index(engine)
+    if seed_rows <= 0:
+        return
+    with engine.begin() as conn:
+        have = int(conn.execute(text("SELECT count(*) FROM payments")).scalar_one())
+        missing = seed_rows - have
+        if missing <= 0:
+            return
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(
+                "INSERT INTO payments (idempotency_key, amount, currency, status, created_at) "
+                "SELECT 'seed-' || g, 10.00 + g % 500, 'EUR', 'captured', "
+                "now() - g * interval '1 second' FROM generate_series(1, :n) AS g"),
+                {"n": missing})
+        else:
+            conn.execute(text(
+                "WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < :n) "
+                "INSERT INTO payments (idempotency_key, amount, currency, status, created_at) "
+                "SELECT 'seed-' || g, 10.00 + g % 500, 'EUR', 'captured', "
+                "datetime('now', '-' || g || ' seconds') FROM s"), {"n": missing})
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE payments"))
 
 
-def _lookup_sql(dialect: str, slow: bool) -> str:
-    base = ("SELECT payments.id, payments.status, payments.amount FROM payments "
-            "WHERE payments.idempotency_key = :key")
-    if not slow:
-        return base
-    if dialect == "postgresql":
-        # an uncorrelated EXISTS is a one-time filter: the sleep runs before the scan
-        return base + " AND EXISTS (SELECT 1 FROM pg_sleep(:delay))"
-    # SQLite: a branch without FROM evaluates its WHERE exactly once
-    return (base + " UNION ALL SELECT NULL, NULL, NULL WHERE pg_sleep(:delay) IS NOT NULL")
+def drop_lookup_index(engine: Engine) -> None:
+    """The slow_query incident: a migration drops the index the lookup by key uses."""
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP INDEX IF EXISTS {LOOKUP_INDEX}"))
 
 
-def find_by_key(conn: Connection, key: str, slow_s: float = 0.0) -> tuple | None:
-    sql = _lookup_sql(conn.dialect.name, slow_s > 0)
-    params: dict[str, object] = {"key": key}
-    if slow_s > 0:
-        params["delay"] = slow_s
-    for row in conn.execute(text(sql), params):
-        if row[0] is not None:
-            return tuple(row)
-    return None
+def restore_lookup_index(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE INDEX IF NOT EXISTS {LOOKUP_INDEX} ON payments "
+                          "(idempotency_key)"))
+
+
+def find_by_key(conn: Connection, key: str) -> tuple | None:
+    row = conn.execute(text(
+        "SELECT payments.id, payments.status, payments.amount FROM payments "
+        "WHERE payments.idempotency_key = :key"), {"key": key}).first()
+    return None if row is None else tuple(row)
 
 
 def insert_payment(conn: Connection, key: str, amount: Decimal, currency: str) -> int:
@@ -113,20 +123,3 @@ def get_payment(conn: Connection, payment_id: int) -> dict[str, object] | None:
 def count_payments(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text("SELECT count(*) FROM payments")).scalar_one())
-
-
-@contextmanager
-def hold_connections(engine: Engine, count: int) -> Iterator[list[Connection]]:
-    """Check out ``count`` connections inside open transactions (a leak, for the incident)."""
-    held: list[Connection] = []
-    try:
-        for _ in range(count):
-            conn = engine.connect()
-            conn.begin()
-            conn.execute(text("SELECT 1"))
-            held.append(conn)
-        yield held
-    finally:
-        for conn in held:
-            conn.rollback()
-            conn.close()

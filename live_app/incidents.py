@@ -7,6 +7,7 @@ import threading
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
+from .db import drop_lookup_index, restore_lookup_index
 from .settings import MODES, SettingsError
 
 # the receipt lookup of the leaking code path (it opens a transaction and never ends it)
@@ -14,7 +15,8 @@ LEAK_SQL = "SELECT payments.id, payments.status FROM payments WHERE payments.id 
 
 
 class IncidentState:
-    """The current mode, and the connections the ``connection_leak`` mode has leaked: after
+    """The current mode (``slow_query`` drops the lookup index while it lasts), and the
+    connections the ``connection_leak`` mode has leaked: after
     a share of payments committed, the code reads the receipt in a new transaction and never
     returns the connection, so idle-in-transaction connections pile up until the pool is
     empty. Switching the mode off (the fix, rolled out) returns them."""
@@ -31,13 +33,18 @@ class IncidentState:
             raise SettingsError(f"unknown incident mode {mode!r}; valid modes: "
                                 f"{', '.join(MODES)}")
         with self.lock:
-            self.mode = mode
+            before, self.mode = self.mode, mode
             released: list[Connection] = []
             if mode != "connection_leak":
                 released, self._leaked = self._leaked, []
-        for conn in released:
+        for conn in released:  # first: a leaked transaction would block DROP INDEX
             conn.rollback()
             conn.close()
+        # slow_query is a migration that dropped the lookup index; leaving it restores it
+        if mode == "slow_query" and before != "slow_query":
+            drop_lookup_index(self.engine)
+        elif before == "slow_query" and mode != "slow_query":
+            restore_lookup_index(self.engine)
         return mode
 
     def leak(self, conn: Connection, payment_id: int) -> bool:

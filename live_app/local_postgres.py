@@ -44,7 +44,7 @@ def _as_postgres(args: list[str]) -> list[str]:
 
 
 @contextmanager
-def running_postgres(log_min_duration_ms: int = 500) -> Iterator[tuple[str, Path]]:
+def running_postgres(log_min_duration_ms: int = 250) -> Iterator[tuple[str, Path]]:
     """Yields a SQLAlchemy URL (psycopg 3) for database ``payments`` and the server log."""
     initdb, pg_ctl, createdb = pg_bin("initdb"), pg_bin("pg_ctl"), pg_bin("createdb")
     tmp = Path(tempfile.mkdtemp(prefix="replayer-pg-"))

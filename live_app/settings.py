@@ -23,7 +23,9 @@ class Settings:
     pool_timeout_s: float = 30.0
     incident_mode: str = "normal"
     incident_token: str | None = None
-    slow_query_s: float = 1.5  # how long the payments SELECT takes in slow_query mode
+    # payments the table holds at least (seeded at startup): what a sequential scan reads
+    # once slow_query has dropped the lookup index
+    seed_rows: int = 0
     error_ratio: float = 0.3  # share of POST /payment failing in error_spike mode
     hold_s: float = 2.5  # pool_exhaustion: the slow call inside each payment's transaction
     leak_ratio: float = 0.05  # connection_leak: share of payments that leak a connection
@@ -43,8 +45,8 @@ class Settings:
                                 f"{', '.join(MODES)}")
         if not (0.0 <= self.leak_ratio <= 1.0 and 0.0 <= self.error_ratio <= 1.0):
             raise SettingsError("LEAK_RATIO and ERROR_SPIKE_RATIO must be between 0 and 1")
-        if self.hold_s < 0 or self.slow_query_s < 0:
-            raise SettingsError("POOL_HOLD_SECONDS and SLOW_QUERY_SECONDS must be >= 0")
+        if self.hold_s < 0 or self.seed_rows < 0:
+            raise SettingsError("POOL_HOLD_SECONDS and SEED_ROWS must be >= 0")
         if self.pool_size < 1 or self.max_overflow < 0 or self.pool_timeout_s <= 0:
             raise SettingsError("POOL_SIZE must be >= 1, POOL_MAX_OVERFLOW >= 0 and "
                                 "POOL_TIMEOUT > 0")
@@ -86,7 +88,7 @@ class Settings:
             pool_timeout_s=num("POOL_TIMEOUT", 30.0),
             incident_mode=e.get("INCIDENT_MODE", "normal"),
             incident_token=e.get("INCIDENT_TOKEN") or None,
-            slow_query_s=num("SLOW_QUERY_SECONDS", 1.5),
+            seed_rows=int(num("SEED_ROWS", 0, int)),
             error_ratio=num("ERROR_SPIKE_RATIO", 0.3),
             hold_s=num("POOL_HOLD_SECONDS", 2.5),
             leak_ratio=num("LEAK_RATIO", 0.05),

@@ -7,6 +7,7 @@ slow_query incident switched on and off through live_app's /incident endpoint. T
 PostgreSQL server log of the window is recorded too.
 
     python scripts/record-live-fixture.py [--baseline 60] [--incident 90] [--recovery 50]
+        [--seed-rows 3000000]
 """
 
 from __future__ import annotations
@@ -46,17 +47,21 @@ def main() -> None:
     ap.add_argument("--recovery", type=float, default=50.0, help="seconds after it")
     ap.add_argument("--rps", type=float, default=10.0)
     ap.add_argument("--interval", type=float, default=5.0, help="scrape interval, seconds")
+    ap.add_argument("--seed-rows", type=int, default=3_000_000,
+                    help="payments in the table before traffic starts")
     ap.add_argument("-o", "--output", type=Path, default=OUT)
     args = ap.parse_args()
     os.environ.setdefault("OTEL_BSP_SCHEDULE_DELAY", "1000")
     os.environ.setdefault("OTEL_BLRP_SCHEDULE_DELAY", "1000")
     total = args.baseline + args.incident + args.recovery
     grpc_port, app_port = free_port(), free_port()
-    with running_postgres(log_min_duration_ms=500) as (database_url, pg_log):
-        settings = Settings(database_url=database_url, slow_query_s=1.2,
+    with running_postgres() as (database_url, pg_log):
+        # a payments table with history: without its index, the lookup scans all of it
+        settings = Settings(database_url=database_url, seed_rows=args.seed_rows,
                             otlp_endpoint=f"http://127.0.0.1:{grpc_port}")
+        # log level info: uvicorn's access lines are exported records, as in production
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1",
-                                               port=app_port, log_level="warning"))
+                                               port=app_port, log_level="info"))
         serving = threading.Thread(target=server.run, daemon=True)
         serving.start()
         while not server.started:
@@ -70,7 +75,9 @@ def main() -> None:
             postgres_log=str(pg_log), extra_source=(
                 ("app", "live_app (FastAPI + SQLAlchemy, OpenTelemetry SDK)"),
                 ("database", server_version()),
-                ("incident", "slow_query switched on via POST /incident"),
+                ("incident", "slow_query switched on via POST /incident (drops the index "
+                             "on payments.idempotency_key; restored when switched off)"),
+                ("seed_rows", str(args.seed_rows)),
                 ("script", "scripts/record-live-fixture.py"))))))
         capture.start()
         time.sleep(0.5)

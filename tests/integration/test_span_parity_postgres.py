@@ -44,7 +44,8 @@ Summary = dict[str, dict[str, object]]
 def live_spans() -> Iterator[list]:
     with running_postgres() as (url, _log):
         settings = Settings(database_url=url, pool_size=2, max_overflow=1, pool_timeout_s=0.4,
-                            error_ratio=1.0, leak_ratio=1.0, incident_token="parity")
+                            error_ratio=1.0, leak_ratio=1.0, hold_s=0.05,
+                            incident_token="parity")
         app = create_app(settings)
         exporter = InMemorySpanExporter()
         app.state.telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -55,7 +56,7 @@ def live_spans() -> Iterator[list]:
                 c.get(f"/payments/{pid}")
             c.get("/payments/987654321")
             c.get("/health")
-            for mode in ("error_spike", "connection_leak"):
+            for mode in ("pool_exhaustion", "error_spike", "connection_leak"):
                 c.post("/incident", json={"mode": mode}, headers=token)
                 if mode == "connection_leak":  # the leaks empty the pool (2 + 1)
                     for _ in range(3):
@@ -141,7 +142,8 @@ def differences(live: Summary, gen: Summary) -> list[str]:
 def test_generated_spans_are_what_live_app_writes(live_spans: list) -> None:
     live = summarize_live(live_spans)
     assert {"POST /payment", "connect", "SELECT payments", "INSERT payments"} <= live.keys()
-    gen = summarize_generated(("baseline", "error_spike", "pool_exhaustion"))
+    assert "fraud check" in live.keys()
+    gen = summarize_generated(("baseline", "error_spike", "pool_exhaustion", "connection_leak"))
     problems = differences(live, gen)
     assert not problems, "\n".join(problems)
 

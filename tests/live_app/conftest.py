@@ -18,7 +18,7 @@ def client_for(settings: Settings, host: str = "127.0.0.1") -> TestClient:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(database_url=f"sqlite:///{tmp_path / 'payments.db'}", pool_timeout_s=0.3,
-                    slow_query_s=0.25, error_ratio=1.0, incident_token="let-me-in")
+                    error_ratio=1.0, incident_token="let-me-in")
 
 
 @pytest.fixture
