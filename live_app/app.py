@@ -160,7 +160,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/incident")
     async def get_incident() -> dict[str, object]:
-        return {"mode": state["incident"].mode, "modes": list(MODES)}
+        incident = state["incident"]
+        return {"mode": incident.mode, "since": incident.since, "modes": list(MODES)}
 
     @app.post("/incident")
     async def set_incident(body: IncidentIn, request: Request) -> Response:

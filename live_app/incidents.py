@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
@@ -25,6 +26,7 @@ class IncidentState:
         self.engine = engine
         self.lock = threading.Lock()
         self.mode = "normal"
+        self.since = time.time()
         self._leaked: list[Connection] = []
         self.set(mode)
 
@@ -45,6 +47,8 @@ class IncidentState:
             drop_lookup_index(self.engine)
         elif before == "slow_query" and mode != "slow_query":
             restore_lookup_index(self.engine)
+        if mode != before:
+            self.since = time.time()  # the fault is in place (or gone) from now on
         return mode
 
     def leak(self, conn: Connection, payment_id: int) -> bool:

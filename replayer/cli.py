@@ -155,6 +155,32 @@ def plot_cmd(source: str, seed: int, duration: str | None, step: str | None,
     click.echo(f"wrote {output}")
 
 
+@cli.command("compare")
+@click.argument("a")
+@click.argument("b")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seed of a scenario named as A or B.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def compare_cmd(a: str, b: str, seed: int, as_json: bool) -> None:
+    """Compare two incidents (recording files or scenario names) phase by phase.
+
+    Exit 0 when every judged row is within tolerance, 1 when any is outside."""
+    from .compare import compare, label_differences, render, to_json
+
+    inc_a, inc_b = (resolve_source(x, seed, None, None, {}) for x in (a, b))
+    rows = compare(inc_a, inc_b)
+    if as_json:
+        click.echo(json.dumps({"a": a, "b": b, "rows": to_json(rows),
+                               "label_differences": label_differences(inc_a, inc_b)},
+                              indent=2))
+    else:
+        click.echo(render(rows, a, b))
+        for line in label_differences(inc_a, inc_b):
+            click.echo(f"  label keys differ: {line}")
+    if any(r.verdict == "outside" for r in rows):
+        raise SystemExit(1)
+
+
 def _progress_printer() -> object:
     state = {"last": 0}
 

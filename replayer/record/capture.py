@@ -351,7 +351,7 @@ def run_capture(opts: CaptureOptions, clock: Callable[[], float] = time.time,
                 now_ms = int(clock() * 1000)
                 scraper.scrape(now_ms)
                 if opts.incident_url:
-                    _read_mode(opts.incident_url, now_ms - start_ms, modes, problems)
+                    _read_mode(opts.incident_url, now_ms, start_ms, modes, problems)
                 tick += int(opts.interval_s * 1000)
             end_ms = int(clock() * 1000)
             sleep(opts.drain_s)
@@ -387,11 +387,23 @@ def run_capture(opts: CaptureOptions, clock: Callable[[], float] = time.time,
     return incident, problems
 
 
-def _read_mode(url: str, t_ms: int, modes: list[tuple[int, str]], problems: list[str]) -> None:
+def _read_mode(url: str, now_ms: int, start_ms: int, modes: list[tuple[int, str]],
+               problems: list[str]) -> None:
+    """Note a change of mode. When the app says since when its mode holds (live_app's
+    ``since``, once the fault is in place), that is the time; otherwise the poll's."""
     try:
-        mode = requests.get(url, timeout=5).json()["mode"]
+        body = requests.get(url, timeout=5).json()
+        mode = body["mode"]
     except (requests.RequestException, ValueError, KeyError) as exc:
         problems.append(f"reading the incident mode from {url} failed: {exc}")
         return
-    if not modes or modes[-1][1] != mode:
-        modes.append((t_ms, mode))
+    if modes and modes[-1][1] == mode:
+        return
+    t_ms = now_ms
+    since = body.get("since")
+    if isinstance(since, (int, float)):
+        t_ms = min(max(int(since * 1000), start_ms), now_ms)
+    t_ms -= start_ms
+    if modes:
+        t_ms = max(t_ms, modes[-1][0])
+    modes.append((t_ms, mode))

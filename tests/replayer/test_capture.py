@@ -1,0 +1,57 @@
+"""capture's reading of live_app's incident switch and of OTLP log records."""
+
+from __future__ import annotations
+
+import responses
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from replayer.record.capture import _read_mode, log_streams
+
+URL = "http://app/incident"
+
+
+@responses.activate
+def test_a_switch_is_dated_by_the_app_not_by_the_poll() -> None:
+    """The capture polls every few seconds; live_app says when the fault was in place."""
+    modes: list[tuple[int, str]] = []
+    problems: list[str] = []
+    start = 1_000_000
+    responses.get(URL, json={"mode": "normal", "since": 900.0})
+    _read_mode(URL, start + 100, start, modes, problems)
+    responses.replace(responses.GET, URL, json={"mode": "slow_query", "since": 1_061.25})
+    _read_mode(URL, start + 65_000, start, modes, problems)  # polled 3.75 s late
+    responses.replace(responses.GET, URL, json={"mode": "normal"})  # an app without `since`
+    _read_mode(URL, start + 155_000, start, modes, problems)
+    assert problems == []
+    # before the capture began: its start; then the app's time; then the poll's
+    assert modes == [(0, "normal"), (61_250, "slow_query"), (155_000, "normal")]
+
+
+def _kv(key: str, value: str) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def test_otlp_records_become_what_loki_stores() -> None:
+    """Promoted resource attributes as labels; every other field as structured metadata
+    with dots made underscores; times relative to the window start."""
+    rec = LogRecord(time_unix_nano=5_000, observed_time_unix_nano=5_300, severity_number=17,
+                    severity_text="ERROR", trace_id=bytes(range(16)), span_id=bytes(range(8)),
+                    flags=3, body=AnyValue(string_value="POST /payment failed: x"),
+                    attributes=[_kv("exception.type", "TimeoutError"), _kv("otelSpanID", "1")])
+    rl = ResourceLogs(
+        resource=Resource(attributes=[_kv("service.name", "payment-service"),
+                                      _kv("service.version", "1.4.2"),
+                                      _kv("service.instance.id", "pod-1")]),
+        scope_logs=[ScopeLogs(log_records=[rec])])
+    rl.scope_logs[0].scope.name = "payment_service.routes"
+    [stream] = log_streams([rl], start_ns=1_000)
+    assert dict(stream.labels) == {"service_name": "payment-service",
+                                   "service_instance_id": "pod-1"}
+    assert stream.t_ns.tolist() == [4_000] and stream.lines == ("POST /payment failed: x",)
+    assert dict(stream.metadata[0]) == {
+        "exception_type": "TimeoutError", "flags": "3", "observed_timestamp": "4300",
+        "otelSpanID": "1", "scope_name": "payment_service.routes", "service_version": "1.4.2",
+        "severity_number": "17", "severity_text": "ERROR",
+        "span_id": bytes(range(8)).hex(), "trace_id": bytes(range(16)).hex()}
