@@ -314,3 +314,32 @@ def test_loki_stores_live_app_otlp_records_as_the_generator_writes_them(
             replayed = eventually(lambda q=gen_q: stored(loki, q, gen_start,
                                                          (end_ms + 1000) * 10**6))
             assert live and live == replayed, scope
+
+
+def test_traceql_on_live_app_attributes_finds_each_incident(tmp_path: Path) -> None:
+    """TraceQL written against what live_app's instrumentation writes (span.db.operation,
+    span.db.statement, span.server.address, kind, status) finds the generated incidents in
+    a real Tempo, and every ground-truth TraceQL query of those scenarios has hits."""
+    end_ms = fixed_end_ms()
+    queries = {
+        "slow_query": ['{ span.db.operation = "SELECT payments" && span.server.address = '
+                       '"postgres" && duration > 500ms }'],
+        "error_spike": ['{ span.server.address = "card-processor" && kind = client && '
+                        'status = error }', '{ kind = server && status = error }'],
+        "pool_exhaustion": ['{ kind = internal && name = "fraud check" && duration > 1s }'],
+        "connection_leak": [],
+    }
+    for scenario, extra in queries.items():  # one Tempo each: no hit from a neighbour
+        inc = cached_incident(scenario)
+        with running_tempo(tmp_path / scenario) as (otlp, api):
+            r = CliRunner().invoke(cli, ["load", scenario, "--signals", "traces", "--end",
+                                         iso(end_ms), "--tempo-url", otlp])
+            assert r.exit_code == 0, r.output
+            for q in extra + [q for _, q in inc.truth.traceql]:
+                def hits(q: str = q, start_s: int = (end_ms - inc.duration_ms) // 1000) -> int:
+                    body = requests.get(f"{api}/api/search", params={
+                        "q": q, "start": start_s,
+                        "end": end_ms // 1000 + 1, "limit": 20}, timeout=30).json()
+                    return len(body.get("traces", []))
+
+                assert eventually(hits, timeout_s=120), (scenario, q)
