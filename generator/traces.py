@@ -93,10 +93,11 @@ def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
                 failures: dict[int, tuple[str, str]]) -> tuple[SpanTable, ...]:
     """Column by column: a fully traced hour is a quarter of a million spans."""
     rows = np.flatnonzero(traffic.sampled)
-    return (_server_spans(traffic, ids, clients, failures, rows),
-            _card_spans(traffic, ids, rows),
-            _db_spans(traffic, ids, failures, rows),
-            _fraud_spans(traffic, ids, rows))
+    tables = (_server_spans(traffic, ids, clients, failures, rows),
+              _card_spans(traffic, ids, rows),
+              _db_spans(traffic, ids, failures, rows),
+              _fraud_spans(traffic, ids, rows))
+    return tuple(t for t in tables if len(t))  # a scope that wrote nothing is not exported
 
 
 def _fraud_spans(traffic: Traffic, ids: TraceIds, rows: np.ndarray) -> SpanTable:

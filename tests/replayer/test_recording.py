@@ -28,7 +28,9 @@ def test_round_trip_is_lossless(tmp_path: Path) -> None:
         assert a.attributes == b.attributes and a.events == b.events
         np.testing.assert_array_equal(a.trace_id, b.trace_id)
         # version 2 keeps what the exporter wrote beyond the span's fields
-        assert b.scope_schema_url == a.scope_schema_url != ""
+        assert b.scope_schema_url == a.scope_schema_url
+        assert (b.scope_schema_url != "") == b.scope_name.startswith(
+            "opentelemetry.instrumentation.")
         np.testing.assert_array_equal(b.span_flags(), a.span_flags())
         assert set(b.span_flags().tolist()) == {0x100}
 
