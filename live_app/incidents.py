@@ -26,7 +26,7 @@ class IncidentState:
         self.engine = engine
         self.lock = threading.Lock()
         self.mode = "normal"
-        self.since = time.time()
+        self.since: float | None = time.time()
         self._leaked: list[Connection] = []
         self.set(mode)
 
@@ -36,6 +36,8 @@ class IncidentState:
                                 f"{', '.join(MODES)}")
         with self.lock:
             before, self.mode = self.mode, mode
+            if mode != before:
+                self.since = None  # switching: the fault is not in place (or gone) yet
             released: list[Connection] = []
             if mode != "connection_leak":
                 released, self._leaked = self._leaked, []
@@ -48,7 +50,8 @@ class IncidentState:
         elif before == "slow_query" and mode != "slow_query":
             restore_lookup_index(self.engine)
         if mode != before:
-            self.since = time.time()  # the fault is in place (or gone) from now on
+            with self.lock:
+                self.since = time.time()  # the fault is in place (or gone) from now on
         return mode
 
     def leak(self, conn: Connection, payment_id: int) -> bool:

@@ -85,9 +85,10 @@ def main() -> None:
             "url": url, "rps": args.rps, "duration_s": total - 1, "concurrency": 32})
         traffic.start()
         time.sleep(args.baseline)
-        requests.post(f"{url}/incident", json={"mode": "slow_query"}, timeout=10)
+        # the switches wait for DROP INDEX / CREATE INDEX on the seeded table
+        requests.post(f"{url}/incident", json={"mode": "slow_query"}, timeout=120)
         time.sleep(args.incident)
-        requests.post(f"{url}/incident", json={"mode": "normal"}, timeout=10)
+        requests.post(f"{url}/incident", json={"mode": "normal"}, timeout=120)
         traffic.join()
         capture.join()
         server.should_exit = True

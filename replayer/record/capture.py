@@ -390,7 +390,8 @@ def run_capture(opts: CaptureOptions, clock: Callable[[], float] = time.time,
 def _read_mode(url: str, now_ms: int, start_ms: int, modes: list[tuple[int, str]],
                problems: list[str]) -> None:
     """Note a change of mode. When the app says since when its mode holds (live_app's
-    ``since``, once the fault is in place), that is the time; otherwise the poll's."""
+    ``since``: null while the switch is under way, a time once the fault is in place or
+    gone), that is the time; otherwise the poll's."""
     try:
         body = requests.get(url, timeout=5).json()
         mode = body["mode"]
@@ -400,7 +401,9 @@ def _read_mode(url: str, now_ms: int, start_ms: int, modes: list[tuple[int, str]
     if modes and modes[-1][1] == mode:
         return
     t_ms = now_ms
-    since = body.get("since")
+    since = body.get("since", now_ms / 1000)
+    if since is None:  # still switching (an index being dropped or built): not yet
+        return
     if isinstance(since, (int, float)):
         t_ms = min(max(int(since * 1000), start_ms), now_ms)
     t_ms -= start_ms

@@ -48,9 +48,14 @@ def test_incident_switch_and_its_guards(settings: Settings) -> None:
     with client_for(settings, host="10.1.2.3") as remote:
         denied = remote.post("/incident", json={"mode": "slow_query"})
         assert denied.status_code == 403 and "INCIDENT_TOKEN" in denied.json()["detail"]
+        was = remote.get("/incident").json()["since"]
+        t0 = time.time()
         ok = remote.post("/incident", json={"mode": "slow_query"},
                          headers={"X-Incident-Token": "let-me-in"})
-        assert ok.status_code == 200 and remote.get("/incident").json()["mode"] == "slow_query"
+        now = remote.get("/incident").json()
+        assert ok.status_code == 200 and now["mode"] == "slow_query"
+        # since when the fault is in place: after the index was dropped, by the app's clock
+        assert was <= t0 <= now["since"] <= time.time()
     with client_for(settings) as local:
         bad = local.post("/incident", json={"mode": "meltdown"})
         assert bad.status_code == 422

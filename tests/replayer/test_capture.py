@@ -22,6 +22,10 @@ def test_a_switch_is_dated_by_the_app_not_by_the_poll() -> None:
     _read_mode(URL, start + 100, start, modes, problems)
     responses.replace(responses.GET, URL, json={"mode": "slow_query", "since": 1_061.25})
     _read_mode(URL, start + 65_000, start, modes, problems)  # polled 3.75 s late
+    # switching back: the index is being rebuilt, the mode is not in place yet
+    responses.replace(responses.GET, URL, json={"mode": "normal", "since": None})
+    _read_mode(URL, start + 150_000, start, modes, problems)
+    assert modes[-1][1] == "slow_query"
     responses.replace(responses.GET, URL, json={"mode": "normal"})  # an app without `since`
     _read_mode(URL, start + 155_000, start, modes, problems)
     assert problems == []
