@@ -176,7 +176,12 @@ class Scraper:
             instance = urlparse(url).netloc
             up = 1.0
             try:
-                resp = self.session.get(url, timeout=5)
+                try:
+                    resp = self.session.get(url, timeout=5)
+                except requests.ConnectionError:
+                    # a kept-alive connection the server closed as we reused it (uvicorn
+                    # drops idle ones after 5 s, a common scrape interval): once more, anew
+                    resp = self.session.get(url, timeout=5)
                 resp.raise_for_status()
                 self._parse(resp.text, t_ms, instance)
             except (requests.RequestException, ValueError) as exc:

@@ -59,3 +59,24 @@ def test_otlp_records_become_what_loki_stores() -> None:
         "otelSpanID": "1", "scope_name": "payment_service.routes", "service_version": "1.4.2",
         "severity_number": "17", "severity_text": "ERROR",
         "span_id": bytes(range(8)).hex(), "trace_id": bytes(range(16)).hex()}
+
+
+@responses.activate
+def test_a_scrape_retries_once_on_a_connection_the_server_just_closed() -> None:
+    import requests
+
+    from replayer.record.capture import Scraper
+
+    metrics = "# TYPE x gauge\nx 1\n"
+    url = "http://app/metrics"
+    responses.get(url, body=requests.ConnectionError("Connection reset by peer"))
+    responses.get(url, body=metrics)
+    s = Scraper([url], "payment-service")
+    s.scrape(1000)
+    assert s.failures == []
+    responses.get(url, body=requests.ConnectionError("reset"))
+    responses.get(url, body=requests.ConnectionError("refused"))
+    s.scrape(2000)
+    assert len(s.failures) == 1 and "refused" in s.failures[0]
+    up = {ls: vs for ls, (_, vs) in s.samples.items() if dict(ls)["__name__"] == "up"}
+    assert list(up.values()) == [[1.0, 0.0]]
