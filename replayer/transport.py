@@ -142,6 +142,11 @@ class HttpTransport:
                 resp = Response(0, f"connection failed: {exc}")
             except requests.Timeout:
                 resp = Response(0, f"no answer within {self.target.timeout_s} s")
+            except requests.RequestException as exc:
+                # the answer broke off (a reset after the status line: ChunkedEncodingError)
+                # or could not be decoded: the server may or may not have stored the batch;
+                # re-sending is safe (every backend takes an identical entry twice as once)
+                resp = Response(0, f"the answer broke off: {type(exc).__name__}: {exc}")
             retry = (resp.status == 0 or is_retryable(resp.status)) and not final(resp)
             if not retry or attempt + 1 >= self.policy.max_attempts:
                 return resp, attempt

@@ -70,3 +70,20 @@ def test_basic_auth_is_sent() -> None:
         rsps.get(f"{URL}/x", status=200)
         HttpTransport(TargetConfig(URL, basic_auth=("u", "p"))).get("x")
         assert rsps.calls[0].request.headers["Authorization"] == "Basic dTpw"
+
+
+@responses.activate
+def test_an_answer_that_breaks_off_is_retried_not_raised() -> None:
+    """A reset after the status line (ChunkedEncodingError) killed a load with a
+    traceback; it is a transport failure like any other: retried, then reported."""
+    import requests
+
+    broken = requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead")
+    responses.post(f"{URL}/api/v1/write", body=broken)
+    responses.post(f"{URL}/api/v1/write", status=204)
+    waits: list[float] = []
+    resp, retries = transport(waits).post("api/v1/write", b"x", {})
+    assert (resp.status, retries) == (204, 1)
+    responses.post(f"{URL}/api/v1/push", body=broken)
+    resp, retries = transport([], max_attempts=1).post("api/v1/push", b"x", {})
+    assert resp.status == 0 and "ChunkedEncodingError" in resp.body
