@@ -331,6 +331,7 @@ def test_traceql_on_live_app_attributes_finds_each_incident(tmp_path: Path) -> N
     }
     for scenario, extra in queries.items():  # one Tempo each: no hit from a neighbour
         inc = cached_incident(scenario)
+        (tmp_path / scenario).mkdir()
         with running_tempo(tmp_path / scenario) as (otlp, api):
             r = CliRunner().invoke(cli, ["load", scenario, "--signals", "traces", "--end",
                                          iso(end_ms), "--tempo-url", otlp])
