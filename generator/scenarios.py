@@ -33,6 +33,7 @@ KNOB_DEFAULTS: Mapping[str, float] = MappingProxyType(
         "query_sigma": 0.35,
         "hold_extra_peak_ms": 0.0,  # extra time a transaction holds its connection at peak
         "card_p50_ms": 12.0,  # the card processor's answer to a charge (HTTP call)
+        "card_peak_ms": 0.0,  # its median answer at the peak of upstream_latency (0: as usual)
         "worker_threads": 40,  # anyio's thread pool that runs FastAPI's sync endpoints
         "pool_size": 5,
         "max_overflow": 10,
@@ -64,6 +65,7 @@ _RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
         "query_sigma": (0.0, 3.0),
         "hold_extra_peak_ms": (0.0, 600000.0),
         "card_p50_ms": (0.1, 60000.0),
+        "card_peak_ms": (0.0, 600000.0),
         "worker_threads": (1, 10000),
         "pool_size": (1, 1000),
         "max_overflow": (0, 1000),
@@ -77,7 +79,8 @@ _RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
     }
 )
 
-FAULT_KINDS = ("none", "slow_query", "connection_hold", "upstream_errors", "connection_leak")
+FAULT_KINDS = ("none", "slow_query", "connection_hold", "upstream_errors", "connection_leak",
+               "upstream_latency")
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,27 @@ _register(
         phases=PhasePlan(onset=0.25, peak=0.26, recovery=0.8, recovered=0.81,
                          onset_jump=1.0, onset_range=(0.15, 0.3), stretch=0.15),
         knobs={"leak_ratio_peak": 0.004},
+    )
+)
+
+_register(
+    Scenario(
+        name="upstream_latency",
+        description=(
+            "The card processor slows down (no errors): its answer to a charge goes from "
+            "~12 ms to seconds. POST /payment makes that call before it takes a database "
+            "connection, so its latency follows while the pool and PostgreSQL stay calm; the "
+            "worker threads fill with requests waiting on the call. Generator only: live_app "
+            "has no card-processor service yet."
+        ),
+        fault="upstream_latency",
+        root_cause_component="card-processor",
+        root_cause_kind="upstream_latency",
+        root_cause_identity={"server.address": "card-processor",
+                             "server_address": "card-processor"},
+        phases=PhasePlan(onset=0.33, peak=0.40, recovery=0.66, recovered=0.70,
+                         onset_jump=0.5, onset_range=(0.22, 0.45), stretch=0.25),
+        knobs={"card_peak_ms": 2500.0},
     )
 )
 

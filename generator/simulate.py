@@ -287,9 +287,13 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
 def _card_calls(knobs: dict[str, float], fault: str, post: np.ndarray, sev: np.ndarray,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """POST /payment charges the card over HTTP before touching the database. In
-    upstream_errors the processor sheds a share of the calls with a fast 503."""
+    upstream_errors the processor sheds a share of the calls with a fast 503; in
+    upstream_latency it answers ever more slowly."""
     n = post.shape[0]
-    took = _lognormal(rng, knobs["card_p50_ms"] / 1e3, 0.35, n)
+    median = np.full(n, knobs["card_p50_ms"] / 1e3)
+    if fault == "upstream_latency" and knobs["card_peak_ms"] > 0:  # slower, not failing
+        median = median * (knobs["card_peak_ms"] / knobs["card_p50_ms"]) ** sev
+    took = _lognormal(rng, median, 0.35, n)
     failed = np.zeros(n, bool)
     if fault == "upstream_errors":
         failed = post & (rng.random(n) < sev * knobs["error_ratio_peak"])

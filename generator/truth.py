@@ -31,6 +31,9 @@ POOL_TIMEOUTS = 'rate(db_client_connection_timeouts_total{job="payment-service"}
 POOL_PENDING = 'db_client_connection_pending_requests{job="payment-service"}'
 CARD_ERRORS = ('sum by (http_response_status_code) (rate(http_client_request_duration_seconds_'
                'count{job="payment-service", server_address="card-processor"}[1m]))')
+CARD_P99 = ('histogram_quantile(0.99, sum by (le) (rate(http_client_request_duration_seconds_'
+            'bucket{job="payment-service", server_address="card-processor"}[1m])))')
+ACTIVE = 'sum(http_server_active_requests{job="payment-service"})'
 IDLE_IN_TX = 'pg_stat_activity_count{datname="payments", state="idle in transaction"}'
 MAX_TX = 'max(pg_stat_activity_max_tx_duration{datname="payments"})'
 
@@ -116,6 +119,20 @@ STORIES = {
           'span.db.statement = "' + SELECT_RECEIPT + '" }'),
          ("pool checkouts that timed out", '{ resource.service.name = "payment-service" && '
           'name = "connect" && status = error }'))),
+    "upstream_latency": _Story(
+        "the card processor slowed from ~12 ms to seconds a charge (no errors): POST /payment "
+        "waited on it before taking a database connection, so its latency followed while "
+        "the connection pool and PostgreSQL stayed calm and the worker threads filled with "
+        "requests waiting on the call.",
+        ("metrics:http_client_request_duration_seconds{server_address=\"card-processor\"}",
+         "metrics:http_server_request_duration_seconds", "metrics:http_server_active_requests",
+         "traces:POST client spans to card-processor"),
+        (("p99 of the card processor's answers", CARD_P99), ("p99 of POST /payment", P99_POST),
+         ("requests in flight", ACTIVE), ("pool connections in use (calm)", POOL_USED)),
+        (),
+        (("slow calls to the card processor", '{ span.server.address = "card-processor" && '
+          'kind = client && duration > 1s }'),
+         ("slow payments", TRACEQL_POST + " && duration > 1s }"))),
     "upstream_errors": _Story(
         "the card processor answered 503 to about a third of the charges: POST /payment "
         "failed fast with PaymentGatewayError (HTTP 500) while the database and the pool "

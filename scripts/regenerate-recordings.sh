@@ -3,6 +3,6 @@
 # tests/replayer/test_recording.py checks that these files still match the generator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for scenario in baseline slow_query pool_exhaustion connection_leak error_spike; do
+for scenario in baseline slow_query pool_exhaustion connection_leak error_spike upstream_latency; do
   replayer generate "$scenario" --seed 1 -o "recordings/$scenario.jsonl.gz"
 done

@@ -9,7 +9,8 @@ from generator.model import Incident
 
 pytest_plugins = ["pytester"]
 
-BUILT_IN = ("baseline", "slow_query", "pool_exhaustion", "connection_leak", "error_spike")
+BUILT_IN = ("baseline", "slow_query", "pool_exhaustion", "connection_leak", "error_spike",
+            "upstream_latency")
 
 
 @functools.cache

@@ -18,7 +18,8 @@ from generator.model import Incident
 from generator.scenarios import KNOB_DEFAULTS
 from generator.texts import SELECT_RECEIPT
 
-SCENARIOS = ("baseline", "slow_query", "pool_exhaustion", "connection_leak", "error_spike")
+SCENARIOS = ("baseline", "slow_query", "pool_exhaustion", "connection_leak", "error_spike",
+             "upstream_latency")
 FAULTY = SCENARIOS[1:]
 HIST = "http_server_request_duration_seconds"
 
