@@ -328,6 +328,8 @@ def test_traceql_on_live_app_attributes_finds_each_incident(tmp_path: Path) -> N
                         'status = error }', '{ kind = server && status = error }'],
         "pool_exhaustion": ['{ kind = internal && name = "fraud check" && duration > 1s }'],
         "connection_leak": [],
+        "upstream_latency": ['{ span.server.address = "card-processor" && kind = client && '
+                             'duration > 1s }'],
     }
     for scenario, extra in queries.items():  # one Tempo each: no hit from a neighbour
         inc = cached_incident(scenario)
