@@ -173,12 +173,14 @@ class LoadReport:
 
 def load(source: Incident | str | Path, targets: Targets | None = None, end: object = "now",
          signals: Sequence[str] = SIGNALS, labels: Mapping[str, str] | None = None,
-         seed: int = 1, trace_id_salt: str | None = None) -> LoadReport:
+         seed: int = 1, trace_id_salt: str | None = None,
+         allow_future_end: bool = False) -> LoadReport:
     """Load a scenario name, a recording path or an :class:`Incident`, ending at ``end``
-    ('now', an RFC 3339 string or an aware datetime). ``labels`` go on every series and log
-    stream; ``trace_id_salt`` gives the load its own trace IDs (consistently in spans,
-    exemplars and logs). Never raises for rejected data: check :attr:`LoadReport.lost` or
-    call :meth:`LoadReport.raise_for_loss`."""
+    ('now', an RFC 3339 string or an aware datetime; more than one step after now only
+    with ``allow_future_end``). ``labels`` go on every series and log stream;
+    ``trace_id_salt`` gives the load its own trace IDs (consistently in spans, exemplars and
+    logs). Never raises for rejected data: check :attr:`LoadReport.lost` or call
+    :meth:`LoadReport.raise_for_loss`."""
     targets = targets or Targets()
     if isinstance(end, dt.datetime):
         if end.tzinfo is None:
@@ -192,7 +194,8 @@ def load(source: Incident | str | Path, targets: Targets | None = None, end: obj
                              tempo=targets._config(targets.tempo),
                              tempo_protocol=targets.tempo_protocol),
         push=PushOptions(), extra_labels=tuple((labels or {}).items()),
-        trace_salt=salt_of(trace_id_salt) if trace_id_salt else None)
+        trace_salt=salt_of(trace_id_salt) if trace_id_salt else None,
+        allow_future_end=allow_future_end)
     result = run_load(req)
     start_ns = result.start_ns
     return LoadReport(

@@ -198,6 +198,8 @@ def _progress_printer() -> object:
 @source_options
 @click.option("--end", default="now", show_default=True,
               help="Window end: 'now' (floored to the step) or RFC 3339.")
+@click.option("--allow-future-end", is_flag=True,
+              help="Accept an --end more than one step after now (see README).")
 @click.option("--signals", default="metrics,logs,traces", show_default=True,
               help="Comma-separated subset of metrics, logs, traces.")
 @click.option("--prometheus-url", envvar="PROMETHEUS_URL", default="http://localhost:9090",
@@ -259,7 +261,8 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
              clip: bool,
              no_exemplars: bool, batch_samples: int, concurrency: int, instances: int,
              shard_spec: str,
-             follow: bool, live_from: str | None, dry_run: bool, as_json: bool) -> None:
+             follow: bool, live_from: str | None, dry_run: bool, as_json: bool,
+             allow_future_end: bool) -> None:
     """Replay SOURCE (a scenario or a recording) so its window ends at --end."""
     chosen = parse_signals(signals)
     extra = []
@@ -290,7 +293,7 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         loki=LokiOptions(format=loki_format, rate_bytes_s=None if loki_rate_mb is None
                          else loki_rate_mb * 1024 * 1024),
         extra_labels=tuple(extra), dry_run=dry_run, follow=follow,
-        live_from_ms=duration_ms(live_from, "--live-from"), shard=parse_shard(shard_spec),
+        allow_future_end=allow_future_end, live_from_ms=duration_ms(live_from, "--live-from"), shard=parse_shard(shard_spec),
         instances=instances,
         trace_salt=salt_of(trace_id_salt) if trace_id_salt else None)
     result = run_load(req, progress=None if as_json else _progress_printer())  # type: ignore

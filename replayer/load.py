@@ -67,6 +67,7 @@ class LoadRequest:
     extra_labels: tuple[tuple[str, str], ...] = ()
     dry_run: bool = False
     follow: bool = False
+    allow_future_end: bool = False  # an end past now + one step is refused without it
     live_from_ms: int | None = None  # --follow: where in the window "now" sits
     shard: tuple[int, int] = (0, 1)  # (K, N): this process pushes part K of N
     instances: int = 1  # N copies of the service (scale tests), generated one at a time
@@ -136,6 +137,20 @@ class _Session:
         self.tempo.close()
 
 
+def check_end(end_ns: int, now_ns: int, step_ms: int, allowed: bool) -> None:
+    """Refuse a window that ends in the future: samples stamped ahead of the server's clock
+    make Prometheus refuse its own scrapes (out of order) until that time has passed. The
+    clock read is this machine's; a server whose clock differs is not asked."""
+    ahead_ms = (end_ns - now_ns) // NS_PER_MS
+    if allowed or ahead_ms <= step_ms:
+        return
+    raise UsageError(
+        f"--end is {ahead_ms / 3.6e6:.1f} h after now: the backends would hold data from the "
+        "future, and Prometheus would refuse its own scrapes of those series until that "
+        "time has passed.\n  fix: an --end at or before now (or 'now'); pass "
+        "--allow-future-end if a future window is what you want")
+
+
 def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
              progress: Callable[[SignalReport], None] | None = None,
              transport: HttpTransport | None = None,
@@ -150,6 +165,7 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
     if req.follow:
         return _follow(req, incident, now_ns, progress, transport, sleep)
     end_ns, is_now = parse_end(req.end, now_ns(), incident.step_ms)
+    check_end(end_ns, now_ns(), incident.step_ms, req.allow_future_end)
     shifted = shift(incident, end_ns, dict(req.extra_labels))
     notes: list[str] = []
     reports = {s: SignalReport(s, UNITS[s]) for s in req.signals}
@@ -210,6 +226,7 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
     first: Incident | None = copy(0)
     assert first is not None
     end_ns, is_now = parse_end(req.end, now_ns(), first.step_ms)
+    check_end(end_ns, now_ns(), first.step_ms, req.allow_future_end)
     duration_ns = first.duration_ms * NS_PER_MS
     reports = {s: SignalReport(s, UNITS[s]) for s in req.signals}
     notes: list[str] = [f"{req.instances} copies of the service"]

@@ -123,3 +123,17 @@ def test_load_unreachable_prometheus_names_the_fix() -> None:
     r = run("load", "baseline", "--prometheus-url", "http://127.0.0.1:9")
     assert r.exit_code == 4
     assert "cannot reach Prometheus" in r.output and "PROMETHEUS_URL" in r.output
+
+
+def test_an_end_in_the_future_is_refused_unless_asked_for() -> None:
+    """A window ending tomorrow would leave Prometheus refusing its own scrapes until then."""
+    import datetime as dt
+
+    tomorrow = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    r = run("load", "baseline", "--duration", "5m", "--end", tomorrow, "--dry-run")
+    assert r.exit_code == 2 and "h after now" in r.output and "--allow-future-end" in r.output
+    ok = run("load", "baseline", "--duration", "5m", "--end", tomorrow, "--dry-run",
+             "--allow-future-end")
+    assert ok.exit_code == 0, ok.output
+    assert run("load", "baseline", "--duration", "5m", "--dry-run").exit_code == 0
