@@ -293,7 +293,8 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         loki=LokiOptions(format=loki_format, rate_bytes_s=None if loki_rate_mb is None
                          else loki_rate_mb * 1024 * 1024),
         extra_labels=tuple(extra), dry_run=dry_run, follow=follow,
-        allow_future_end=allow_future_end, live_from_ms=duration_ms(live_from, "--live-from"), shard=parse_shard(shard_spec),
+        allow_future_end=allow_future_end,
+        live_from_ms=duration_ms(live_from, "--live-from"), shard=parse_shard(shard_spec),
         instances=instances,
         trace_salt=salt_of(trace_id_salt) if trace_id_salt else None)
     result = run_load(req, progress=None if as_json else _progress_printer())  # type: ignore
