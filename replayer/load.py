@@ -7,6 +7,7 @@ loaded — what could be sent was sent, and the exit code says what was not.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -137,6 +138,26 @@ class _Session:
         self.tempo.close()
 
 
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def check_extra_labels(pairs: tuple[tuple[str, str], ...], incident: Incident) -> None:
+    """Labels added to every series and stream must be new names: one the data already
+    carries (``__name__``, ``le``, ``state``, ``job``, ...) would overwrite it, merge
+    series that differ only there, and lose samples."""
+    taken = {k for s in incident.series for k, _ in s.labels} | {
+        k for st in incident.log_streams for k, _ in st.labels} | {"__name__", "le",
+                                                                   "quantile"}
+    for k, v in pairs:
+        if not _LABEL_NAME.fullmatch(k) or k.startswith("__"):
+            raise UsageError(f"--label {k}={v}: {k!r} is not a label name Prometheus takes "
+                             "(letters, digits and _, not starting with a digit or __)")
+        if k in taken:
+            raise UsageError(f"--label {k}={v}: the data already has a {k!r} label; "
+                             "overwriting it would merge series and lose samples.\n  fix: "
+                             "a name of your own, e.g. --label run=ci-42")
+
+
 def check_end(end_ns: int, now_ns: int, step_ms: int, allowed: bool) -> None:
     """Refuse a window that ends in the future: samples stamped ahead of the server's clock
     make Prometheus refuse its own scrapes (out of order) until that time has passed. The
@@ -160,6 +181,7 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
         return _load_instances(req, now_ns, progress, transport)
     incident = shard(resolve_source(req.source, req.seed, req.duration_ms, req.step_ms,
                                     dict(req.knobs)), *req.shard)
+    check_extra_labels(req.extra_labels, incident)
     if req.trace_salt:
         incident = salt_trace_ids(incident, req.trace_salt)
     if req.follow:
@@ -225,6 +247,7 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
 
     first: Incident | None = copy(0)
     assert first is not None
+    check_extra_labels(req.extra_labels, first)
     end_ns, is_now = parse_end(req.end, now_ns(), first.step_ms)
     check_end(end_ns, now_ns(), first.step_ms, req.allow_future_end)
     duration_ns = first.duration_ms * NS_PER_MS

@@ -137,3 +137,15 @@ def test_an_end_in_the_future_is_refused_unless_asked_for() -> None:
              "--allow-future-end")
     assert ok.exit_code == 0, ok.output
     assert run("load", "baseline", "--duration", "5m", "--dry-run").exit_code == 0
+
+
+def test_labels_that_would_overwrite_or_break_the_data_are_refused() -> None:
+    """`--label __name__=x` and `--label le=1` lost samples; `my-label` failed at the
+    server. They are usage errors now, named with the fix."""
+    for bad, says in (("__name__=x", "not a label name"), ("le=1", "already has"),
+                      ("state=x", "already has"), ("job=other", "already has"),
+                      ("my-label=x", "not a label name"), ("1st=x", "not a label name")):
+        r = run("load", "baseline", "--duration", "5m", "--dry-run", "--label", bad)
+        assert r.exit_code == 2 and says in r.output, (bad, r.output)
+    ok = run("load", "baseline", "--duration", "5m", "--dry-run", "--label", "run=ci-42")
+    assert ok.exit_code == 0, ok.output
