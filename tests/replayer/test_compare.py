@@ -27,9 +27,10 @@ def test_an_incident_matches_itself_and_differs_from_calm() -> None:
     assert len(judged) > 30
     calm = cached_incident("baseline")
     versus = {(r.what, r.phase): r for r in compare(calm, slow)}
-    # baseline has no incident phase: only the calm 'before' rows are judged against slow_query
-    assert ("p50 POST /payment", "during") in versus
-    assert versus[("p50 POST /payment", "during")].verdict == "n/a"
+    # a window without an incident stands whole against each phase of the other
+    assert versus[("p50 POST /payment", "before")].verdict == "ok"
+    assert versus[("p50 POST /payment", "during")].verdict == "outside"
+    assert versus[("slow statement lines", "during")].verdict == "outside"
     shifted = {(r.what, r.phase): r for r in compare(cached_incident("pool_exhaustion"), slow)}
     assert shifted[("pool timeouts", "during")].verdict == "outside"  # one times out, one not
 
@@ -51,6 +52,8 @@ def test_cli_exit_code_says_whether_every_row_held(tmp_path) -> None:  # type: i
     same = CliRunner().invoke(cli, ["compare", str(a), str(a)])
     assert same.exit_code == 0, same.output
     assert "within tolerance" in same.output
+    calm = CliRunner().invoke(cli, ["compare", "baseline", "slow_query"])
+    assert calm.exit_code == 1 and "OUTSIDE" in calm.output  # unrelated: the comparison fails
     differ = CliRunner().invoke(cli, ["compare", str(a), "connection_leak", "--json"])
     assert differ.exit_code == 1, differ.output
     body = json.loads(differ.output)
