@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -31,6 +32,18 @@ class TargetConfig:
     client_cert: tuple[str, str] | None = None
     insecure_skip_verify: bool = False
     timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        """Credentials written into the URL (``http://user:pw@host``) become basic auth and
+        leave the URL, so no message, summary or recording header ever shows them."""
+        parts = urlsplit(self.url)
+        if "@" not in parts.netloc:
+            return
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        object.__setattr__(self, "url", urlunsplit(parts._replace(netloc=host)))
+        if self.basic_auth is None and user:
+            object.__setattr__(self, "basic_auth", (unquote(user), unquote(password)))
 
     def auth_headers(self) -> dict[str, str]:
         out = dict(self.headers)

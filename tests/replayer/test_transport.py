@@ -87,3 +87,23 @@ def test_an_answer_that_breaks_off_is_retried_not_raised() -> None:
     responses.post(f"{URL}/api/v1/push", body=broken)
     resp, retries = transport([], max_attempts=1).post("api/v1/push", b"x", {})
     assert resp.status == 0 and "ChunkedEncodingError" in resp.body
+
+
+@responses.activate
+def test_credentials_in_a_url_become_basic_auth_and_leave_the_url() -> None:
+    """`http://admin:pw@host` printed the password in errors and `record` stored it in the
+    recording header: the URL keeps no userinfo, the request still authenticates."""
+    import base64
+
+    t = TargetConfig("http://admin:p%40ss@prom.test:9090/prometheus")
+    assert t.url == "http://prom.test:9090/prometheus" and "p@ss" not in repr(t.url)
+    assert t.basic_auth == ("admin", "p@ss")
+    assert TargetConfig("http://u:x@h:1", basic_auth=("me", "mine")).basic_auth == ("me", "mine")
+    responses.get("http://prom.test:9090/prometheus/api/v1/status/buildinfo", status=200,
+                  body="{}")
+    HttpTransport(t).get("api/v1/status/buildinfo")
+    sent = responses.calls[0].request.headers["Authorization"]
+    assert sent == "Basic " + base64.b64encode(b"admin:p@ss").decode()
+    with pytest.raises(TransportError) as err:  # nothing listens: the message has no secret
+        HttpTransport(TargetConfig("http://admin:hunter2@127.0.0.1:1")).get("x")
+    assert "hunter2" not in str(err.value) and "127.0.0.1:1" in str(err.value)
