@@ -309,9 +309,8 @@ def _instants(route: np.ndarray, work: Work, s: Schedule, at: np.ndarray,
     idle = idle_connections(s.checkout[h], s.release[h], pool_size, at)
     del h, held
     # Only a request in flight (or keeping its connection) at some scrape instant shows in a
-    # gauge: the few that are
-    # (at a 15 s step, a fraction of a percent of a calm day's requests) are all that
-    # the counts below look at.
+    # gauge: the few that are (at a 15 s step, a fraction of a percent of a calm day's
+    # requests) are all that the counts below look at.
     step = float(at[1] - at[0]) if at.shape[0] > 1 else 1.0
     seen = np.flatnonzero(np.ceil(d.arrival / step) * step < np.maximum(s.end, s.release))
     arrival, end, held = d.arrival[seen], s.end[seen], d.uses_db[seen] & ~s.timed_out[seen]

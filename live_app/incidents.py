@@ -17,10 +17,10 @@ LEAK_SQL = "SELECT payments.id, payments.status FROM payments WHERE payments.id 
 
 class IncidentState:
     """The current mode (``slow_query`` drops the lookup index while it lasts), and the
-    connections the ``connection_leak`` mode has leaked: after
-    a share of payments committed, the code reads the receipt in a new transaction and never
-    returns the connection, so idle-in-transaction connections pile up until the pool is
-    empty. Switching the mode off (the fix, rolled out) returns them."""
+    connections the ``connection_leak`` mode has leaked: after a share of payments
+    committed, the code reads the receipt in a new transaction and never returns the
+    connection, so idle-in-transaction connections pile up until the pool is empty.
+    Switching the mode off (the fix, rolled out) returns them."""
 
     def __init__(self, engine: Engine, mode: str = "normal") -> None:
         self.engine = engine
@@ -54,23 +54,18 @@ class IncidentState:
                 self.since = time.time()  # the fault is in place (or gone) from now on
         return mode
 
-    def leak(self, conn: Connection, payment_id: int) -> bool:
+    def leak(self, conn: Connection, payment_id: int) -> None:
         """The leaking code path: after the payment committed it reads the receipt on the
-        same connection (a new transaction begins) and returns without closing it."""
+        same connection (a new transaction begins) and returns without closing it. Switched
+        off meanwhile, it is not kept: the caller closes it as usual."""
         conn.execute(text(LEAK_SQL), {"id": payment_id})
         with self.lock:
             if self.mode == "connection_leak":
                 self._leaked.append(conn)
-                return True
-        return False  # switched off meanwhile: the caller closes it as usual
 
     def holds(self, conn: Connection) -> bool:
         with self.lock:
             return any(c is conn for c in self._leaked)
-
-    @property
-    def leaked(self) -> int:
-        return len(self._leaked)
 
     def close(self) -> None:
         self.set("normal")

@@ -405,10 +405,10 @@ def _read_mode(url: str, now_ms: int, start_ms: int, modes: list[tuple[int, str]
         return
     if modes and modes[-1][1] == mode:
         return
-    t_ms = now_ms
-    since = body.get("since", now_ms / 1000)
-    if since is None:  # still switching (an index being dropped or built): not yet
+    since = body.get("since")
+    if "since" in body and since is None:  # still switching (an index dropped or built)
         return
+    t_ms = now_ms
     if isinstance(since, (int, float)):
         t_ms = min(max(int(since * 1000), start_ms), now_ms)
     t_ms -= start_ms
