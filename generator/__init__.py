@@ -66,9 +66,9 @@ def generate(scenario: str, seed: int = 1, duration_ms: int | None = None,
         scenario=spec.name, seed=int(seed), duration_ms=duration_ms, step_ms=step_ms,
         families=families, series=series,
         log_streams=build_logs(traffic, ids, clients, resolved, fails, rngs["logs"],
-                               (duration_ms, step_ms))
+                               (duration_ms, step_ms), sim.restarts, sim.others)
         if clients is not None and "logs" in signals else (),
-        span_tables=build_spans(traffic, ids, clients, fails)
+        span_tables=build_spans(traffic, ids, clients, fails, sim.restarts)
         if clients is not None and "traces" in signals else (),
         truth=build_truth(spec, plan, duration_ms, traffic, ids,
                           float(resolved["trace_sample_ratio"])),

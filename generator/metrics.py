@@ -23,7 +23,6 @@ from .scenarios import PhasePlan
 from .series import (
     APP_JOB,
     PG_JOB,
-    PROCESS_START_BEFORE_WINDOW_S,
     TIME_VALUED,
     SeriesBuilder,
     le_label,
@@ -59,15 +58,17 @@ def build_metrics(sim: Simulation, ids: TraceIds, knobs: dict[str, float],
                   plan: PhasePlan | None, rng: np.random.Generator,
                   ) -> tuple[tuple[MetricFamily, ...], tuple[Series, ...]]:
     n_steps = sim.severity.shape[0]
-    b = SeriesBuilder(np.arange(n_steps + 1, dtype=np.int64) * sim.step_ms)
+    b = SeriesBuilder(np.arange(n_steps + 1, dtype=np.int64) * sim.step_ms,
+                      tuple((r.stop_s * 1000.0, r.up_s * 1000.0) for r in sim.restarts))
     _http_metrics(b, sim, ids)
     _card_metrics(b, sim)
     _pool_metrics(b, sim)
-    process_series(b, sim, rng)
+    process_series(b, sim, rng, knobs, plan)
     postgres_series(b, sim, knobs, plan, rng)
-    for job in (APP_JOB, PG_JOB):
-        b.add("up", job, b.const(1.0))
+    b.add("up", APP_JOB, np.where(b.app_down, 0.0, 1.0))
+    b.add("up", PG_JOB, b.const(1.0))
     b.family("up", "gauge", "1 if the scrape of the target succeeded.")
+    b.finish(APP_JOB)
     series = tuple(sorted(b.series, key=lambda s: s.labels))
     families = tuple(sorted(b.families.values(), key=lambda f: f.name))
     return families, series
@@ -80,6 +81,8 @@ def _duration_histogram(b: SeriesBuilder, name: str, key: np.ndarray, combos: li
     """Cumulative buckets, _sum and _count of one histogram per label combination;
     returns the _count rows (combination x scrape)."""
     n = b.n
+    seen = idx < n  # what a process counted after its last scrape is not in any sample
+    key, latency, idx = key[seen], latency[seen], idx[seen]
     bounds = np.array(HTTP_BUCKETS + (np.inf,))
     bucket = np.searchsorted(bounds, latency, side="left")
     nb = bounds.shape[0]
@@ -98,7 +101,7 @@ def _duration_histogram(b: SeriesBuilder, name: str, key: np.ndarray, combos: li
 
 def _http_metrics(b: SeriesBuilder, sim: Simulation, ids: TraceIds) -> None:
     traffic = sim.traffic
-    idx = b.index(traffic.end_ns)
+    idx = b.app_index(traffic.end_ns)
     name = "http_server_request_duration_seconds"
     b.family(name, "histogram", "Duration of HTTP server requests.", "seconds")
     code = traffic.route.astype(np.int64) * 1000 + traffic.status
@@ -138,8 +141,7 @@ def _http_metrics(b: SeriesBuilder, sim: Simulation, ids: TraceIds) -> None:
             b.add("http_requests_total", labels, b.counter(idx[mask]))
             # prometheus_client's _created: when the child first counted (before the window);
             # a time, stored relative to the window start like process_start_time_seconds
-            b.add("http_requests_created", labels,
-                  b.const(-PROCESS_START_BEFORE_WINDOW_S + 2.5 + route + g / 10))
+            b.add("http_requests_created", labels, b.app_start_s + 2.08 + route + g / 10)
     b.family("http_requests_created", "gauge", "Total number of requests by method, status and "
              "handler.")
 
@@ -168,7 +170,7 @@ def _card_metrics(b: SeriesBuilder, sim: Simulation) -> None:
     name = "http_client_request_duration_seconds"
     b.family(name, "histogram", "Duration of HTTP client requests.", "seconds")
     took = (traffic.call_end_ns[called] - traffic.call_start_ns[called]) / 1e9
-    _duration_histogram(b, name, key, combos, took, b.index(traffic.call_end_ns[called]))
+    _duration_histogram(b, name, key, combos, took, b.app_index(traffic.call_end_ns[called]))
 
 
 def _fixed_size_histogram(b: SeriesBuilder, name: str, labels: dict[str, str],
@@ -188,6 +190,8 @@ def _exemplar_cells(sim: Simulation, ids: TraceIds, key: np.ndarray, bucket: np.
     sampled = np.flatnonzero(traffic.sampled)
     if sampled.size == 0:
         return {}
+    pos_of = np.searchsorted(sampled, np.arange(len(traffic)))  # row -> row among the sampled
+    sampled = sampled[idx[sampled] < n]
     trace_id, span_id = ids.trace_id, ids.server
     order = sampled[np.argsort(traffic.end_ns[sampled], kind="stable")]
     cell = (key[order] * nb + bucket[order]) * n + idx[order]
@@ -197,7 +201,7 @@ def _exemplar_cells(sim: Simulation, ids: TraceIds, key: np.ndarray, bucket: np.
     chosen = chosen[np.argsort(traffic.end_ns[chosen], kind="stable")]
     out: dict[tuple[int, int], Exemplars] = {}
     series_of = key[chosen] * nb + bucket[chosen]
-    pos = np.searchsorted(sampled, chosen)
+    pos = pos_of[chosen]
     for sid in np.unique(series_of):
         sel = chosen[series_of == sid]
         p = pos[series_of == sid]
@@ -226,7 +230,7 @@ def _pool_metrics(b: SeriesBuilder, sim: Simulation) -> None:
              "requests for an open connection.")
     b.add("db_client_connection_pending_requests", pool, inst.pending.astype(np.float64))
     db = np.flatnonzero(traffic.used_db)
-    done = b.index(traffic.connect_end_ns[db])
+    done = b.app_index(traffic.connect_end_ns[db])
     b.family("db_client_connection_timeouts_total", "counter", "The number of connection "
              "timeouts that have occurred trying to obtain a connection from the pool.")
     b.add("db_client_connection_timeouts_total", pool,
@@ -236,8 +240,9 @@ def _pool_metrics(b: SeriesBuilder, sim: Simulation) -> None:
              "seconds")
     wait = traffic.wait_ns[db] / 1e9
     bounds = np.array(DB_BUCKETS + (np.inf,))
-    bucket = np.searchsorted(bounds, wait, side="left")
     nb, n = bounds.shape[0], b.n
+    wait, done = wait[done < n], done[done < n]
+    bucket = np.searchsorted(bounds, wait, side="left")
     cells = np.bincount(bucket * n + done, minlength=nb * n).reshape(nb, n)
     cum = np.cumsum(np.cumsum(cells, axis=1), axis=0)
     for bi, bound in enumerate(DB_BUCKETS + (float("inf"),)):

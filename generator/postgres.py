@@ -15,6 +15,7 @@ from .queue import covering
 from .scenarios import PhasePlan
 from .series import PG_JOB, SeriesBuilder, ar_noise
 from .simulate import (
+    ERR_DISK_FULL,
     ERR_NONE,
     ERR_STATEMENT_TIMEOUT,
     GET_PAYMENT,
@@ -35,6 +36,17 @@ APP_SESSION = {"datname": "payments", "usename": "payments",
                "application_name": "payment-service", "backend_type": "client backend"}
 REPORT_SESSION = {"datname": "payments", "usename": "reporting",
                   "application_name": "reporting", "backend_type": "client backend"}
+# the clients some incidents bring (each only where it takes part)
+ANALYST_SESSION = {"datname": "payments", "usename": "analyst", "application_name": "psql",
+                   "backend_type": "client backend"}
+MIGRATION_SESSION = {"datname": "payments", "usename": "payments",
+                     "application_name": "alembic", "backend_type": "client backend"}
+BATCH_SESSION = {"datname": "payments", "usename": "etl", "application_name": "batch-export",
+                 "backend_type": "client backend"}
+DASHBOARD_SESSION = {"datname": "payments", "usename": "metabase",
+                     "application_name": "metabase", "backend_type": "client backend"}
+LEDGER_ROWS = 41_800_000  # ledger_entries: what the dashboard's reports scan
+LEDGER_PAGES = 612_000
 
 
 def postgres_series(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
@@ -50,7 +62,8 @@ def postgres_series(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
     post, get = traffic.route == POST_PAYMENT, traffic.route == GET_PAYMENT
     seq = ran & post & _scanning(sim, plan, traffic.start_ns)
     sel_idx = b.index(traffic.select_end_ns)
-    inserted = traffic.insert_end_ns > traffic.insert_start_ns
+    inserted = (traffic.insert_end_ns > traffic.insert_start_ns) & \
+        (traffic.error != ERR_DISK_FULL)
     ins_idx = b.index(traffic.insert_end_ns)
     live_rows = LIVE_ROWS_AT_START + b.counter(ins_idx[inserted])
     scan_idx = _report_index(b, bg)
@@ -67,12 +80,14 @@ def postgres_series(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
     scan_count = np.cumsum(per_step + granted).astype(np.float64)
     lookups = ran & ~seq
     found = get & ran & (traffic.status == 200)
+    # the N+1 lookups by primary key (deploy_regression), counted at the request's INSERT
+    n_plus = np.diff(traffic.nplus_offset).astype(np.float64)
     tbl = {**PG_JOB, "datname": "payments", "schemaname": "public", "relname": "payments"}
     for name, help_text, values in (
         ("seq_scan", "Number of sequential scans initiated on this table", scan_count),
         ("seq_tup_read", "Number of live rows fetched by sequential scans", rows_scanned),
         ("idx_scan", "Number of index scans initiated on this table",
-         b.counter(sel_idx[lookups])),
+         b.counter(sel_idx[lookups]) + b.counter(ins_idx, n_plus)),
         ("n_live_tup", "Estimated number of live rows", live_rows),
         ("n_dead_tup", "Estimated number of dead rows", b.const(1834)),
     ):
@@ -80,8 +95,44 @@ def postgres_series(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
         b.family(f"pg_stat_user_tables_{name}", mtype, help_text)
         b.add(f"pg_stat_user_tables_{name}", tbl, values)
 
-    _database(b, sim, bg, rng, seq, sel_idx, ins_idx, inserted, found, scans, rows_scanned)
+    reports = _ledger(b, sim, rng)
+    _database(b, sim, bg, rng, seq, sel_idx, ins_idx, inserted, found, scans, rows_scanned,
+              reports, b.counter(ins_idx, n_plus))
     _locks_and_settings(b, sim, knobs, live_rows)
+
+
+def _ledger(b: SeriesBuilder, sim: Simulation, rng: np.random.Generator,
+            ) -> dict[str, np.ndarray]:
+    """ledger_entries, which only the finance dashboard and other sessions read; returns
+    what its reports (noisy_neighbour) add to the database's counters, by scrape."""
+    n = b.n
+    step_s = sim.step_ms / 1000.0
+    lookups = np.cumsum(np.concatenate([[0], rng.poisson(0.8 * step_s, n - 1)]))
+    out = {k: np.zeros(n) for k in ("scans", "rows", "reads", "read_ms", "temp_files",
+                                    "temp_bytes", "hits")}
+    rep = sim.others.reports if sim.others is not None else None
+    if rep is not None:
+        start, end, _, temp = rep
+        idx = b.index(np.rint(end * NS_PER_S).astype(np.int64))  # counted when each ends
+        k = start.shape[0]
+        # a Parallel Seq Scan with 2 workers: three processes count a scan each
+        # a Parallel Seq Scan: the leader and the workers it was granted count a scan each
+        out["scans"] = b.counter(idx, 1.0 + rng.binomial(2, 0.8, k))
+        out["rows"] = b.counter(idx, LEDGER_ROWS + np.cumsum(rng.poisson(900.0, k)))
+        cold = rng.uniform(0.75, 0.95, k)  # what shared buffers did not hold
+        out["reads"] = b.counter(idx, np.round(LEDGER_PAGES * cold))
+        out["hits"] = b.counter(idx, np.round(LEDGER_PAGES * (1.0 - cold)))
+        out["read_ms"] = b.counter(idx, LEDGER_PAGES * cold * 0.085 * np.exp(
+            0.2 * rng.standard_normal(k)))
+        out["temp_files"] = b.counter(idx, 2.0 + rng.binomial(2, 0.5, k))  # sort runs
+        out["temp_bytes"] = b.counter(idx, temp)
+    tbl = {**PG_JOB, "datname": "payments", "schemaname": "public", "relname": "ledger_entries"}
+    for name, values in (("seq_scan", out["scans"]), ("seq_tup_read", out["rows"]),
+                         ("idx_scan", lookups.astype(np.float64)),
+                         ("n_live_tup", LEDGER_ROWS + np.floor(lookups * 0.3)),
+                         ("n_dead_tup", b.const(21_406))):
+        b.add(f"pg_stat_user_tables_{name}", tbl, values)
+    return out
 
 
 def _scanning(sim: Simulation, plan: PhasePlan | None, t_ns: np.ndarray) -> np.ndarray:
@@ -101,7 +152,8 @@ def _activity(b: SeriesBuilder, sim: Simulation, bg: Background, seq: np.ndarray
     io_wait = rng.binomial(scanning, 0.7)  # a scan spends most of its time in DataFileRead
     running = inst.in_statement.astype(np.float64)
     in_tx = inst.in_transaction.astype(np.float64)
-    counts = {"active": running - io_wait, "idle in transaction": in_tx - running,
+    lock_wait, lock_age = _lock_waiters(sim, at_ns)
+    counts = {"active": running - io_wait - lock_wait, "idle in transaction": in_tx - running,
               "idle": (inst.used + inst.idle) - in_tx}
     ages = {"active": inst.oldest_statement_s, "idle in transaction": inst.oldest_idle_tx_s}
     b.family("pg_stat_activity_count", "gauge", "number of connections in this state")
@@ -120,6 +172,11 @@ def _activity(b: SeriesBuilder, sim: Simulation, bg: Background, seq: np.ndarray
                         inst.oldest_statement_s * rng.uniform(0.2, 1.0, b.n))
     b.add("pg_stat_activity_max_tx_duration", lab, np.where(io_wait > 0, np.round(wait_age, 6),
                                                             0.0))
+    lab = {**PG_JOB, **APP_SESSION, "state": "active", "wait_event_type": "Lock",
+           "wait_event": "relation"}
+    b.add("pg_stat_activity_count", lab, lock_wait)
+    b.add("pg_stat_activity_max_tx_duration", lab, np.round(lock_age, 6))
+    _other_sessions(b, sim)
     t_s = b.t_ms / 1000.0
     report_on = covering(bg.scan_start_s, bg.scan_end_s, t_s)
     first = np.searchsorted(bg.scan_start_s, t_s, side="right") - 1
@@ -136,6 +193,59 @@ def _activity(b: SeriesBuilder, sim: Simulation, bg: Background, seq: np.ndarray
     return scanning.astype(np.float64)
 
 
+def _lock_waiters(sim: Simulation, at_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """payment-service statements waiting behind the migration's lock at each instant, and
+    the age of the oldest one's transaction."""
+    o = sim.others
+    if o is None or o.lock is None:
+        return np.zeros(at_ns.shape), np.zeros(at_ns.shape)
+    t = sim.traffic
+    _, lock_from, lock_until = (int(x * NS_PER_S) for x in o.lock)
+    ran = t.select_end_ns > t.select_start_ns
+    w = ran & (t.select_start_ns >= lock_from) & (t.select_start_ns < lock_until)
+    starts = np.sort(t.select_start_ns[w])
+    count = covering(starts, np.full(starts.shape[0], lock_until), at_ns).astype(np.float64)
+    first = np.searchsorted(starts, lock_from, side="left")
+    oldest = starts[first] if first < starts.shape[0] else lock_until
+    # the transaction began at the checkout, a fraction of a millisecond before its SELECT
+    age = np.where(count > 0, (at_ns - oldest) / NS_PER_S + 0.0004, 0.0)
+    return count, age
+
+
+def _other_sessions(b: SeriesBuilder, sim: Simulation) -> None:
+    """The sessions of clients an incident brings: the analyst's idle transaction and the
+    migration queued behind it, the batch job's pool, the dashboard's reports."""
+    t_s = b.t_ms / 1000.0
+    o = sim.others
+    sessions: list[tuple[dict[str, str], np.ndarray, np.ndarray]] = []
+    if o is not None and o.lock is not None:
+        began, queued, ended = o.lock
+        holding = (t_s >= began) & (t_s < ended)
+        sessions.append(({**ANALYST_SESSION, "state": "idle in transaction"},
+                         holding.astype(np.float64), np.where(holding, t_s - began, 0.0)))
+        waiting = (t_s >= queued) & (t_s < ended)
+        sessions.append(({**MIGRATION_SESSION, "state": "active", "wait_event_type": "Lock",
+                          "wait_event": "relation"}, waiting.astype(np.float64),
+                         np.where(waiting, t_s - queued, 0.0)))
+    if sim.other_sessions is not None:
+        sessions.append(({**BATCH_SESSION, "state": "idle"}, sim.other_sessions,
+                         np.zeros(b.n)))
+    if o is not None and o.reports is not None:
+        start, end, _, _ = o.reports
+        running = covering(start, end, t_s).astype(np.float64)
+        first = np.searchsorted(start, t_s, side="right") - 1
+        # the oldest report still running: the earliest start whose end is still ahead
+        age = np.zeros(b.n)
+        for k, tk in enumerate(t_s.tolist()):
+            live = (start <= tk) & (end > tk)
+            if live.any() and first[k] >= 0:
+                age[k] = tk - float(start[live].min())
+        sessions.append(({**DASHBOARD_SESSION, "state": "active"}, running, age))
+    for lab, count, age in sessions:
+        b.add("pg_stat_activity_count", {**PG_JOB, **lab}, count)
+        b.add("pg_stat_activity_max_tx_duration", {**PG_JOB, **lab}, np.round(age, 6))
+
+
 def _report_index(b: SeriesBuilder, bg: Background) -> np.ndarray:
     """The scrape at which each of the reporting job's scans is counted (its end)."""
     return b.index(np.rint(bg.scan_end_s * NS_PER_S).astype(np.int64))
@@ -143,7 +253,8 @@ def _report_index(b: SeriesBuilder, bg: Background) -> np.ndarray:
 
 def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.Generator,
               seq: np.ndarray, sel_idx: np.ndarray, ins_idx: np.ndarray, inserted: np.ndarray,
-              found: np.ndarray, scans: np.ndarray, rows_scanned: np.ndarray) -> None:
+              found: np.ndarray, scans: np.ndarray, rows_scanned: np.ndarray,
+              reports: dict[str, np.ndarray], n_plus: np.ndarray) -> None:
     traffic, inst, n = sim.traffic, sim.instants, b.n
     step_s = sim.step_ms / 1000.0
     ran = traffic.select_end_ns > traffic.select_start_ns
@@ -167,25 +278,30 @@ def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.
     lookup_steps = np.diff(lookup_blocks, prepend=0.0) + 3.0 * other_rows
     lookup_reads = rng.binomial(lookup_steps.astype(np.int64), 0.004)
     seq_reads = np.round(pages * (1.0 - hit_share))
-    reads = np.cumsum(seq_reads + lookup_reads)
-    hits = np.cumsum(np.round(pages * hit_share) + lookup_steps - lookup_reads)
+    reads = np.cumsum(seq_reads + lookup_reads) + reports["reads"]
+    hits = np.cumsum(np.round(pages * hit_share) + lookup_steps - lookup_reads) + \
+        reports["hits"] + 3.0 * n_plus
     read_ms = 0.021 * np.exp(ar_noise(rng, n, 0.35, 0.8)) * (1.0 + 0.02 * scan_steps)
     writes = rng.binomial(np.diff(b.counter(ins_idx[inserted]), prepend=0.0).astype(np.int64),
                           0.03)
     write_ms = writes * 0.06 * np.exp(0.5 * rng.standard_normal(n))
     returned = (rows_scanned + b.counter(sel_idx[found]) + np.cumsum(other_rows)
                 + b.counter(report_idx, bg.joined_rows.astype(np.float64)))
+    others = sim.other_sessions if sim.other_sessions is not None else np.zeros(n)
     stats = {
-        "numbackends": inst.used + inst.idle + 1.0,
+        "numbackends": inst.used + inst.idle + 1.0 + others,
         "xact_commit": commits,
         "xact_rollback": b.counter(sel_idx[rolled]),
         "blks_read": reads, "blks_hit": hits,
-        "tup_returned": returned,
-        "tup_fetched": b.counter(sel_idx[found]) + np.cumsum(rng.poisson(0.6 * other_rows)),
+        "tup_returned": returned + reports["rows"],
+        "tup_fetched": b.counter(sel_idx[found]) + np.cumsum(rng.poisson(0.6 * other_rows))
+        + n_plus,
         "tup_inserted": b.counter(ins_idx[inserted]),
         "tup_updated": np.zeros(n), "tup_deleted": np.zeros(n), "conflicts": np.zeros(n),
-        "temp_files": np.zeros(n), "temp_bytes": np.zeros(n), "deadlocks": np.zeros(n),
-        "blk_read_time": np.round(np.cumsum(seq_reads * read_ms + lookup_reads * 0.09), 3),
+        "temp_files": reports["temp_files"], "temp_bytes": reports["temp_bytes"],
+        "deadlocks": np.zeros(n),
+        "blk_read_time": np.round(np.cumsum(seq_reads * read_ms + lookup_reads * 0.09)
+                                  + reports["read_ms"], 3),
         "blk_write_time": np.round(np.cumsum(write_ms), 3),
     }
     _bgwriter(b, bg, rng, np.diff(b.counter(ins_idx[inserted]), prepend=0.0), lookup_reads,
@@ -273,12 +389,18 @@ def _locks_and_settings(b: SeriesBuilder, sim: Simulation, knobs: dict[str, floa
     # a reading transaction holds AccessShareLock on the table and the index it used; an
     # inserting one RowExclusiveLock on the table and both indexes
     held = {"accesssharelock": 2.0 * inst.in_transaction, "rowexclusivelock": 3.0 * after_insert}
+    o = sim.others
+    if o is not None and o.lock is not None:  # the analyst's read and the queued ALTER
+        began, queued, ended = o.lock
+        t_s = b.t_ms / 1000.0
+        held["accesssharelock"] = held["accesssharelock"] + 2.0 * ((t_s >= began) & (t_s < ended))
+        held["accessexclusivelock"] = ((t_s >= queued) & (t_s < ended)).astype(np.float64)
     for mode in PG_LOCK_MODES:
         b.add("pg_locks_count", {**PG_JOB, "datname": "payments", "mode": mode},
               np.asarray(held.get(mode, b.const(0)), np.float64))
     b.family("pg_settings_max_connections", "gauge", "Sets the maximum number of concurrent "
              "connections.")
-    b.add("pg_settings_max_connections", PG_JOB, b.const(100))
+    b.add("pg_settings_max_connections", PG_JOB, b.const(knobs["max_connections"]))
     b.family("pg_settings_statement_timeout_seconds", "gauge", "Sets the maximum allowed duration "
              "of any statement. [Units converted to seconds.]", "seconds")
     b.add("pg_settings_statement_timeout_seconds", PG_JOB,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .resource import RESOURCE
-from .series import APP_JOB, PROCESS_START_BEFORE_WINDOW_S, SeriesBuilder, ar_noise
-from .simulate import ERR_NONE, HEALTH, POST_PAYMENT, Simulation
+from .resource import resource_of
+from .scenarios import PhasePlan
+from .series import APP_JOB, SeriesBuilder, ar_noise
+from .simulate import BASE_RSS_BYTES, ERR_NONE, HEALTH, POST_PAYMENT, Simulation
 
 CPU_S = {POST_PAYMENT: 0.0024, 1: 0.0015, HEALTH: 0.0003}  # median CPU per request
 GC_THRESHOLD0 = 700  # CPython's gc.get_threshold()[0]: allocations per gen0 collection
@@ -19,10 +20,11 @@ ALLOCS = {POST_PAYMENT: 5200.0, 1: 3300.0, HEALTH: 260.0}  # net allocations per
 STACK_BYTES = 8 * 1024 * 1024 + 4096  # a worker thread's reserved stack and guard page
 
 
-def process_series(b: SeriesBuilder, sim: Simulation, rng: np.random.Generator) -> None:
+def process_series(b: SeriesBuilder, sim: Simulation, rng: np.random.Generator,
+                   knobs: dict[str, float], plan: PhasePlan | None) -> None:
     traffic, inst, n = sim.traffic, sim.instants, b.n
     job = APP_JOB
-    idx = b.index(traffic.end_ns)
+    idx = b.app_index(traffic.end_ns)
     route = traffic.route.astype(np.int64)
     step_s = sim.step_ms / 1000.0
     per_req = np.array([CPU_S[r] for r in range(3)])[route]
@@ -35,8 +37,12 @@ def process_series(b: SeriesBuilder, sim: Simulation, rng: np.random.Generator) 
     b.add("process_cpu_seconds_total", job, np.floor(cpu * 100.0) / 100.0)
 
     active = inst.active["GET"] + inst.active["POST"]
-    drift = 0.9e6 * np.sqrt(b.t_ms / 3_600_000.0)
-    rss = 101.3e6 + drift + 61_000.0 * active + ar_noise(rng, n, 0.35e6, 0.95)
+    # a fresh process's heap settles over its first hours; the first one started before
+    # the window
+    age_s = b.t_ms / 1000.0 - np.where(b.app_era > 0, b.app_start_s, 0.0)
+    drift = 0.9e6 * np.sqrt(np.maximum(age_s, 0.0) / 3600.0)
+    rss = BASE_RSS_BYTES + drift + 61_000.0 * active + ar_noise(rng, n, 0.35e6, 0.95) + \
+        _leaked_bytes(b, sim, knobs, plan)
     b.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", "bytes")
     b.add("process_resident_memory_bytes", job, np.round(rss / 4096.0) * 4096.0)
     alive = np.maximum(inst.threads_busy, np.concatenate([inst.threads_busy[:1],
@@ -54,14 +60,35 @@ def process_series(b: SeriesBuilder, sim: Simulation, rng: np.random.Generator) 
     b.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch "
              "in seconds.", "seconds")
     # Stored relative to the window start; the time shift adds the window's epoch.
-    b.add("process_start_time_seconds", job, b.const(-PROCESS_START_BEFORE_WINDOW_S + 0.42))
+    b.add("process_start_time_seconds", job, b.app_start_s)
     _gc_series(b, idx, route, rng)
     b.family("target_info", "gauge", "Target metadata")
-    b.add("target_info", {**job, **{k.replace(".", "_"): str(v) for k, v in RESOURCE}},
-          b.const(1))
+    by_labels: dict[tuple, np.ndarray] = {}  # a restart in place keeps its labels
+    for era in range(len(sim.restarts) + 1):
+        key = tuple((k.replace(".", "_"), str(v)) for k, v in resource_of(sim.restarts, era))
+        by_labels[key] = by_labels.get(key, np.zeros(b.n, bool)) | (b.app_era == era)
+    for key, live in by_labels.items():
+        b.add("target_info", {**job, **dict(key)}, np.where(live, 1.0, np.nan))
     b.family("python_info", "gauge", "Python platform information")
     b.add("python_info", {**job, "implementation": "CPython", "major": "3", "minor": "11",
                           "patchlevel": "7", "version": "3.11.7"}, b.const(1))
+
+
+def _leaked_bytes(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
+                  plan: PhasePlan | None) -> np.ndarray:
+    """memory_leak: what the cache keeps of each payment the running process answered
+    while the flag was on."""
+    per = knobs["leak_kb_per_payment"] * 1024.0
+    if sim.fault != "memory_leak" or plan is None or per <= 0:
+        return np.zeros(b.n)
+    t, duration_ns = sim.traffic, b.t_ms[-1] * 1_000_000
+    on = ((t.route == POST_PAYMENT) & (t.status == 200) & (t.end_ns >= plan.onset * duration_ns)
+          & (t.end_ns < plan.recovery * duration_ns))
+    out = np.zeros(b.n)
+    for era in range(len(sim.restarts) + 1):
+        mine = on & (t.era == era)
+        out = np.where(b.app_era == era, b.counter(b.index(t.end_ns[mine])) * per, out)
+    return out
 
 
 def _gc_series(b: SeriesBuilder, idx: np.ndarray, route: np.ndarray,

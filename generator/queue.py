@@ -42,6 +42,22 @@ class Demand:
     # a connection kept after the request let go of it (a leak): returned only then;
     # -inf: none
     keep_until: np.ndarray
+    # a lock that blocks every statement on the table during [lock_from, lock_until): a
+    # request whose first statement (``first_statement`` after its checkout) starts then
+    # waits in the database, holding its connection, until the lock goes
+    first_statement: np.ndarray | None = None
+    lock_from: float = float("inf")
+    lock_until: float = float("-inf")
+
+    def lock_wait(self, checkout: np.ndarray, idx: np.ndarray | slice = slice(None),
+                  ) -> np.ndarray:
+        """How long the first statement of requests ``idx`` that got their connection at
+        ``checkout`` waited for the lock (0 when it was not there)."""
+        if self.first_statement is None or not self.lock_from < self.lock_until:
+            return np.zeros(np.shape(checkout))
+        begins = checkout + self.first_statement[idx]
+        blocked = (begins >= self.lock_from) & (begins < self.lock_until) & self.uses_db[idx]
+        return np.where(blocked, self.lock_until - begins, 0.0)
 
 
 @dataclass(frozen=True)
@@ -81,7 +97,7 @@ def _free_run(d: Demand) -> tuple[np.ndarray, ...]:
     thread = d.arrival
     preq = thread + d.before_pool
     checkout = preq.copy()
-    let_go = np.where(d.uses_db, checkout + d.hold, checkout)
+    let_go = np.where(d.uses_db, checkout + d.hold + d.lock_wait(checkout), checkout)
     release = np.where(d.uses_db, np.maximum(let_go, d.keep_until), checkout)
     return thread, preq, checkout, release, let_go + d.after_pool
 
@@ -150,6 +166,9 @@ def _walk_stretch(d: Demand, base: int, stop: int, first: int, threads: list[flo
     arrival, on_thread, uses_db, before, hold, after, jitter, keep = (
         c[base:stop].tolist() for c in (d.arrival, d.on_thread, d.uses_db, d.before_pool,
                                         d.hold, d.after_pool, d.timeout_jitter, d.keep_until))
+    locked = d.first_statement is not None and d.lock_from < d.lock_until
+    lock_from, lock_until = d.lock_from, d.lock_until
+    first_stmt = d.first_statement[base:stop].tolist() if locked else []
     replace = heapq.heapreplace
     n_conflicts = len(conflicts)
     ci, held_until = state.ci, state.held_until
@@ -175,6 +194,8 @@ def _walk_stretch(d: Demand, base: int, stop: int, first: int, threads: list[flo
             else:
                 got = c0 if c0 > p else p
                 let_go = got + hold[k]
+                if locked and lock_from <= got + first_stmt[k] < lock_until:
+                    let_go += lock_until - (got + first_stmt[k])
                 rel = let_go if let_go > keep[k] else keep[k]
                 replace(conns, rel)
         else:

@@ -47,11 +47,22 @@ KNOB_DEFAULTS: Mapping[str, float] = MappingProxyType(
         "error_ratio_peak": 0.0,  # share of POST /payment the card processor fails at peak
         # share of POST /payment whose code path keeps its connection (connection_leak)
         "leak_ratio_peak": 0.0,
+        # every statement's time at peak, as a multiple of its usual time (noisy_neighbour)
+        "statement_slowdown_peak": 1.0,
+        "max_connections": 100,  # PostgreSQL max_connections (3 of them reserved)
+        # seconds after which SQLAlchemy replaces a pooled connection (pool_recycle); 0: never
+        "pool_recycle_s": 0.0,
+        # single-row SELECTs a POST /payment of the regressed version adds (N+1), on average
+        "n_plus_one_peak": 0.0,
+        # memory a payment leaves behind in a cache that never evicts (memory_leak)
+        "leak_kb_per_payment": 0.0,
+        "memory_limit_mb": 512.0,  # the container's memory limit: the OOM killer acts there
+        "restart_s": 6.0,  # from a process stopping to the new one answering
     }
 )
 
 _INT_KNOBS = frozenset({"worker_threads", "pool_size", "max_overflow", "statement_timeout_ms",
-                        "log_min_duration_statement_ms"})
+                        "log_min_duration_statement_ms", "max_connections"})
 _RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
     {
         "rps_post_payment": (0.0, 5000.0),
@@ -76,11 +87,19 @@ _RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
         "not_found_ratio": (0.0, 1.0),
         "error_ratio_peak": (0.0, 1.0),
         "leak_ratio_peak": (0.0, 1.0),
+        "statement_slowdown_peak": (1.0, 1000.0),
+        "max_connections": (20, 10000),
+        "pool_recycle_s": (0.0, 86400.0),
+        "n_plus_one_peak": (0.0, 500.0),
+        "leak_kb_per_payment": (0.0, 100000.0),
+        "memory_limit_mb": (160.0, 1048576.0),
+        "restart_s": (0.5, 600.0),
     }
 )
 
 FAULT_KINDS = ("none", "slow_query", "connection_hold", "upstream_errors", "connection_leak",
-               "upstream_latency")
+               "upstream_latency", "lock_contention", "too_many_clients", "noisy_neighbour",
+               "deploy_regression", "memory_leak", "disk_full")
 
 
 @dataclass(frozen=True)
@@ -136,6 +155,8 @@ class Scenario:
     knobs: Mapping[str, float] = field(default_factory=dict)
     default_duration_s: int = 1800
     default_step_s: int = 15
+    # the live_app incident mode that does the same fault for real ("": generator only)
+    live_mode: str = ""
 
     def resolve_knobs(self, overrides: Mapping[str, object] | None = None) -> dict[str, float]:
         """Defaults, then the scenario's knobs, then ``overrides``; all validated."""
@@ -210,6 +231,7 @@ _register(
         # scans in flight drain within seconds
         phases=PhasePlan(onset=0.33, peak=0.34, recovery=0.70, recovered=0.71,
                          onset_jump=1.0, onset_range=(0.22, 0.45), stretch=0.25),
+        live_mode="slow_query",
     )
 )
 _register(
@@ -232,6 +254,7 @@ _register(
         # the service fails fast: with 40 worker threads in front of 15 connections a waiter
         # can never queue long enough for a 30 s timeout, so the team set 2 s
         knobs={"hold_extra_peak_ms": 2500.0, "pool_timeout_s": 2.0},
+        live_mode="pool_exhaustion",
     )
 )
 
@@ -255,6 +278,7 @@ _register(
         phases=PhasePlan(onset=0.25, peak=0.26, recovery=0.8, recovered=0.81,
                          onset_jump=1.0, onset_range=(0.15, 0.3), stretch=0.15),
         knobs={"leak_ratio_peak": 0.004},
+        live_mode="connection_leak",
     )
 )
 
@@ -265,8 +289,7 @@ _register(
             "The card processor slows down (no errors): its answer to a charge goes from "
             "~12 ms to seconds. POST /payment makes that call before it takes a database "
             "connection, so its latency follows while the pool and PostgreSQL stay calm; the "
-            "worker threads fill with requests waiting on the call. Generator only: live_app "
-            "has no card-processor service yet."
+            "worker threads fill with requests waiting on the call."
         ),
         fault="upstream_latency",
         root_cause_component="card-processor",
@@ -295,6 +318,127 @@ _register(
         phases=PhasePlan(onset=0.33, peak=0.36, recovery=0.66, recovered=0.70,
                          onset_jump=0.8, onset_range=(0.22, 0.45), stretch=0.25),
         knobs={"error_ratio_peak": 0.35},
+        live_mode="error_spike",
+    )
+)
+
+_register(
+    Scenario(
+        name="lock_contention",
+        description=(
+            "A migration (ALTER TABLE payments ADD COLUMN, application_name alembic, no "
+            "lock_timeout) asks for an ACCESS EXCLUSIVE lock while an analyst's psql session "
+            "sits idle in a transaction that read payments: the ALTER waits, and every "
+            "statement on payments queues behind it in the database. PostgreSQL logs the "
+            "lock waits, the pool fills with connections that wait, then the worker threads, "
+            "and requests time out at the pool, until the analyst's session ends."
+        ),
+        fault="lock_contention",
+        root_cause_component="alembic",
+        root_cause_kind="lock_contention",
+        root_cause_identity={"job": "postgres", "service_name": "postgres",
+                             "application_name": "alembic", "relname": "payments"},
+        # the ALTER queues at an instant; when the old transaction ends it runs in
+        # milliseconds and everything behind it goes: steps, a few minutes apart
+        phases=PhasePlan(onset=0.33, peak=0.34, recovery=0.42, recovered=0.43,
+                         onset_jump=1.0, onset_range=(0.22, 0.45), stretch=0.3),
+    )
+)
+_register(
+    Scenario(
+        name="too_many_clients",
+        description=(
+            "A batch export job (application_name batch-export) starts with a pool of its own "
+            "and takes every connection slot PostgreSQL has left for ordinary roles. "
+            "payment-service recycles its pooled connections every 5 minutes; each one it "
+            "replaces is refused ('remaining connection slots are reserved ...'), its pool "
+            "drains, and POST and GET answer 500 with OperationalError until the job ends."
+        ),
+        fault="too_many_clients",
+        root_cause_component="batch-export",
+        root_cause_kind="connection_slots_exhausted",
+        root_cause_identity={"job": "postgres", "service_name": "postgres",
+                             "application_name": "batch-export"},
+        phases=PhasePlan(onset=0.3, peak=0.31, recovery=0.7, recovered=0.71,
+                         onset_jump=1.0, onset_range=(0.18, 0.38), stretch=0.2),
+        knobs={"pool_recycle_s": 300.0},
+    )
+)
+_register(
+    Scenario(
+        name="noisy_neighbour",
+        description=(
+            "An analyst's dashboard (application_name metabase) runs heavy reports on "
+            "ledger_entries: sequential scans that read from disk and sorts that spill to temp "
+            "files. Every statement of payment-service gets slower (not one in particular, "
+            "and with the same plans); the pool stays within its limits."
+        ),
+        fault="noisy_neighbour",
+        root_cause_component="metabase",
+        root_cause_kind="noisy_neighbour",
+        root_cause_identity={"job": "postgres", "service_name": "postgres",
+                             "application_name": "metabase", "relname": "ledger_entries"},
+        phases=PhasePlan(onset=0.3, peak=0.33, recovery=0.66, recovered=0.68,
+                         onset_jump=0.6, onset_range=(0.2, 0.42), stretch=0.25),
+        knobs={"statement_slowdown_peak": 7.0},
+    )
+)
+_register(
+    Scenario(
+        name="deploy_regression",
+        description=(
+            "A deploy of payment-service 1.5.0 (a restart: new process, counters from zero) "
+            "ships an N+1 query: POST /payment loads the card's recent payments one by one, "
+            "about 8 more SELECTs a request. Latency rises moderately, nothing fails; the "
+            "rollback to 1.4.2 is another restart."
+        ),
+        fault="deploy_regression",
+        root_cause_component="payment-service",
+        root_cause_kind="deploy_regression",
+        root_cause_identity={"job": "payment-service", "service.name": "payment-service",
+                             "service_name": "payment-service", "service.version": "1.5.0",
+                             "service_version": "1.5.0"},
+        phases=PhasePlan(onset=0.3, peak=0.31, recovery=0.72, recovered=0.73,
+                         onset_jump=1.0, onset_range=(0.2, 0.4), stretch=0.2),
+        knobs={"n_plus_one_peak": 8.0},
+    )
+)
+_register(
+    Scenario(
+        name="memory_leak",
+        description=(
+            "A feature flag turns on a cache of payment responses that never evicts: "
+            "payment-service's resident memory grows with every payment until the OOM killer "
+            "stops it at the container's 512 MiB limit. The process restarts (a scrape may "
+            "fail, counters start from zero, requests in flight are lost) and the cycle "
+            "begins again until the flag is turned off. Generator only."
+        ),
+        fault="memory_leak",
+        root_cause_component="payment-service",
+        root_cause_kind="memory_leak",
+        root_cause_identity={"job": "payment-service", "service.name": "payment-service",
+                             "service_name": "payment-service"},
+        phases=PhasePlan(onset=0.2, peak=0.21, recovery=0.92, recovered=0.93,
+                         onset_jump=1.0, onset_range=(0.12, 0.24), stretch=0.1),
+        knobs={"leak_kb_per_payment": 60.0},
+    )
+)
+_register(
+    Scenario(
+        name="disk_full",
+        description=(
+            "The database volume fills up: every INSERT into payments fails with 'could not "
+            "extend file ... No space left on device', so POST /payment answers 500 while "
+            "GET /payments/{id} still succeeds, and the database stops growing, until space "
+            "is freed. Generator only."
+        ),
+        fault="disk_full",
+        root_cause_component="postgres",
+        root_cause_kind="disk_full",
+        root_cause_identity={"job": "postgres", "service_name": "postgres",
+                             "datname": "payments"},
+        phases=PhasePlan(onset=0.33, peak=0.34, recovery=0.6, recovered=0.61,
+                         onset_jump=1.0, onset_range=(0.22, 0.45), stretch=0.25),
     )
 )
 

@@ -21,10 +21,68 @@ def le_label(bound: float) -> str:
 
 
 class SeriesBuilder:
-    def __init__(self, scrape_ms: np.ndarray) -> None:
+    """Series on one scrape grid. payment-service may restart in the window
+    (``restarts``: (stop, up) in ms): its series have no sample while no process answered,
+    and its counters start again from zero in each new process."""
+
+    def __init__(self, scrape_ms: np.ndarray,
+                 restarts: tuple[tuple[float, float], ...] = ()) -> None:
         self.t_ms = frozen_array(scrape_ms, np.int64)
         self.series: list[Series] = []
         self.families: dict[str, MetricFamily] = {}
+        self.restarts = restarts
+        t = self.t_ms
+        self.app_down = np.zeros(t.shape, bool)
+        # each scrape's process: 0 for the first, +1 per restart (by when it answered)
+        self.app_era = np.zeros(t.shape, np.int64)
+        # when the process answering each scrape started (s, relative to the window)
+        self.app_start_s = np.full(t.shape, -PROCESS_START_BEFORE_WINDOW_S + 0.42)
+        for stop, up in restarts:
+            self.app_down |= (t >= stop) & (t < up)
+            self.app_era += t >= up
+            # the interpreter starts, imports and opens its pool before uvicorn answers
+            self.app_start_s = np.where(t >= up, up / 1000.0 - 1.63, self.app_start_s)
+
+    def app_index(self, t_ns: np.ndarray) -> np.ndarray:
+        """:meth:`index` for payment-service's own counters: what a process counted after
+        its last scrape before it stopped was never scraped (index ``n``: left out)."""
+        idx = self.index(t_ns)
+        for stop, _ in self.restarts:
+            last = int(np.searchsorted(self.t_ms, stop, side="left")) - 1
+            if last < 0:
+                continue
+            lost = (t_ns > self.t_ms[last] * NS_PER_MS) & (t_ns <= stop * NS_PER_MS)
+            idx = np.where(lost, self.n, idx)
+        return idx
+
+    def finish(self, job: dict[str, str]) -> None:
+        """Restarts of ``job``'s process: counters and histograms count from zero in each
+        process, and no series has a sample while none answered (nor where a value is NaN:
+        a series of one process only)."""
+        if not self.restarts:
+            return
+        kinds = {name: f.type for name, f in self.families.items()}
+        keep = ~self.app_down
+        first = [int(np.searchsorted(self.t_ms, up, side="left")) for _, up in self.restarts]
+        out = []
+        for s in self.series:
+            if s.label("job") != job["job"] or s.name == "up":
+                out.append(s)
+                continue
+            base = s.name
+            for suffix in ("_bucket", "_sum", "_count", "_total"):
+                if base.endswith(suffix) and kinds.get(base[:-len(suffix)]) == "histogram":
+                    base = base[:-len(suffix)]
+            values = np.array(s.values, np.float64)
+            if kinds.get(base) in ("counter", "histogram"):
+                for k in first:  # the new process's count starts where the old was scraped
+                    if 0 < k < self.n:
+                        values[k:] = values[k:] - values[k - 1]
+            mask = keep & ~np.isnan(values)
+            ex = s.exemplars
+            out.append(Series(s.labels, frozen_array(self.t_ms[mask], np.int64),
+                              frozen_array(values[mask], np.float64), ex))
+        self.series = out
 
     @property
     def n(self) -> int:

@@ -29,6 +29,11 @@ ROUTES = (("POST", "/payment"), ("GET", "/payments/{payment_id}"), ("GET", "/hea
 POST_PAYMENT, GET_PAYMENT, HEALTH = 0, 1, 2
 
 ERR_NONE, ERR_POOL_TIMEOUT, ERR_STATEMENT_TIMEOUT, ERR_GATEWAY = 0, 1, 2, 3
+ERR_DISK_FULL = 4  # the INSERT could not extend the table's file
+ERR_CONNECT = 5  # PostgreSQL refused a new connection (no slot left)
+# what a payment-service process costs before it serves anything, and how its memory drifts
+BASE_RSS_BYTES = 101.3e6
+VERSION, NEW_VERSION = "1.4.2", "1.5.0"
 # Below trace_sample_ratio 1, tail sampling as an OTel collector policy would do it: keep
 # every error, a quarter of the requests slower than 1 s, and `trace_sample_ratio` of the
 # rest. The ground truth records the policy, so rates taken from traces can be corrected.
@@ -67,6 +72,13 @@ class Traffic:
     release_ns: np.ndarray  # connection back in the pool (transaction ended)
     sampled: np.ndarray  # bool: a trace exists for this request
     payment_id: np.ndarray  # int64 (GET path, query parameters)
+    # which process served it: 0 the one running at the window's start, +1 per restart
+    era: np.ndarray  # int8
+    # the N+1 SELECTs between the SELECT and the INSERT (deploy_regression): request r's are
+    # entries nplus_offset[r]:nplus_offset[r+1] of the flat gap (before each) and duration
+    nplus_offset: np.ndarray  # int64, len + 1
+    nplus_gap_s: np.ndarray  # float32
+    nplus_s: np.ndarray  # float32
 
     def __len__(self) -> int:
         return int(self.start_ns.shape[0])
@@ -95,6 +107,17 @@ class Traffic:
     def used_db(self) -> np.ndarray:
         """Requests that checked out a connection (or waited for one)."""
         return (self.route != HEALTH) & (self.error != ERR_GATEWAY)
+
+
+@dataclass(frozen=True)
+class Restart:
+    """payment-service stopped at ``stop_s`` and a new process answered from ``up_s``."""
+
+    stop_s: float
+    up_s: float
+    killed: bool  # SIGKILL (the OOM killer): requests in flight are lost; else it drains them
+    version: str  # service.version of the new process
+    instance: str  # its service.instance.id (a new pod for a deploy, the same for a restart)
 
 
 @dataclass(frozen=True)
@@ -129,6 +152,11 @@ class Work:
     extra_s: np.ndarray  # the fraud check inside the transaction, after the INSERT
     leaks: np.ndarray  # bool: keeps its connection after a committed payment
     receipt_s: np.ndarray  # commit -> receipt lookup start, and the lookup: (2, n)
+    disk_full: np.ndarray  # bool: the INSERT failed, the volume being full
+    nplus_count: np.ndarray  # int: N+1 SELECTs of each request
+    nplus_total: np.ndarray  # float32: their time, gaps included
+    nplus_gap_s: np.ndarray  # float32 flat, request by request
+    nplus_s: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -139,6 +167,19 @@ class Simulation:
     step_ms: int
     fault: str
     pool_capacity: int
+    restarts: tuple[Restart, ...] = ()
+    # the other client's sessions at each scrape (too_many_clients)
+    other_sessions: np.ndarray | None = None
+    others: Others | None = None
+
+
+@dataclass(frozen=True)
+class Others:
+    """Other clients of the database that take part in an incident (seconds)."""
+
+    lock: tuple[float, float, float] | None = None  # holder's BEGIN, the ALTER, the end
+    # the dashboard's reports: start, end, which of its sessions, temp bytes written
+    reports: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def severity_curve(plan: PhasePlan | None, t_frac: np.ndarray) -> np.ndarray:
@@ -177,24 +218,163 @@ def simulate(knobs: dict[str, float], plan: PhasePlan | None, fault: str, durati
     arrival = (step_idx - warm + offset) * step_s
     order = np.lexsort((route, arrival))
     route, arrival = route[order], arrival[order]
+    restarts = _restarts(knobs, plan, fault, route, arrival, duration_s)
+    if restarts:  # while no process listens, a request is refused before it is anything
+        down = np.zeros(arrival.shape, bool)
+        for r in restarts:
+            down |= (arrival >= r.stop_s) & (arrival < r.up_s)
+        route, arrival = route[~down], arrival[~down]
+    era = np.searchsorted(np.array([r.up_s for r in restarts]), arrival, side="right")
     sev = severity_curve(plan, np.maximum(arrival, 0.0) / duration_s)
 
+    window = (0.0, 0.0) if plan is None else (plan.onset * duration_s,
+                                               plan.recovery * duration_s)
     given_back = (plan.recovery if plan is not None else 1.0) * duration_s
-    work = _work(knobs, fault, route, arrival, sev, streams, given_back)
+    work = _work(knobs, fault, route, arrival, sev, streams, given_back, era, window)
     capacity = int(knobs["pool_size"] + knobs["max_overflow"])
     sched = schedule(work.demand, int(knobs["worker_threads"]), capacity,
                      knobs["pool_timeout_s"])
+    lost = _killed(sched, arrival, restarts)
+    refused, others, alive = None, None, None
+    if fault == "too_many_clients" and plan is not None:
+        refused, others, alive = _refused_connections(knobs, work, sched, window,
+                                               np.arange(n_steps + 1) * step_s,
+                                               streams["faults"])
     # a day-long window holds a million requests: keep only what the signals still read
     d = work.demand
-    work = replace(work, demand=Demand(d.arrival, d.on_thread, np.empty(0), d.uses_db,
-                                       np.empty(0), np.empty(0), np.empty(0), np.empty(0)))
+    work = replace(work, demand=replace(d, before_pool=np.empty(0), hold=np.empty(0),
+                                        after_pool=np.empty(0), timeout_jitter=np.empty(0),
+                                        keep_until=np.empty(0)))
     del d
     scrape_s = np.arange(n_steps + 1) * step_s
-    instants = _instants(route, work, sched, scrape_s, int(knobs["pool_size"]))
-    traffic = _traffic(knobs, route, arrival, work, sched, duration_s, streams["latency"])
+    instants = _instants(route, work, sched, scrape_s, int(knobs["pool_size"]), refused, era,
+                         restarts, alive)
+    traffic = _traffic(knobs, route, arrival, work, sched, duration_s, streams["latency"],
+                       lost, refused, era)
     mid = (np.arange(n_steps) + 0.5) / n_steps
     return Simulation(traffic, instants, _ro(severity_curve(plan, mid), np.float64), step_ms,
-                      fault, capacity)
+                      fault, capacity, restarts, others,
+                      _other_clients(fault, window, streams["faults"]))
+
+
+def _other_clients(fault: str, window: tuple[float, float],
+                   rng: np.random.Generator) -> Others | None:
+    onset, end = window
+    if fault == "lock_contention":  # the analyst began minutes before the ALTER queued
+        return Others(lock=(onset - float(rng.uniform(120.0, 900.0)), onset, end))
+    if fault != "noisy_neighbour":
+        return None
+    starts, ends, session, temp = [], [], [], []
+    for sess in range(2):  # two dashboard cards refresh side by side, report after report
+        t = onset + float(rng.uniform(0.0, 20.0))
+        while t < end:
+            took = float(70.0 * np.exp(0.3 * rng.standard_normal()))
+            starts.append(t)
+            ends.append(t + took)
+            session.append(sess)
+            temp.append(float(np.round(1.1e9 * np.exp(0.2 * rng.standard_normal()) / 8192)
+                              * 8192))
+            t += took + float(rng.uniform(0.5, 4.0))
+    order = np.argsort(starts, kind="stable")
+    return Others(reports=tuple(np.asarray(a)[order] for a in (starts, ends, session, temp)))
+
+
+
+INSTANCES = ("payment-service-7d9f8c6b5-x2x9k", "payment-service-5c8b7f9d4-q7m2p",
+             "payment-service-7d9f8c6b5-h4n8w")
+
+
+def _restarts(knobs: dict[str, float], plan: PhasePlan | None, fault: str, route: np.ndarray,
+              arrival: np.ndarray, duration_s: float) -> tuple[Restart, ...]:
+    """When payment-service restarts in the window: a deploy and its rollback
+    (deploy_regression, graceful), or the OOM killer each time the leak reaches the
+    container's limit (memory_leak)."""
+    if plan is None:
+        return ()
+    down = knobs["restart_s"]
+    if fault == "deploy_regression":
+        stop, back = plan.onset * duration_s, plan.recovery * duration_s
+        return (Restart(stop, stop + down, False, NEW_VERSION, INSTANCES[1]),
+                Restart(back, back + down, False, VERSION, INSTANCES[2]))
+    if fault != "memory_leak" or knobs["leak_kb_per_payment"] <= 0:
+        return ()
+    # the process is killed once the cache of a process's payments fills what the limit
+    # leaves above its own footprint
+    headroom = knobs["memory_limit_mb"] * 2**20 - BASE_RSS_BYTES - 2e6
+    need = int(np.ceil(headroom / (knobs["leak_kb_per_payment"] * 1024.0)))
+    posts = arrival[(route == POST_PAYMENT) & (arrival >= plan.onset * duration_s)
+                    & (arrival < plan.recovery * duration_s)]
+    out: list[Restart] = []
+    start = plan.onset * duration_s
+    while True:
+        i = int(np.searchsorted(posts, start, side="left")) + need - 1
+        if i >= posts.shape[0] or posts[i] >= duration_s:
+            return tuple(out)
+        kill = float(posts[i])
+        out.append(Restart(kill, kill + down, True, VERSION, INSTANCES[0]))
+        start = kill + down
+
+
+def _killed(s: Schedule, arrival: np.ndarray, restarts: tuple[Restart, ...]) -> np.ndarray:
+    """Requests in flight when the process was killed: they end there, unanswered, and
+    take their telemetry with them. (A graceful stop drains them instead.)"""
+    lost = np.zeros(arrival.shape, bool)
+    for r in restarts:
+        if not r.killed:
+            continue
+        hit = (arrival < r.stop_s) & (s.end > r.stop_s)
+        lost |= hit
+        for col in (s.thread, s.pool_request, s.checkout, s.release, s.end):
+            col[hit] = np.minimum(col[hit], r.stop_s)
+    return lost
+
+
+def _refused_connections(knobs: dict[str, float], work: Work, s: Schedule,
+                         window: tuple[float, float], at: np.ndarray,
+                         rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """too_many_clients: from ``window[0]`` another client holds every slot PostgreSQL has
+    for ordinary roles, so each connection payment-service opens is refused at once.
+
+    It keeps the connections it has open until pool_recycle replaces them: each one's
+    replacement is refused (the request that found it too old fails), and a request that
+    finds all that are left in use fails opening one more. Calm as the service is, a
+    refused request frees what it would have held without anyone waiting on it, so the
+    schedule of the others stands."""
+    d = work.demand
+    onset, end = window
+    held = np.flatnonzero(d.uses_db & ~s.timed_out)
+    at_onset = np.array([onset])
+    used = covering(s.checkout[held], s.release[held], at_onset)
+    opened = int(used[0] + idle_connections(s.checkout[held], s.release[held],
+                                            int(knobs["pool_size"]), at_onset)[0])
+    recycle = knobs["pool_recycle_s"] if knobs["pool_recycle_s"] > 0 else float("inf")
+    # how old each open connection was at the onset: any age below pool_recycle
+    deaths = np.sort(onset + recycle * rng.random(opened)) if np.isfinite(recycle) else \
+        np.full(opened, np.inf)
+    c = s.checkout
+    inside = np.flatnonzero(d.uses_db & (c >= onset) & (c < end))
+    inside = inside[np.argsort(c[inside], kind="stable")]
+    refused = np.zeros(c.shape, bool)
+    # the first checkout after each connection grew too old tries to replace it
+    first_after = np.searchsorted(c[inside], deaths[deaths < end], side="left")
+    refused[inside[first_after[first_after < inside.shape[0]]]] = True
+    alive = opened - np.searchsorted(deaths, c[inside], side="right")
+    for _ in range(2):  # who is left holding one decides who finds none free
+        ok = np.flatnonzero(d.uses_db & ~s.timed_out & ~refused)
+        busy = covering(c[ok], s.release[ok], c[inside]) - (~refused[inside])
+        refused[inside] |= busy >= alive
+    fail_s = _lognormal(rng, 0.0028, 0.3, int(refused.sum()))
+    r = np.flatnonzero(refused)
+    s.checkout[r] = s.pool_request[r] + fail_s
+    s.release[r] = s.checkout[r]
+    s.end[r] = s.checkout[r] + d.after_pool[r] + _lognormal(rng, 0.0015, 0.4, r.shape[0])
+    # the job's pool grabs every slot the service lets go of: 97 for ordinary roles, one of
+    # them the exporter's
+    slots = knobs["max_connections"] - 3 - 1
+    alive_at = opened - np.searchsorted(deaths, at, side="right")
+    fault_on = (at >= onset) & (at < end)
+    others = np.where(fault_on, slots - np.maximum(alive_at, 0), 0.0)
+    return refused, others.astype(np.float64), np.where(fault_on, np.maximum(alive_at, 0), -1)
 
 
 def _route_rates(knobs: dict[str, float], steps: int, warm: int,
@@ -217,7 +397,7 @@ def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.ndarray,
           sev: np.ndarray, streams: dict[str, np.random.Generator],
-          given_back_s: float) -> Work:
+          given_back_s: float, era: np.ndarray, window: tuple[float, float]) -> Work:
     n = route.shape[0]
     lat, gaps = streams["latency"], streams["pool"]
     post, get, health = route == POST_PAYMENT, route == GET_PAYMENT, route == HEALTH
@@ -236,6 +416,14 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
     sigma = knobs["query_sigma"]
     select_s = _lognormal(lat, sel_median, sigma, n)
     insert_s = _lognormal(lat, knobs["insert_p50_ms"] / 1e3, sigma, n)
+    if fault == "noisy_neighbour":  # every statement waits on the disk and CPUs the
+        # reports keep busy; the plans stay what they were
+        slower = 1.0 + (knobs["statement_slowdown_peak"] - 1.0) * sev
+        select_s, insert_s = select_s * slower, insert_s * slower
+    disk_full = np.zeros(n, bool)
+    if fault == "disk_full":  # from the onset no INSERT can extend the table's file
+        disk_full = post & (arrival >= window[0]) & (arrival < window[1])
+        insert_s = np.where(disk_full, _lognormal(streams["faults"], 0.0007, 0.4, n), insert_s)
     extra_s = np.zeros(n)
     if fault == "connection_hold":
         extra_s = np.where(post & (sev > 0), _lognormal(
@@ -259,8 +447,10 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
     del pre, card_s, select_s, insert_s, gap
     uses_db = ~health & ~card_fail
     writes = post & ~stmt_to
-    hold = (gap_32[0] + select_32 + np.where(writes, gap_32[1] + insert_32 + extra_s, 0.0)
-            + gap_32[2])
+    nplus_count, nplus_total, nplus_gap, nplus_dur = _n_plus_one(
+        knobs, fault, writes & uses_db & (era == 1), sigma, streams["faults"])
+    hold = (gap_32[0] + select_32 + np.where(writes, gap_32[1] + insert_32 + extra_s
+                                             + nplus_total, 0.0) + gap_32[2])
     # connection_leak: after the commit the leaking path reads the receipt (a new
     # transaction) and keeps the connection until the fix ends the leaked sessions
     leaks = np.zeros(n, bool)
@@ -275,13 +465,38 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
         hold = hold + receipt[0] + receipt[1]
         keep_until[k] = given_back_s
     error_s = np.where(card_fail | stmt_to, _lognormal(lat, 0.0015, 0.4, n), 0.0)
+    if fault == "disk_full":
+        error_s = error_s + np.where(disk_full, _lognormal(streams["faults"], 0.0015, 0.4, n),
+                                     0.0)
+    locked = fault == "lock_contention"
     demand = Demand(
         arrival=arrival, on_thread=~health, before_pool=pre_32 + card_32 + card_s_read,
         uses_db=uses_db,
         hold=np.where(uses_db, hold, 0.0), after_pool=post_work + error_s,
-        timeout_jitter=_lognormal(gaps, 0.0012, 0.6, n), keep_until=keep_until)
+        timeout_jitter=_lognormal(gaps, 0.0012, 0.6, n), keep_until=keep_until,
+        # the migration's ACCESS EXCLUSIVE lock on payments, from the onset to its commit
+        first_statement=gap_32[0] if locked else None,
+        lock_from=window[0] if locked else float("inf"),
+        lock_until=window[1] if locked else float("-inf"))
     return Work(demand, pre_32, card_32, card_fail, select_32, insert_32, gap_32, stmt_to,
-                writes, extra_s, leaks, receipt)
+                writes, extra_s, leaks, receipt, disk_full, nplus_count, nplus_total,
+                nplus_gap, nplus_dur)
+
+
+def _n_plus_one(knobs: dict[str, float], fault: str, regressed: np.ndarray, sigma: float,
+                rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """deploy_regression: the new version loads the card's recent payments one by one, a
+    SELECT by primary key each (as many as the card has: Poisson around the knob)."""
+    n = regressed.shape[0]
+    if fault != "deploy_regression" or knobs["n_plus_one_peak"] <= 0:
+        return (np.zeros(n, np.int32), np.zeros(n, np.float32), np.zeros(0, np.float32),
+                np.zeros(0, np.float32))
+    count = np.where(regressed, rng.poisson(knobs["n_plus_one_peak"], n), 0).astype(np.int32)
+    total = int(count.sum())
+    gap = _lognormal(rng, 0.00035, 0.5, total).astype(np.float32)
+    dur = _lognormal(rng, knobs["select_p50_ms"] / 1e3 * 0.5, sigma, total).astype(np.float32)
+    per = np.bincount(np.repeat(np.arange(n), count), weights=gap + dur, minlength=n)
+    return count, per.astype(np.float32), gap, dur
 
 
 def _card_calls(knobs: dict[str, float], fault: str, post: np.ndarray, sev: np.ndarray,
@@ -302,18 +517,28 @@ def _card_calls(knobs: dict[str, float], fault: str, post: np.ndarray, sev: np.n
 
 
 def _instants(route: np.ndarray, work: Work, s: Schedule, at: np.ndarray,
-              pool_size: int) -> Instants:
+              pool_size: int, refused: np.ndarray | None, era: np.ndarray,
+              restarts: tuple[Restart, ...], alive: np.ndarray | None = None) -> Instants:
     d = work.demand
-    held = d.uses_db & ~s.timed_out
-    h = np.flatnonzero(held)
-    idle = idle_connections(s.checkout[h], s.release[h], pool_size, at)
-    del h, held
+    got = d.uses_db & ~s.timed_out
+    if refused is not None:
+        got &= ~refused
+    # each process has a pool of its own, empty when it starts and closed when it stops
+    idle = np.zeros(at.shape, np.int64)
+    bounds = [float("-inf")] + [r.up_s for r in restarts]
+    ends = [r.stop_s for r in restarts] + [float("inf")]
+    for e, (lo, hi) in enumerate(zip(bounds, ends)):
+        h = np.flatnonzero(got & (era == e))
+        live = (at >= lo) & (at < hi)
+        idle = np.where(live, idle_connections(s.checkout[h], s.release[h], pool_size, at),
+                        idle)
+    del h
     # Only a request in flight (or keeping its connection) at some scrape instant shows in a
     # gauge: the few that are (at a 15 s step, a fraction of a percent of a calm day's
     # requests) are all that the counts below look at.
     step = float(at[1] - at[0]) if at.shape[0] > 1 else 1.0
     seen = np.flatnonzero(np.ceil(d.arrival / step) * step < np.maximum(s.end, s.release))
-    arrival, end, held = d.arrival[seen], s.end[seen], d.uses_db[seen] & ~s.timed_out[seen]
+    arrival, end, held = d.arrival[seen], s.end[seen], got[seen]
     checkout, release = s.checkout[seen], s.release[seen]
     sel_start, sel_end, ins_start, ins_end = _statement_times(work, s, seen, held)
     post = route[seen] == POST_PAYMENT
@@ -323,10 +548,13 @@ def _instants(route: np.ndarray, work: Work, s: Schedule, at: np.ndarray,
     db = d.uses_db[seen]
     hs, he = sel_start[held], sel_end[held]
     is_, ie, rel = ins_start[held], ins_end[held], release[held]
+    used = covering(checkout[held], rel, at)
+    if alive is not None:  # connections the service could not replace are gone
+        idle = np.where(alive >= 0, np.minimum(idle, np.maximum(alive - used, 0)), idle)
     return Instants(
         active=active, threads_busy=covering(s.thread[seen][on], end[on], at),
         pending=covering(s.pool_request[seen][db], checkout[db], at),
-        used=covering(checkout[held], rel, at), idle=idle,
+        used=used, idle=idle,
         in_statement=covering(hs, he, at) + covering(is_, ie, at),
         in_transaction=covering(hs, rel, at),
         oldest_statement_s=oldest(hs, [(hs, he), (is_, ie)], at),
@@ -340,30 +568,35 @@ def _statement_times(work: Work, s: Schedule, idx: np.ndarray,
     checkout = s.checkout[idx]
     writes = held & work.writes[idx]
     sel_start = np.where(held, checkout + work.gap[0, idx], checkout)
-    sel_end = np.where(held, sel_start + work.select_s[idx], sel_start)
-    ins_start = np.where(writes, sel_end + work.gap[1, idx], sel_end)
+    waited = np.where(held, work.demand.lock_wait(checkout, idx), 0.0)
+    sel_end = np.where(held, sel_start + waited + work.select_s[idx], sel_start)
+    ins_start = np.where(writes, sel_end + work.nplus_total[idx] + work.gap[1, idx], sel_end)
     return sel_start, sel_end, ins_start, np.where(writes, ins_start + work.insert_s[idx],
                                                    ins_start)
 
 
 def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
              work: Work, s: Schedule, duration_s: float,
-             rng: np.random.Generator) -> Traffic:
+             rng: np.random.Generator, lost: np.ndarray, refused: np.ndarray | None,
+             era: np.ndarray) -> Traffic:
     error = np.full(route.shape, ERR_NONE, np.int8)
     error[s.timed_out] = ERR_POOL_TIMEOUT
     error[work.stmt_to & ~s.timed_out] = ERR_STATEMENT_TIMEOUT
     error[work.card_fail] = ERR_GATEWAY
+    error[work.disk_full & ~s.timed_out] = ERR_DISK_FULL
+    if refused is not None:
+        error[refused] = ERR_CONNECT
     status = _status(knobs, route, error, rng)
     keep_draw = np.asarray(rng.random(route.shape[0]))
     payment_id = np.asarray(rng.integers(10_000, 990_000, route.shape[0]))
-    k = np.flatnonzero((arrival >= 0.0) & (s.end <= duration_s))
+    k = np.flatnonzero((arrival >= 0.0) & (s.end <= duration_s) & ~lost)
     route, error, status = route[k], error[k], status[k]
     latency = s.end[k] - arrival[k]
     sampled = ((status >= 500) | ((latency > SLOW_TRACE_S) & (keep_draw[k] < SLOW_KEEP_RATIO))
                | (keep_draw[k] < knobs["trace_sample_ratio"]))
     del keep_draw, latency
     post = route == POST_PAYMENT
-    held = work.demand.uses_db[k] & ~s.timed_out[k]
+    held = work.demand.uses_db[k] & ~s.timed_out[k] & (error != ERR_CONNECT)
 
     def ns(a: np.ndarray) -> np.ndarray:
         return _ro(np.rint(a * NS_PER_S), np.int64)
@@ -396,11 +629,19 @@ def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
     col["receipt_end_ns"] = ns(np.where(leaked, receipt_start + work.receipt_s[1, k],
                                         times[3]))
     del times, commit_end, receipt_start
+    # the N+1 SELECTs of the requests kept, flat, in request order
+    counts = work.nplus_count[k]
+    offsets = np.concatenate([[0], np.cumsum(work.nplus_count)])
+    flat = (np.repeat(offsets[k], counts) + np.arange(int(counts.sum()))
+            - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int64)
     return Traffic(
         route=_ro(route, np.int8), start_ns=ns(arrival[k]), end_ns=ns(s.end[k]),
         status=_ro(status, np.int16), error=_ro(error, np.int8),
         release_ns=ns(s.release[k]), sampled=_ro(sampled, bool),
-        payment_id=_ro(payment_id[k]), **col)
+        payment_id=_ro(payment_id[k]), era=_ro(era[k], np.int8),
+        nplus_offset=_ro(np.concatenate([[0], np.cumsum(counts)]), np.int64),
+        nplus_gap_s=_ro(work.nplus_gap_s[flat], np.float32),
+        nplus_s=_ro(work.nplus_s[flat], np.float32), **col)
 
 
 def _ro(arr: np.ndarray, dtype: type | str = np.int64) -> np.ndarray:

@@ -22,14 +22,17 @@ from .model import (
     SpanTable,
     frozen_array,
 )
-from .resource import INSTRUMENTATION_VERSION, RESOURCE, SCHEMA_URL
+from .resource import INSTRUMENTATION_VERSION, RESOURCE, SCHEMA_URL, resource_of
 from .simulate import (
+    ERR_CONNECT,
+    ERR_DISK_FULL,
     ERR_GATEWAY,
     ERR_POOL_TIMEOUT,
     ERR_STATEMENT_TIMEOUT,
     GET_PAYMENT,
     POST_PAYMENT,
     ROUTES,
+    Restart,
     TraceIds,
     Traffic,
 )
@@ -37,6 +40,7 @@ from .texts import (
     INSERT_PAYMENT,
     SELECT_BY_ID,
     SELECT_BY_KEY,
+    SELECT_BY_PK,
     SELECT_RECEIPT,
     connect_stacktrace,
     stacktrace,
@@ -90,14 +94,42 @@ def exception_event(t_ns: int, exc_type: str, message: str, trace: str) -> SpanE
 
 
 def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
-                failures: dict[int, tuple[str, str]]) -> tuple[SpanTable, ...]:
-    """Column by column: a fully traced hour is a quarter of a million spans."""
+                failures: dict[int, tuple[str, str]],
+                restarts: tuple[Restart, ...] = ()) -> tuple[SpanTable, ...]:
+    """Column by column: a fully traced hour is a quarter of a million spans. Each process
+    of the window exports under its own resource (a deploy changes the version)."""
     rows = np.flatnonzero(traffic.sampled)
-    tables = (_server_spans(traffic, ids, clients, failures, rows),
+    tables = [_server_spans(traffic, ids, clients, failures, rows),
               _card_spans(traffic, ids, rows),
               _db_spans(traffic, ids, failures, rows),
-              _fraud_spans(traffic, ids, rows))
+              _fraud_spans(traffic, ids, rows)]
+    if restarts:
+        tables = [_of_era(t, traffic, ids, rows, era, resource_of(restarts, era))
+                  for era in range(len(restarts) + 1) for t in tables]
     return tuple(t for t in tables if len(t))  # a scope that wrote nothing is not exported
+
+
+def _of_era(table: SpanTable, traffic: Traffic, ids: TraceIds, rows: np.ndarray, era: int,
+            resource: Attributes) -> SpanTable:
+    """The spans of ``table`` whose request the ``era``-th process served."""
+    if len(table) == 0:
+        return table
+    # which sampled request each span belongs to: by its trace ID
+    keys = ids.trace_id.view(np.dtype((np.void, 16))).reshape(-1)
+    order = np.argsort(keys)
+    mine = table.trace_id.view(np.dtype((np.void, 16))).reshape(-1)
+    req = rows[order[np.searchsorted(keys[order], mine)]]
+    k = np.flatnonzero(traffic.era[req] == era)
+    pick = [int(i) for i in k.tolist()]
+    return replace(
+        table, resource=resource,
+        **{f: getattr(table, f)[k] for f in ("trace_id", "span_id", "parent_span_id",
+                                              "start_ns", "end_ns", "kind", "status_code")},
+        name=tuple(table.name[i] for i in pick),
+        status_message=tuple(table.status_message[i] for i in pick),
+        attributes=tuple(table.attributes[i] for i in pick),
+        events=tuple(table.events[i] for i in pick),
+        flags=None if table.flags is None else table.flags[k])
 
 
 def _fraud_spans(traffic: Traffic, ids: TraceIds, rows: np.ndarray) -> SpanTable:
@@ -163,13 +195,44 @@ def _card_spans(traffic: Traffic, ids: TraceIds, rows: np.ndarray) -> SpanTable:
                   [attrs[f] for f in failed.tolist()], [()] * k.shape[0])
 
 
+def _n_plus_one_spans(traffic: Traffic, ids: TraceIds, k: np.ndarray, r: np.ndarray) -> tuple:
+    """deploy_regression's lookups by primary key, one span each, between the SELECT and
+    the INSERT. Their span IDs are derived from the SELECT's (the ID stream draws a fixed
+    set per request)."""
+    off = traffic.nplus_offset
+    count = (off[r + 1] - off[r]).astype(np.int64)
+    total = int(count.sum())
+    owner = np.repeat(np.arange(r.shape[0]), count)
+    flat = (np.repeat(off[r], count) + np.arange(total)
+            - np.repeat(np.cumsum(count) - count, count)).astype(np.int64)
+    step = (traffic.nplus_gap_s[flat].astype(np.float64) + traffic.nplus_s[flat]) * 1e9
+    before = np.cumsum(step) - np.repeat(np.cumsum(np.bincount(owner, weights=step,
+                                                               minlength=r.shape[0]))
+                                          - np.bincount(owner, weights=step,
+                                                        minlength=r.shape[0]), count) - step
+    start = (traffic.select_end_ns[r][owner] + np.rint(
+        before + traffic.nplus_gap_s[flat] * 1e9)).astype(np.int64)
+    end = start + np.rint(traffic.nplus_s[flat].astype(np.float64) * 1e9).astype(np.int64)
+    j = np.arange(total) - np.repeat(np.cumsum(count) - count, count) + 1
+    base = ids.select[k][owner].copy().view(np.uint64).reshape(-1)
+    sid = (base + j.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)).view(np.uint8)
+    sid = sid.reshape(total, 8).copy()
+    sid[~sid.any(axis=1), 7] = 1
+    attrs = tuple(sorted((*DB_ATTRS, ("db.operation", "SELECT payments"),
+                          ("db.statement", SELECT_BY_PK))))
+    return (k[owner], sid, start, end, np.zeros(total, bool), ["SELECT payments"] * total,
+            [""] * total, [attrs] * total, [()] * total)
+
+
 def failed_at(traffic: Traffic, r: int) -> int:
     """When the request's exception was raised: the end of the step that failed."""
     err = int(traffic.error[r])
     if err == ERR_GATEWAY:
         return int(traffic.call_end_ns[r])
-    if err == ERR_POOL_TIMEOUT:
+    if err in (ERR_POOL_TIMEOUT, ERR_CONNECT):
         return int(traffic.connect_end_ns[r])
+    if err == ERR_DISK_FULL:
+        return int(traffic.insert_end_ns[r])
     return int(traffic.select_end_ns[r])
 
 
@@ -181,7 +244,8 @@ def _db_spans(traffic: Traffic, ids: TraceIds, failures: dict[int, tuple[str, st
     r = rows[k]
     err = traffic.error[r]
     pool_to, stmt_to = err == ERR_POOL_TIMEOUT, err == ERR_STATEMENT_TIMEOUT
-    sel = np.flatnonzero(~pool_to)
+    refused, disk_full = err == ERR_CONNECT, err == ERR_DISK_FULL
+    sel = np.flatnonzero(~pool_to & ~refused)
     ins = np.flatnonzero(traffic.insert_end_ns[r] > traffic.insert_start_ns[r])
     select_attrs = {rt: tuple(sorted((*DB_ATTRS, ("db.operation", "SELECT payments"),
                                       ("db.statement", st))))
@@ -192,26 +256,32 @@ def _db_spans(traffic: Traffic, ids: TraceIds, failures: dict[int, tuple[str, st
     receipt_attrs = tuple(sorted((*DB_ATTRS, ("db.operation", "SELECT payments"),
                                   ("db.statement", SELECT_RECEIPT))))
     exc_type, message = failures[ERR_POOL_TIMEOUT]
-    timeout_event = (exception_event(0, exc_type, message,
-                                     connect_stacktrace(exc_type, message)),)
-    connect_events = [(SpanEvent("exception", int(t), timeout_event[0].attributes),)
-                      if to else () for t, to in zip(traffic.connect_end_ns[r].tolist(),
-                                                      pool_to.tolist())]
+    ref_type, ref_message = failures[ERR_CONNECT]
+    failed = {ERR_POOL_TIMEOUT: (f"TimeoutError: {message}", exception_event(
+        0, exc_type, message, connect_stacktrace(exc_type, message)).attributes),
+        ERR_CONNECT: (f"OperationalError: {ref_message}", exception_event(
+            0, ref_type, ref_message, connect_stacktrace(ref_type, ref_message,
+                                                         refused=True)).attributes)}
+    connect_events = [(SpanEvent("exception", int(t), failed[e][1]),) if e in failed else ()
+                      for t, e in zip(traffic.connect_end_ns[r].tolist(), err.tolist())]
     stmt_message = failures[ERR_STATEMENT_TIMEOUT][1]
+    disk_message = failures[ERR_DISK_FULL][1]
     parts: list[tuple] = [  # (request, span ids, start, end, error, name, message, attrs,
         # events)
-        (k, ids.connect[k], traffic.connect_start_ns[r], traffic.connect_end_ns[r], pool_to,
-         ["connect"] * k.shape[0],
-         [f"TimeoutError: {message}" if to else "" for to in pool_to.tolist()],
+        (k, ids.connect[k], traffic.connect_start_ns[r], traffic.connect_end_ns[r],
+         pool_to | refused, ["connect"] * k.shape[0],
+         [failed[e][0] if e in failed else "" for e in err.tolist()],
          [DB_ATTRS] * k.shape[0], connect_events),
         (k[sel], ids.select[k[sel]], traffic.select_start_ns[r[sel]],
          traffic.select_end_ns[r[sel]], stmt_to[sel], ["SELECT payments"] * sel.shape[0],
          [stmt_message if to else "" for to in stmt_to[sel].tolist()],
          [select_attrs[rt] for rt in traffic.route[r[sel]].tolist()], [()] * sel.shape[0]),
         (k[ins], ids.insert[k[ins]], traffic.insert_start_ns[r[ins]],
-         traffic.insert_end_ns[r[ins]], np.zeros(ins.shape[0], bool),
-         ["INSERT payments"] * ins.shape[0], [""] * ins.shape[0],
+         traffic.insert_end_ns[r[ins]], disk_full[ins],
+         ["INSERT payments"] * ins.shape[0],
+         [disk_message if f else "" for f in disk_full[ins].tolist()],
          [insert_attrs] * ins.shape[0], [()] * ins.shape[0]),
+        _n_plus_one_spans(traffic, ids, k, r),
         (k[rec], ids.receipt[k[rec]], traffic.receipt_start_ns[r[rec]],
          traffic.receipt_end_ns[r[rec]], np.zeros(rec.shape[0], bool),
          ["SELECT payments"] * rec.shape[0], [""] * rec.shape[0],

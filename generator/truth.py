@@ -9,6 +9,8 @@ import numpy as np
 from .model import GroundTruth, Phase
 from .scenarios import PhasePlan, Scenario
 from .simulate import (
+    ERR_CONNECT,
+    ERR_DISK_FULL,
     ERR_GATEWAY,
     ERR_POOL_TIMEOUT,
     POST_PAYMENT,
@@ -36,6 +38,31 @@ CARD_P99 = ('histogram_quantile(0.99, sum by (le) (rate(http_client_request_dura
 ACTIVE = 'sum(http_server_active_requests{job="payment-service"})'
 IDLE_IN_TX = 'pg_stat_activity_count{datname="payments", state="idle in transaction"}'
 MAX_TX = 'max(pg_stat_activity_max_tx_duration{datname="payments"})'
+LOCK_WAITS = 'sum(pg_stat_activity_count{datname="payments", wait_event_type="Lock"})'
+EXCLUSIVE_LOCKS = 'pg_locks_count{datname="payments", mode="accessexclusivelock"}'
+OLDEST_BY_APP = ('max by (application_name, state) (pg_stat_activity_max_tx_duration{'
+                 'datname="payments"})')
+SESSIONS_BY_APP = ('sum by (application_name) (pg_stat_activity_count{datname="payments"})')
+BACKENDS = 'sum(pg_stat_database_numbackends) / max(pg_settings_max_connections)'
+READS = 'rate(pg_stat_database_blks_read{datname="payments"}[5m])'
+TEMP_BYTES = 'rate(pg_stat_database_temp_bytes{datname="payments"}[5m])'
+HIT_RATIO = ('rate(pg_stat_database_blks_hit{datname="payments"}[5m]) / (rate(pg_stat_database_'
+             'blks_hit{datname="payments"}[5m]) + rate(pg_stat_database_blks_read{datname='
+             '"payments"}[5m]))')
+LEDGER_SCANS = 'rate(pg_stat_user_tables_seq_scan{relname="ledger_entries"}[5m])'
+P50_POST = P99_POST.replace("0.99", "0.5")
+VERSIONS = 'count by (service_version) (target_info{job="payment-service"})'
+STARTS = 'changes(process_start_time_seconds{job="payment-service"}[30m])'
+INDEX_LOOKUPS_PER_REQ = ('rate(pg_stat_user_tables_idx_scan{relname="payments"}[5m]) / '
+                         'sum(rate(http_server_request_duration_seconds_count{job="payment-'
+                         'service"}[5m]))')
+RSS = 'process_resident_memory_bytes{job="payment-service"}'
+UP = 'up{job="payment-service"}'
+RESETS = 'resets(http_server_request_duration_seconds_count{job="payment-service"}[30m])'
+DB_SIZE = 'deriv(pg_database_size_bytes{datname="payments"}[5m])'
+INSERTED = 'rate(pg_stat_database_tup_inserted{datname="payments"}[1m])'
+ERRORS_BY_ROUTE = ('sum by (http_route) (rate(http_server_request_duration_seconds_count{job='
+                   '"payment-service", http_response_status_code=~"5.."}[1m]))')
 
 
 def phases(plan: PhasePlan | None, duration_ms: int) -> tuple[Phase, ...]:
@@ -148,6 +175,111 @@ STORIES = {
         (("calls the card processor failed", '{ span.server.address = "card-processor" && '
           'kind = client && status = error }'),
          ("failed payments", TRACEQL_POST + " && status = error }"))),
+    "lock_contention": _Story(
+        "a migration (ALTER TABLE payments ADD COLUMN, run by alembic with no lock_timeout) "
+        "queued for an ACCESS EXCLUSIVE lock behind an analyst's psql session idle in a "
+        "transaction that had read payments; every statement of payment-service on payments "
+        "queued behind the ALTER in the database, the pool's 15 connections filled with "
+        "waiting sessions, then the worker threads, and requests waited out the pool timeout "
+        "until the analyst's transaction ended and the ALTER ran in milliseconds.",
+        ("metrics:pg_stat_activity_count{wait_event_type=\"Lock\"}",
+         "metrics:pg_locks_count{mode=\"accessexclusivelock\"}",
+         "metrics:pg_stat_activity_max_tx_duration", "metrics:db_client_connections_usage_"
+         "connections", "metrics:http_server_request_duration_seconds",
+         "logs:postgresql lock waits", "traces:SELECT payments spans waiting seconds"),
+        (("sessions waiting on a lock", LOCK_WAITS), ("ACCESS EXCLUSIVE locks", EXCLUSIVE_LOCKS),
+         ("oldest transaction by client", OLDEST_BY_APP), ("pool connections in use", POOL_USED),
+         ("p99 of POST /payment", P99_POST)),
+        (("lock waits logged by PostgreSQL",
+          '{service_name="postgres"} |= "still waiting for"'),
+         ("the ALTER that queued", '{service_name="postgres"} |= "AccessExclusiveLock"')),
+        (("statements that waited", '{ resource.service.name = "payment-service" && name = '
+          '"SELECT payments" && duration > 1s }'),)),
+    "too_many_clients": _Story(
+        "a batch export job (application_name batch-export) took every connection slot "
+        "PostgreSQL keeps for ordinary roles; payment-service's pool replaced its "
+        "connections as pool_recycle aged them, each new connection was refused ('remaining "
+        "connection slots are reserved for non-replication superuser connections'), the pool "
+        "drained and requests answered 500 with sqlalchemy.exc.OperationalError until the "
+        "job ended.",
+        ("metrics:pg_stat_activity_count{application_name=\"batch-export\"}",
+         "metrics:pg_stat_database_numbackends", "metrics:http_server_request_duration_"
+         "seconds (5xx)", "metrics:db_client_connections_usage_connections",
+         "logs:postgresql FATAL connection slots", "logs:payment-service OperationalError",
+         "traces:connect spans with OperationalError"),
+        (("sessions by client", SESSIONS_BY_APP), ("backends of max_connections", BACKENDS),
+         ("5xx ratio", ERROR_RATIO), ("pool connections in use", POOL_USED)),
+        (("refused connections", '{service_name="postgres"} |= "connection slots are '
+          'reserved"'),
+         ("the service's errors", '{service_name="payment-service"} | severity_text="ERROR" '
+          '|= "OperationalError"')),
+        (("connections refused", '{ resource.service.name = "payment-service" && name = '
+          '"connect" && status = error }'),
+         ("failed payments", TRACEQL_POST + " && status = error }"))),
+    "noisy_neighbour": _Story(
+        "a finance dashboard (application_name metabase) ran heavy reports on ledger_entries "
+        "back to back: parallel sequential scans read from disk and their sorts spilled "
+        "gigabytes to temp files; every statement of payment-service got several times "
+        "slower with unchanged plans, so its latency rose while the pool stayed within its "
+        "limits.",
+        ("metrics:pg_stat_database_blks_read", "metrics:pg_stat_database_temp_bytes",
+         "metrics:pg_stat_user_tables_seq_scan{relname=\"ledger_entries\"}",
+         "metrics:pg_stat_activity_count{application_name=\"metabase\"}",
+         "metrics:http_server_request_duration_seconds", "logs:postgresql temporary files",
+         "traces:every statement slower"),
+        (("blocks read from disk", READS), ("temp bytes written", TEMP_BYTES),
+         ("buffer cache hit ratio", HIT_RATIO), ("scans of ledger_entries", LEDGER_SCANS),
+         ("sessions by client", SESSIONS_BY_APP), ("p50 of POST /payment", P50_POST)),
+        (("the reports' temp files", '{service_name="postgres"} |= "temporary file"'),
+         ("the reports", '{service_name="postgres"} |= "ledger_entries"')),
+        (("slower inserts", '{ resource.service.name = "payment-service" && name = '
+          '"INSERT payments" && duration > 8ms }'),)),
+    "deploy_regression": _Story(
+        "payment-service 1.5.0 was deployed (a restart: new pod, counters from zero) with an "
+        "N+1 query: POST /payment loaded the card's recent payments one by one, about 8 more "
+        "SELECTs by primary key a request; latency rose moderately with no errors, until the "
+        "rollback to 1.4.2 (another restart).",
+        ("metrics:target_info{service_version=\"1.5.0\"}",
+         "metrics:process_start_time_seconds", "metrics:pg_stat_user_tables_idx_scan",
+         "metrics:pg_stat_database_tup_fetched", "metrics:http_server_request_duration_seconds",
+         "logs:uvicorn startup lines", "traces:many SELECT payments spans per request"),
+        (("versions running", VERSIONS), ("process starts", STARTS),
+         ("index lookups per request", INDEX_LOOKUPS_PER_REQ), ("p50 of POST /payment",
+                                                                 P50_POST)),
+        (("restarts", '{service_name="payment-service"} |= "Application startup complete"'),),
+        (("requests of the new version", '{ resource.service.version = "1.5.0" && name = '
+          '"POST /payment" }'),
+         ("the N+1 lookups", '{ resource.service.name = "payment-service" && span.db.statement '
+          '=~ ".*pk_1.*" }'))),
+    "memory_leak": _Story(
+        "a feature flag turned on a cache of payment responses that never evicts: "
+        "payment-service's resident memory grew with every payment until the OOM killer "
+        "stopped it at the container's limit; it restarted (counters from zero, requests in "
+        "flight lost, a scrape may have failed) and grew again until the flag was turned off.",
+        ("metrics:process_resident_memory_bytes", "metrics:process_start_time_seconds",
+         "metrics:up", "metrics:http_server_request_duration_seconds (counter reset)",
+         "logs:uvicorn startup lines"),
+        (("resident memory", RSS), ("process starts", STARTS), ("scrapes", UP),
+         ("counter resets", RESETS)),
+        (("restarts", '{service_name="payment-service"} |= "Application startup complete"'),),
+        (("POST /payment requests", TRACEQL_POST + " }"),)),
+    "disk_full": _Story(
+        "the database volume filled up: every INSERT into payments failed with 'could not "
+        "extend file ... No space left on device', so POST /payment answered 500 "
+        "(sqlalchemy.exc.OperationalError) while GET /payments/{id} still succeeded and the "
+        "database stopped growing, until space was freed.",
+        ("metrics:pg_database_size_bytes", "metrics:pg_stat_database_tup_inserted",
+         "metrics:pg_stat_database_xact_rollback",
+         "metrics:http_server_request_duration_seconds (5xx on POST only)",
+         "logs:postgresql could not extend file", "logs:payment-service DiskFull",
+         "traces:INSERT payments spans with error"),
+        (("growth of the database", DB_SIZE), ("rows inserted", INSERTED),
+         ("5xx by route", ERRORS_BY_ROUTE), ("5xx ratio", ERROR_RATIO)),
+        (("the volume is full", '{service_name="postgres"} |= "No space left on device"'),
+         ("the service's errors", '{service_name="payment-service"} | severity_text="ERROR" '
+          '|= "DiskFull"')),
+        (("failed inserts", '{ resource.service.name = "payment-service" && name = '
+          '"INSERT payments" && status = error }'),)),
     "none": _Story(
         "healthy traffic; no incident.", (),
         (("p99 of POST /payment", P99_POST), ("5xx ratio", ERROR_RATIO)), (),
@@ -203,6 +335,11 @@ def _examples(scenario: Scenario, traffic: Traffic, ids: TraceIds,
         mask &= traffic.error[rows] == ERR_GATEWAY
     if scenario.fault == "connection_leak":  # the requests that leaked
         mask &= traffic.receipt_end_ns[rows] > traffic.receipt_start_ns[rows]
+    if scenario.fault in ("too_many_clients", "disk_full"):
+        mask &= traffic.error[rows] == (ERR_CONNECT if scenario.fault == "too_many_clients"
+                                        else ERR_DISK_FULL)
+    if scenario.fault == "deploy_regression":
+        mask &= np.diff(traffic.nplus_offset)[rows] > 0
     chosen = pos[mask]
     latency = traffic.latency_s[rows[chosen]]
     order = np.lexsort((chosen, -latency)) if scenario.fault != "none" else np.arange(

@@ -10,7 +10,8 @@ from generator.model import Incident
 pytest_plugins = ["pytester"]
 
 BUILT_IN = ("baseline", "slow_query", "pool_exhaustion", "connection_leak", "error_spike",
-            "upstream_latency")
+            "upstream_latency", "lock_contention", "too_many_clients", "noisy_neighbour",
+            "deploy_regression", "memory_leak", "disk_full")
 
 
 @functools.cache
