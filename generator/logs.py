@@ -296,10 +296,10 @@ def _postgres_logs(traffic: Traffic, knobs: dict[str, float],
         _report_lines(others.reports, info_t, info_lines, rng)
     pg = {"service_name": "postgres"}
     out: list[LogStream] = []
-    for level, t, lines in (("info", info_t, info_lines), ("error", err_t, err_lines)):
-        order = np.argsort(np.array(t, np.int64), kind="stable")
+    for level, times, lines in (("info", info_t, info_lines), ("error", err_t, err_lines)):
+        order = np.argsort(np.array(times, np.int64), kind="stable")
         out.append(LogStream(make_labels({**pg, "level": level}),
-                             frozen_array(np.array(t, np.int64)[order], np.int64),
+                             frozen_array(np.array(times, np.int64)[order], np.int64),
                              tuple(lines[i] for i in order), tuple(() for _ in order),
                              "postgres"))
     return out

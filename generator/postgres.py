@@ -117,14 +117,15 @@ def _ledger(b: SeriesBuilder, sim: Simulation, rng: np.random.Generator,
         k = start.shape[0]
         # a Parallel Seq Scan with 2 workers: three processes count a scan each
         # a Parallel Seq Scan: the leader and the workers it was granted count a scan each
-        out["scans"] = b.counter(idx, 1.0 + rng.binomial(2, 0.8, k))
+        out["scans"] = b.counter(idx, np.asarray(1.0 + rng.binomial(2, 0.8, k), np.float64))
         out["rows"] = b.counter(idx, LEDGER_ROWS + np.cumsum(rng.poisson(900.0, k)))
         cold = rng.uniform(0.75, 0.95, k)  # what shared buffers did not hold
         out["reads"] = b.counter(idx, np.round(LEDGER_PAGES * cold))
         out["hits"] = b.counter(idx, np.round(LEDGER_PAGES * (1.0 - cold)))
         out["read_ms"] = b.counter(idx, LEDGER_PAGES * cold * 0.085 * np.exp(
             0.2 * rng.standard_normal(k)))
-        out["temp_files"] = b.counter(idx, 2.0 + rng.binomial(2, 0.5, k))  # sort runs
+        out["temp_files"] = b.counter(idx, np.asarray(2.0 + rng.binomial(2, 0.5, k),
+                                                                np.float64))  # sort runs
         out["temp_bytes"] = b.counter(idx, temp)
     tbl = {**PG_JOB, "datname": "payments", "schemaname": "public", "relname": "ledger_entries"}
     for name, values in (("seq_scan", out["scans"]), ("seq_tup_read", out["rows"]),

@@ -168,7 +168,8 @@ def _walk_stretch(d: Demand, base: int, stop: int, first: int, threads: list[flo
                                         d.hold, d.after_pool, d.timeout_jitter, d.keep_until))
     locked = d.first_statement is not None and d.lock_from < d.lock_until
     lock_from, lock_until = d.lock_from, d.lock_until
-    first_stmt = d.first_statement[base:stop].tolist() if locked else []
+    first_stmt = (d.first_statement[base:stop].tolist()
+                  if locked and d.first_statement is not None else [])
     replace = heapq.heapreplace
     n_conflicts = len(conflicts)
     ci, held_until = state.ci, state.held_until

@@ -276,7 +276,8 @@ def _other_clients(fault: str, window: tuple[float, float],
                               * 8192))
             t += took + float(rng.uniform(0.5, 4.0))
     order = np.argsort(starts, kind="stable")
-    return Others(reports=tuple(np.asarray(a)[order] for a in (starts, ends, session, temp)))
+    return Others(reports=(np.asarray(starts)[order], np.asarray(ends)[order],
+                           np.asarray(session)[order], np.asarray(temp)[order]))
 
 
 

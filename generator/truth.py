@@ -53,7 +53,7 @@ LEDGER_SCANS = 'rate(pg_stat_user_tables_seq_scan{relname="ledger_entries"}[5m])
 P50_POST = P99_POST.replace("0.99", "0.5")
 VERSIONS = 'count by (service_version) (target_info{job="payment-service"})'
 STARTS = 'changes(process_start_time_seconds{job="payment-service"}[30m])'
-INDEX_LOOKUPS_PER_REQ = ('rate(pg_stat_user_tables_idx_scan{relname="payments"}[5m]) / '
+INDEX_LOOKUPS_PER_REQ = ('sum(rate(pg_stat_user_tables_idx_scan{relname="payments"}[5m])) / '
                          'sum(rate(http_server_request_duration_seconds_count{job="payment-'
                          'service"}[5m]))')
 RSS = 'process_resident_memory_bytes{job="payment-service"}'

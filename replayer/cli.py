@@ -51,7 +51,8 @@ def list_cmd() -> None:
     """List the built-in scenarios."""
     for name in sorted(SCENARIOS):
         s = SCENARIOS[name]
-        click.echo(f"{name:<16} {s.default_duration_s // 60:>3}m  {s.description}")
+        live = f"live_app: {s.live_mode}" if s.live_mode else "generator only"
+        click.echo(f"{name:<18} {s.default_duration_s // 60:>3}m  [{live}]  {s.description}")
 
 
 _source_options = [

@@ -17,7 +17,6 @@ from generator import generate
 from generator.model import Incident
 from generator.scenarios import KNOB_DEFAULTS
 from generator.texts import SELECT_RECEIPT
-
 from tests.conftest import BUILT_IN
 
 SCENARIOS = BUILT_IN

@@ -18,7 +18,7 @@ from replayer.load import LoadRequest, Targets, run_load
 from replayer.prometheus import PushOptions
 from replayer.timeshift import shift
 from replayer.transport import TargetConfig
-from tests.conftest import cached_incident
+from tests.conftest import BUILT_IN, cached_incident
 
 from .prometheus_server import query, query_range, running_prometheus
 
@@ -254,3 +254,34 @@ def test_follow_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         assert any("Ctrl-C" in n for n in result.notes)
         full = shift(baseline_10m(), result.end_ns)
         assert report.accepted < sum(len(s) for s in full.series)
+
+
+@pytest.mark.parametrize("scenario", BUILT_IN)
+def test_every_ground_truth_query_returns_the_incident(tmp_path: Path, scenario: str) -> None:
+    """Each scenario's PromQL, as the ground truth gives it, run against a real Prometheus
+    holding that scenario alone: every query answers during the incident, and the first
+    (the one that names the fault) reads differently before the onset and after it."""
+    end_ms = fixed_end_ms()
+    inc = cached_incident(scenario)
+    start_ms = end_ms - inc.duration_ms
+    truth = inc.truth
+    onset = start_ms + (truth.onset_ms if truth.onset_ms is not None else inc.duration_ms // 3)
+    recovery = start_ms + (truth.recovery_ms or 2 * inc.duration_ms // 3)
+    with running_prometheus(tmp_path) as url:
+        r = load(url, scenario, "--end", iso(end_ms))
+        assert r.exit_code == 0, r.output
+        for i, (what, q) in enumerate(truth.promql):
+            result = query_range(url, q, start_ms / 1000, end_ms / 1000, 15)
+            moved, answered = False, False
+            for series in result:
+                points = [(int(round(float(t) * 1000)), float(v)) for t, v in series["values"]
+                          if v not in ("NaN", "+Inf", "-Inf")]
+                hot = [v for t, v in points if onset + 60_000 <= t < recovery]
+                calm = [v for t, v in points if start_ms + 300_000 <= t < onset]
+                answered |= bool(hot)
+                # a series that only the incident has, or one that reads differently
+                moved |= bool(hot) and (not calm or abs(np.mean(hot) - np.mean(calm)) > 0.3 * max(
+                    abs(np.mean(calm)), 1e-9))
+            assert answered, (scenario, what, q)
+            if i == 0 and truth.onset_ms is not None:
+                assert moved, (scenario, what, q)
