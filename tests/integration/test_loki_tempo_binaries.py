@@ -14,7 +14,7 @@ import requests
 from click.testing import CliRunner
 
 from replayer.cli import cli
-from tests.conftest import cached_incident
+from tests.conftest import BUILT_IN, cached_incident
 
 from .backends import eventually, running_loki, running_tempo
 from .test_prometheus_load import fixed_end_ms, iso
@@ -330,6 +330,9 @@ def test_traceql_on_live_app_attributes_finds_each_incident(tmp_path: Path) -> N
         "connection_leak": [],
         "upstream_latency": ['{ span.server.address = "card-processor" && kind = client && '
                              'duration > 1s }'],
+        "lock_contention": [], "too_many_clients": [], "noisy_neighbour": [],
+        "deploy_regression": ['{ resource.service.version = "1.5.0" }'], "memory_leak": [],
+        "disk_full": [],
     }
     for scenario, extra in queries.items():  # one Tempo each: no hit from a neighbour
         inc = cached_incident(scenario)
@@ -346,3 +349,30 @@ def test_traceql_on_live_app_attributes_finds_each_incident(tmp_path: Path) -> N
                     return len(body.get("traces", []))
 
                 assert eventually(hits, timeout_s=120), (scenario, q)
+
+
+@pytest.mark.parametrize("scenario", [s for s in BUILT_IN if s != "baseline"])
+def test_every_ground_truth_logql_finds_the_incident(tmp_path: Path, scenario: str) -> None:
+    """Each scenario's LogQL, as its ground truth gives it, against a real Loki holding that
+    scenario alone: every query has lines, and those of the fault (all but the example
+    trace's) fall inside the incident."""
+    inc = cached_incident(scenario)
+    end_ms = fixed_end_ms()
+    start_ms = end_ms - inc.duration_ms
+    onset = start_ms + (inc.truth.onset_ms or 0)
+    with running_loki(tmp_path) as loki:
+        r = CliRunner().invoke(cli, ["load", scenario, "--signals", "logs", "--end",
+                                     iso(end_ms), "--loki-url", loki])
+        assert r.exit_code == 0, r.output
+        for what, q in inc.truth.logql:
+            def times(q: str = q) -> list[int]:
+                resp = requests.get(f"{loki}/loki/api/v1/query_range", params={
+                    "query": q, "start": start_ms * 10**6, "end": (end_ms + 1000) * 10**6,
+                    "limit": 5000, "direction": "forward"}, timeout=30).json()
+                return [int(v[0]) // 10**6 for st in resp["data"]["result"]
+                        for v in st["values"]]
+
+            got = eventually(times, timeout_s=60)
+            assert got, (scenario, what, q)
+            if "trace_id=" not in q:
+                assert min(got) >= onset - 60_000, (scenario, what, (min(got) - onset) / 1000)
