@@ -16,7 +16,7 @@ from .logs import build_logs, make_clients
 from .metrics import build_metrics
 from .model import Incident, MetricFamily, Series
 from .scenarios import SCENARIOS, Scenario, ScenarioError, get_scenario
-from .simulate import assign_ids, simulate
+from .simulate import assign_ids, herring_restarts, simulate
 from .texts import failures
 from .traces import build_spans
 from .truth import build_truth
@@ -31,14 +31,14 @@ __all__ = ["generate", "Incident", "Scenario", "ScenarioError", "SCENARIOS", "ge
            "GENERATOR_VERSION"]
 
 
-def generate(scenario: str, seed: int = 1, duration_ms: int | None = None,
+def generate(scenario: str | Scenario, seed: int = 1, duration_ms: int | None = None,
              step_ms: int | None = None, knobs: Mapping[str, object] | None = None,
              signals: tuple[str, ...] = ("metrics", "logs", "traces")) -> Incident:
     """Build the incident ``scenario`` for ``seed``; same arguments, same incident.
 
     ``signals`` leaves out what is not needed (a metrics-only load of a day-long window
     need not format a million log lines); what is built is the same either way."""
-    spec = get_scenario(scenario)
+    spec = scenario if isinstance(scenario, Scenario) else get_scenario(scenario)
     duration_ms = spec.default_duration_s * 1000 if duration_ms is None else int(duration_ms)
     step_ms = spec.default_step_s * 1000 if step_ms is None else int(step_ms)
     _check_window(duration_ms, step_ms)
@@ -50,7 +50,11 @@ def generate(scenario: str, seed: int = 1, duration_ms: int | None = None,
     rngs = dict(zip(STREAMS, (np.random.default_rng(s)
                               for s in np.random.SeedSequence(entropy).spawn(len(STREAMS)))))
     plan = spec.phases.realize(rngs["phases"]) if spec.phases is not None else None
-    sim = simulate(resolved, plan, spec.fault, duration_ms, step_ms, rngs)
+    faults = (((spec.fault, plan),) if plan is not None and spec.fault != "none" else ()) + \
+        tuple((f.kind, f.phases.realize(rngs["phases"])) for f in spec.also)
+    herrings = tuple((h, h.realize(rngs["phases"])) for h in spec.red_herrings)
+    sim = simulate(resolved, faults, duration_ms, step_ms, rngs,
+                   herring_restarts(herrings, duration_ms, resolved))
     traffic = sim.traffic
     ids = assign_ids(traffic, rngs["ids"])
     # who sent each request only shows in logs and spans (its own stream: skipping it
@@ -61,7 +65,7 @@ def generate(scenario: str, seed: int = 1, duration_ms: int | None = None,
     families: tuple[MetricFamily, ...] = ()
     series: tuple[Series, ...] = ()
     if "metrics" in signals:
-        families, series = build_metrics(sim, ids, resolved, plan, rngs["gauges"])
+        families, series = build_metrics(sim, ids, resolved, plan, rngs["gauges"], herrings)
     return Incident(
         scenario=spec.name, seed=int(seed), duration_ms=duration_ms, step_ms=step_ms,
         families=families, series=series,
@@ -71,7 +75,7 @@ def generate(scenario: str, seed: int = 1, duration_ms: int | None = None,
         span_tables=build_spans(traffic, ids, clients, fails, sim.restarts)
         if clients is not None and "traces" in signals else (),
         truth=build_truth(spec, plan, duration_ms, traffic, ids,
-                          float(resolved["trace_sample_ratio"])),
+                          float(resolved["trace_sample_ratio"]), faults, herrings),
         knobs=tuple(sorted(resolved.items())), generator_version=GENERATOR_VERSION,
         source=(("kind", "generated"),),
     )

@@ -40,3 +40,15 @@ def background(duration_s: float, rng: np.random.Generator) -> Background:
     return Background(frozen_array(start[keep], np.float64),
                       frozen_array((start + took)[keep], np.float64),
                       frozen_array(joined[keep], np.int64), other, frozen_array(cp, np.float64))
+
+
+def with_runs(bg: Background, starts: list[float]) -> Background:
+    """The reporting job run once more by hand at each of ``starts`` (s): a scan like its
+    scheduled ones."""
+    start = np.concatenate([bg.scan_start_s, np.asarray(starts, np.float64)])
+    end = np.concatenate([bg.scan_end_s, np.asarray(starts, np.float64) + 1.2])
+    joined = np.concatenate([bg.joined_rows, np.full(len(starts), 180_000, np.int64)])
+    order = np.argsort(start, kind="stable")
+    return Background(frozen_array(start[order], np.float64), frozen_array(end[order], np.float64),
+                      frozen_array(joined[order], np.int64), bg.other_tx_per_s,
+                      bg.checkpoint_start_s)

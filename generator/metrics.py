@@ -55,8 +55,9 @@ CARD_URL = f"http://{CARD_HOST}:{CARD_PORT}/v1/charges"
 
 
 def build_metrics(sim: Simulation, ids: TraceIds, knobs: dict[str, float],
-                  plan: PhasePlan | None, rng: np.random.Generator,
+                  plan: PhasePlan | None, rng: np.random.Generator, herrings: tuple = (),
                   ) -> tuple[tuple[MetricFamily, ...], tuple[Series, ...]]:
+    """``herrings``: (RedHerring, realized start as a fraction of the window) pairs."""
     n_steps = sim.severity.shape[0]
     b = SeriesBuilder(np.arange(n_steps + 1, dtype=np.int64) * sim.step_ms,
                       tuple((r.stop_s * 1000.0, r.up_s * 1000.0) for r in sim.restarts))
@@ -64,11 +65,20 @@ def build_metrics(sim: Simulation, ids: TraceIds, knobs: dict[str, float],
     _card_metrics(b, sim)
     _pool_metrics(b, sim)
     process_series(b, sim, rng, knobs, plan)
-    postgres_series(b, sim, knobs, plan, rng)
+    end_ms = float(b.t_ms[-1])
+    postgres_series(b, sim, knobs, plan, rng, [at * end_ms / 1000.0 for h, at in herrings
+                                               if h.kind == "report_run"])
     b.add("up", APP_JOB, np.where(b.app_down, 0.0, 1.0))
-    b.add("up", PG_JOB, b.const(1.0))
+    # a red herring: the exporter's scrapes fail for a while (a network blip), nothing else
+    pg_down = np.zeros(b.n, bool)
+    for h, at in herrings:
+        if h.kind == "scrape_gap":
+            pg_down |= (b.t_ms >= at * end_ms) & (b.t_ms < at * end_ms + h.length_s * 1000.0)
+    b.add("up", PG_JOB, np.where(pg_down, 0.0, 1.0))
     b.family("up", "gauge", "1 if the scrape of the target succeeded.")
     b.finish(APP_JOB)
+    if pg_down.any():
+        b.drop(PG_JOB, pg_down)
     series = tuple(sorted(b.series, key=lambda s: s.labels))
     families = tuple(sorted(b.families.values(), key=lambda f: f.name))
     return families, series

@@ -159,6 +159,32 @@ class Phase:
 
 
 @dataclass(frozen=True)
+class FaultTruth:
+    """One fault of an incident with several: where, what, when, and what reveals it."""
+
+    kind: str  # the fault kind (the generator's)
+    component: str
+    root_cause_kind: str
+    identity: tuple[tuple[str, str], ...]
+    primary: bool
+    phases: tuple[Phase, ...]
+    summary: str
+    promql: tuple[tuple[str, str], ...]
+    logql: tuple[tuple[str, str], ...]
+    traceql: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class RedHerringTruth:
+    """Something that happened, shows in the data, and caused nothing."""
+
+    kind: str
+    start_ms: int
+    end_ms: int
+    what: str  # how it shows
+
+
+@dataclass(frozen=True)
 class GroundTruth:
     """What happened, for tests and agent evaluations to grade against."""
 
@@ -179,6 +205,10 @@ class GroundTruth:
     root_cause_identity: tuple[tuple[str, str], ...] = ()
     # which requests have a trace: (("policy", "all"),) or the tail-sampling policy's terms
     trace_sampling: tuple[tuple[str, str], ...] = (("policy", "all"),)
+    # an incident of several faults lists each (the primary one first); one of a single
+    # fault leaves this empty, its fields above say it all
+    faults: tuple[FaultTruth, ...] = ()
+    red_herrings: tuple[RedHerringTruth, ...] = ()
 
 
 @dataclass(frozen=True)

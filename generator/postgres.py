@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .background import CHECKPOINT_SPREAD, CHECKPOINT_TIMEOUT_S, Background, background
+from .background import (
+    CHECKPOINT_SPREAD,
+    CHECKPOINT_TIMEOUT_S,
+    Background,
+    background,
+    with_runs,
+)
 from .queue import covering
 from .scenarios import PhasePlan
 from .series import PG_JOB, SeriesBuilder, ar_noise
@@ -50,10 +56,14 @@ LEDGER_PAGES = 612_000
 
 
 def postgres_series(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
-                    plan: PhasePlan | None, rng: np.random.Generator) -> None:
+                    plan: PhasePlan | None, rng: np.random.Generator,
+                    manual_runs: list[float] | None = None) -> None:
+    """``manual_runs``: starts (s) of extra runs of the reporting job (a red herring)."""
     traffic = sim.traffic
     duration_s = float(b.t_ms[-1]) / 1000.0
     bg = background(duration_s, rng)
+    if manual_runs:
+        bg = with_runs(bg, manual_runs)
     b.family("pg_up", "gauge", "Whether the last scrape of metrics from PostgreSQL was able to "
              "connect to the server (1 for yes, 0 for no).")
     b.add("pg_up", PG_JOB, b.const(1))
@@ -138,7 +148,8 @@ def _ledger(b: SeriesBuilder, sim: Simulation, rng: np.random.Generator,
 
 def _scanning(sim: Simulation, plan: PhasePlan | None, t_ns: np.ndarray) -> np.ndarray:
     """Statements that ran while the index was missing (slow_query only)."""
-    if sim.fault != "slow_query" or plan is None:
+    plan = sim.plan_of("slow_query")
+    if plan is None:
         return np.zeros(t_ns.shape, bool)
     duration_ns = (sim.severity.shape[0] * sim.step_ms) * 1_000_000
     return (t_ns >= plan.onset * duration_ns) & (t_ns < plan.recovered * duration_ns)

@@ -79,7 +79,8 @@ def _leaked_bytes(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
     """memory_leak: what the cache keeps of each payment the running process answered
     while the flag was on."""
     per = knobs["leak_kb_per_payment"] * 1024.0
-    if sim.fault != "memory_leak" or plan is None or per <= 0:
+    plan = sim.plan_of("memory_leak")
+    if plan is None or per <= 0:
         return np.zeros(b.n)
     t, duration_ns = sim.traffic, b.t_ms[-1] * 1_000_000
     on = ((t.route == POST_PAYMENT) & (t.status == 200) & (t.end_ns >= plan.onset * duration_ns)

@@ -142,6 +142,40 @@ class PhasePlan:
 
 
 @dataclass(frozen=True)
+class Fault:
+    """One more fault of a scenario with several (the primary one is the scenario's own
+    ``fault``): its kind, what it is in the data, and its own phases."""
+
+    kind: str
+    component: str
+    root_cause_kind: str
+    phases: PhasePlan
+    identity: Mapping[str, str] = field(default_factory=dict)
+
+
+RED_HERRING_KINDS = ("deploy", "scrape_gap", "report_run")
+
+
+@dataclass(frozen=True)
+class RedHerring:
+    """Something that happens in the window, shows in the data and causes nothing:
+    ``deploy`` (payment-service restarts on a new version that changes nothing),
+    ``scrape_gap`` (the postgres exporter's scrapes fail for ``length_s``), ``report_run``
+    (the reporting job scans payments once more, by hand). ``at`` is a fraction of the
+    window, drawn in ``at_range`` when one is given."""
+
+    kind: str
+    at: float
+    at_range: tuple[float, float] | None = None
+    length_s: float = 30.0
+    version: str = "1.4.3"  # a deploy's new version
+
+    def realize(self, rng: np.random.Generator) -> float:
+        lo, hi = self.at_range or (self.at, self.at)
+        return float(lo + (hi - lo) * rng.random())
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
@@ -157,6 +191,13 @@ class Scenario:
     default_step_s: int = 15
     # the live_app incident mode that does the same fault for real ("": generator only)
     live_mode: str = ""
+    also: tuple[Fault, ...] = ()  # faults beside the primary one, each with its own phases
+    red_herrings: tuple[RedHerring, ...] = ()
+    source: str = ""  # the file it was read from ("": built in)
+
+    def fault_kinds(self) -> tuple[str, ...]:
+        primary = () if self.fault == "none" else (self.fault,)
+        return primary + tuple(f.kind for f in self.also)
 
     def resolve_knobs(self, overrides: Mapping[str, object] | None = None) -> dict[str, float]:
         """Defaults, then the scenario's knobs, then ``overrides``; all validated."""
@@ -446,7 +487,12 @@ SCENARIOS: Mapping[str, Scenario] = MappingProxyType(_REGISTRY)
 
 
 def get_scenario(name: str) -> Scenario:
-    """The registered scenario ``name``; unknown names list the valid ones."""
+    """The registered scenario ``name``, or the scenario file at that path (``.toml``);
+    unknown names list the valid ones."""
+    if name.endswith(".toml"):
+        from .specfile import load_scenario_file
+
+        return load_scenario_file(name)
     try:
         return SCENARIOS[name]
     except KeyError:

@@ -55,6 +55,17 @@ class SeriesBuilder:
             idx = np.where(lost, self.n, idx)
         return idx
 
+    def drop(self, job: dict[str, str], down: np.ndarray) -> None:
+        """No sample of ``job``'s series (``up`` aside) at the scrapes ``down``."""
+        out = []
+        for s in self.series:
+            if s.label("job") == job["job"] and s.name != "up":
+                keep = ~down[np.searchsorted(self.t_ms, s.t_ms)]
+                s = Series(s.labels, frozen_array(s.t_ms[keep], np.int64),
+                           frozen_array(s.values[keep], np.float64), s.exemplars)
+            out.append(s)
+        self.series = out
+
     def finish(self, job: dict[str, str]) -> None:
         """Restarts of ``job``'s process: counters and histograms count from zero in each
         process, and no series has a sample while none answered (nor where a value is NaN:

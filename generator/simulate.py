@@ -171,6 +171,10 @@ class Simulation:
     # the other client's sessions at each scrape (too_many_clients)
     other_sessions: np.ndarray | None = None
     others: Others | None = None
+    faults: tuple[tuple[str, PhasePlan], ...] = ()  # every fault, its realized phases
+
+    def plan_of(self, kind: str) -> PhasePlan | None:
+        return dict(self.faults).get(kind)
 
 
 @dataclass(frozen=True)
@@ -205,8 +209,36 @@ def _lognormal(rng: np.random.Generator, median: np.ndarray | float, sigma: floa
     return median * np.exp(sigma * rng.standard_normal(n))
 
 
-def simulate(knobs: dict[str, float], plan: PhasePlan | None, fault: str, duration_ms: int,
-             step_ms: int, streams: dict[str, np.random.Generator]) -> Simulation:
+class Active:
+    """The faults of one window, each with the phases its seed gave it (the first is the
+    primary one); several compose, each acting on its own part of the service."""
+
+    def __init__(self, faults: tuple[tuple[str, PhasePlan], ...], duration_s: float) -> None:
+        self.faults = faults
+        self.plans = dict(faults)
+        self.duration_s = duration_s
+
+    def __contains__(self, kind: str) -> bool:
+        return kind in self.plans
+
+    @property
+    def primary(self) -> str:
+        return self.faults[0][0] if self.faults else "none"
+
+    def sev(self, kind: str, t_s: np.ndarray) -> np.ndarray:
+        plan = self.plans.get(kind)
+        return severity_curve(plan, np.maximum(t_s, 0.0) / self.duration_s)
+
+    def window(self, kind: str) -> tuple[float, float]:
+        plan = self.plans.get(kind)
+        if plan is None:
+            return (0.0, 0.0)
+        return (plan.onset * self.duration_s, plan.recovery * self.duration_s)
+
+
+def simulate(knobs: dict[str, float], faults: tuple[tuple[str, PhasePlan], ...],
+             duration_ms: int, step_ms: int, streams: dict[str, np.random.Generator],
+             extra_restarts: tuple[Restart, ...] = ()) -> Simulation:
     """Run the model; ``streams`` are independent generators (traffic, latency, pool, ...)."""
     n_steps = duration_ms // step_ms
     step_s, duration_s = step_ms / 1000.0, duration_ms / 1000.0
@@ -218,26 +250,26 @@ def simulate(knobs: dict[str, float], plan: PhasePlan | None, fault: str, durati
     arrival = (step_idx - warm + offset) * step_s
     order = np.lexsort((route, arrival))
     route, arrival = route[order], arrival[order]
-    restarts = _restarts(knobs, plan, fault, route, arrival, duration_s)
+    act = Active(faults, duration_s)
+    plan = faults[0][1] if faults else None
+    restarts = tuple(sorted(_restarts(knobs, act, route, arrival, duration_s)
+                            + extra_restarts, key=lambda r: r.stop_s))
     if restarts:  # while no process listens, a request is refused before it is anything
         down = np.zeros(arrival.shape, bool)
         for r in restarts:
             down |= (arrival >= r.stop_s) & (arrival < r.up_s)
         route, arrival = route[~down], arrival[~down]
     era = np.searchsorted(np.array([r.up_s for r in restarts]), arrival, side="right")
-    sev = severity_curve(plan, np.maximum(arrival, 0.0) / duration_s)
-
-    window = (0.0, 0.0) if plan is None else (plan.onset * duration_s,
-                                               plan.recovery * duration_s)
-    given_back = (plan.recovery if plan is not None else 1.0) * duration_s
-    work = _work(knobs, fault, route, arrival, sev, streams, given_back, era, window)
+    regressed = np.isin(era, [e + 1 for e, r in enumerate(restarts) if r.version == NEW_VERSION])
+    work = _work(knobs, act, route, arrival, streams, regressed)
     capacity = int(knobs["pool_size"] + knobs["max_overflow"])
     sched = schedule(work.demand, int(knobs["worker_threads"]), capacity,
                      knobs["pool_timeout_s"])
     lost = _killed(sched, arrival, restarts)
     refused, others, alive = None, None, None
-    if fault == "too_many_clients" and plan is not None:
-        refused, others, alive = _refused_connections(knobs, work, sched, window,
+    if "too_many_clients" in act:
+        refused, others, alive = _refused_connections(knobs, work, sched,
+                                                      act.window("too_many_clients"),
                                                np.arange(n_steps + 1) * step_s,
                                                streams["faults"])
     # a day-long window holds a million requests: keep only what the signals still read
@@ -253,17 +285,18 @@ def simulate(knobs: dict[str, float], plan: PhasePlan | None, fault: str, durati
                        lost, refused, era)
     mid = (np.arange(n_steps) + 0.5) / n_steps
     return Simulation(traffic, instants, _ro(severity_curve(plan, mid), np.float64), step_ms,
-                      fault, capacity, restarts, others,
-                      _other_clients(fault, window, streams["faults"]))
+                      act.primary, capacity, restarts, others,
+                      _other_clients(act, streams["faults"]), faults)
 
 
-def _other_clients(fault: str, window: tuple[float, float],
-                   rng: np.random.Generator) -> Others | None:
-    onset, end = window
-    if fault == "lock_contention":  # the analyst began minutes before the ALTER queued
-        return Others(lock=(onset - float(rng.uniform(120.0, 900.0)), onset, end))
-    if fault != "noisy_neighbour":
-        return None
+def _other_clients(act: Active, rng: np.random.Generator) -> Others | None:
+    lock = None
+    if "lock_contention" in act:  # the analyst began minutes before the ALTER queued
+        onset, end = act.window("lock_contention")
+        lock = (onset - float(rng.uniform(120.0, 900.0)), onset, end)
+    if "noisy_neighbour" not in act:
+        return None if lock is None else Others(lock=lock)
+    onset, end = act.window("noisy_neighbour")
     starts, ends, session, temp = [], [], [], []
     for sess in range(2):  # two dashboard cards refresh side by side, report after report
         t = onset + float(rng.uniform(0.0, 20.0))
@@ -276,36 +309,47 @@ def _other_clients(fault: str, window: tuple[float, float],
                               * 8192))
             t += took + float(rng.uniform(0.5, 4.0))
     order = np.argsort(starts, kind="stable")
-    return Others(reports=(np.asarray(starts)[order], np.asarray(ends)[order],
-                           np.asarray(session)[order], np.asarray(temp)[order]))
+    return Others(lock=lock, reports=(np.asarray(starts)[order], np.asarray(ends)[order],
+                                      np.asarray(session)[order], np.asarray(temp)[order]))
 
 
 
 INSTANCES = ("payment-service-7d9f8c6b5-x2x9k", "payment-service-5c8b7f9d4-q7m2p",
-             "payment-service-7d9f8c6b5-h4n8w")
+             "payment-service-7d9f8c6b5-h4n8w", "payment-service-6f4d9c8b7-r5t2v")
 
 
-def _restarts(knobs: dict[str, float], plan: PhasePlan | None, fault: str, route: np.ndarray,
+def herring_restarts(herrings: tuple, duration_ms: int,
+                     knobs: dict[str, float]) -> tuple[Restart, ...]:
+    """A red-herring deploy: payment-service restarts on a new version (a new pod) that
+    changes nothing. ``herrings``: (RedHerring, realized start as a fraction) pairs."""
+    out = []
+    for h, at in herrings:
+        if h.kind == "deploy":
+            stop = at * duration_ms / 1000.0
+            out.append(Restart(stop, stop + knobs["restart_s"], False, h.version, INSTANCES[3]))
+    return tuple(out)
+
+
+def _restarts(knobs: dict[str, float], act: Active, route: np.ndarray,
               arrival: np.ndarray, duration_s: float) -> tuple[Restart, ...]:
     """When payment-service restarts in the window: a deploy and its rollback
     (deploy_regression, graceful), or the OOM killer each time the leak reaches the
     container's limit (memory_leak)."""
-    if plan is None:
-        return ()
     down = knobs["restart_s"]
-    if fault == "deploy_regression":
-        stop, back = plan.onset * duration_s, plan.recovery * duration_s
-        return (Restart(stop, stop + down, False, NEW_VERSION, INSTANCES[1]),
-                Restart(back, back + down, False, VERSION, INSTANCES[2]))
-    if fault != "memory_leak" or knobs["leak_kb_per_payment"] <= 0:
-        return ()
+    out: list[Restart] = []
+    if "deploy_regression" in act:
+        stop, back = act.window("deploy_regression")
+        out += [Restart(stop, stop + down, False, NEW_VERSION, INSTANCES[1]),
+                Restart(back, back + down, False, VERSION, INSTANCES[2])]
+    plan = act.plans.get("memory_leak")
+    if plan is None or knobs["leak_kb_per_payment"] <= 0:
+        return tuple(out)
     # the process is killed once the cache of a process's payments fills what the limit
     # leaves above its own footprint
     headroom = knobs["memory_limit_mb"] * 2**20 - BASE_RSS_BYTES - 2e6
     need = int(np.ceil(headroom / (knobs["leak_kb_per_payment"] * 1024.0)))
     posts = arrival[(route == POST_PAYMENT) & (arrival >= plan.onset * duration_s)
                     & (arrival < plan.recovery * duration_s)]
-    out: list[Restart] = []
     start = plan.onset * duration_s
     while True:
         i = int(np.searchsorted(posts, start, side="left")) + need - 1
@@ -396,9 +440,8 @@ def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return route.astype(np.int8), step_idx.astype(np.int64)
 
 
-def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.ndarray,
-          sev: np.ndarray, streams: dict[str, np.random.Generator],
-          given_back_s: float, era: np.ndarray, window: tuple[float, float]) -> Work:
+def _work(knobs: dict[str, float], act: Active, route: np.ndarray, arrival: np.ndarray,
+          streams: dict[str, np.random.Generator], regressed: np.ndarray) -> Work:
     n = route.shape[0]
     lat, gaps = streams["latency"], streams["pool"]
     post, get, health = route == POST_PAYMENT, route == GET_PAYMENT, route == HEALTH
@@ -406,27 +449,31 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
     app = np.where(health, app * 0.08, app)
     pre, post_work = app * 0.55, app * 0.45
 
-    card_s, card_fail = _card_calls(knobs, fault, post, sev, streams["faults"])
+    card_s, card_fail = _card_calls(knobs, act, post, arrival, streams["faults"])
     sel_median = np.full(n, knobs["select_p50_ms"] / 1e3)
-    if fault == "slow_query":  # the index is gone: a sequential scan, from the onset on
+    sev = act.sev("slow_query", arrival)
+    if "slow_query" in act:  # the index is gone: a sequential scan, from the onset on
         peak = knobs["select_peak_ms"] / 1e3
         sel_median = np.where(post, sel_median * (peak / sel_median) ** sev, sel_median)
     # GET by primary key keeps its index, but shares the disk with the scans.
     sel_median = np.where(get, knobs["select_p50_ms"] / 1e3 * 0.7 * (
-        1.0 + 1.5 * sev * (fault == "slow_query")), sel_median)
+        1.0 + 1.5 * sev), sel_median)
     sigma = knobs["query_sigma"]
     select_s = _lognormal(lat, sel_median, sigma, n)
     insert_s = _lognormal(lat, knobs["insert_p50_ms"] / 1e3, sigma, n)
-    if fault == "noisy_neighbour":  # every statement waits on the disk and CPUs the
+    if "noisy_neighbour" in act:  # every statement waits on the disk and CPUs the
         # reports keep busy; the plans stay what they were
-        slower = 1.0 + (knobs["statement_slowdown_peak"] - 1.0) * sev
+        slower = 1.0 + (knobs["statement_slowdown_peak"] - 1.0) * act.sev("noisy_neighbour",
+                                                                         arrival)
         select_s, insert_s = select_s * slower, insert_s * slower
     disk_full = np.zeros(n, bool)
-    if fault == "disk_full":  # from the onset no INSERT can extend the table's file
-        disk_full = post & (arrival >= window[0]) & (arrival < window[1])
+    if "disk_full" in act:  # from the onset no INSERT can extend the table's file
+        full_from, full_until = act.window("disk_full")
+        disk_full = post & (arrival >= full_from) & (arrival < full_until)
         insert_s = np.where(disk_full, _lognormal(streams["faults"], 0.0007, 0.4, n), insert_s)
     extra_s = np.zeros(n)
-    if fault == "connection_hold":
+    if "connection_hold" in act:
+        sev = act.sev("connection_hold", arrival)
         extra_s = np.where(post & (sev > 0), _lognormal(
             streams["faults"], knobs["hold_extra_peak_ms"] / 1e3 * np.maximum(sev, 1e-9),
             0.3, n), 0.0)
@@ -449,7 +496,7 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
     uses_db = ~health & ~card_fail
     writes = post & ~stmt_to
     nplus_count, nplus_total, nplus_gap, nplus_dur = _n_plus_one(
-        knobs, fault, writes & uses_db & (era == 1), sigma, streams["faults"])
+        knobs, act, writes & uses_db & regressed, sigma, streams["faults"])
     hold = (gap_32[0] + select_32 + np.where(writes, gap_32[1] + insert_32 + extra_s
                                              + nplus_total, 0.0) + gap_32[2])
     # connection_leak: after the commit the leaking path reads the receipt (a new
@@ -457,19 +504,22 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
     leaks = np.zeros(n, bool)
     receipt = np.zeros((2, n), np.float32)
     keep_until = np.full(n, -np.inf)  # -inf: the connection goes back when the request lets go
-    if fault == "connection_leak":
+    if "connection_leak" in act:
+        given_back_s = act.window("connection_leak")[1]
         leaks = writes & uses_db & (arrival < given_back_s) & (
-            streams["faults"].random(n) < sev * knobs["leak_ratio_peak"])
+            streams["faults"].random(n) < act.sev("connection_leak", arrival)
+            * knobs["leak_ratio_peak"])
         k = np.flatnonzero(leaks)
         receipt[0, k] = _lognormal(gaps, 0.00035, 0.5, k.size)
         receipt[1, k] = _lognormal(lat, knobs["select_p50_ms"] / 1e3 * 0.7, sigma, k.size)
         hold = hold + receipt[0] + receipt[1]
         keep_until[k] = given_back_s
     error_s = np.where(card_fail | stmt_to, _lognormal(lat, 0.0015, 0.4, n), 0.0)
-    if fault == "disk_full":
+    if "disk_full" in act:
         error_s = error_s + np.where(disk_full, _lognormal(streams["faults"], 0.0015, 0.4, n),
                                      0.0)
-    locked = fault == "lock_contention"
+    locked = "lock_contention" in act
+    lock_from, lock_until = act.window("lock_contention")
     demand = Demand(
         arrival=arrival, on_thread=~health, before_pool=pre_32 + card_32 + card_s_read,
         uses_db=uses_db,
@@ -477,19 +527,19 @@ def _work(knobs: dict[str, float], fault: str, route: np.ndarray, arrival: np.nd
         timeout_jitter=_lognormal(gaps, 0.0012, 0.6, n), keep_until=keep_until,
         # the migration's ACCESS EXCLUSIVE lock on payments, from the onset to its commit
         first_statement=gap_32[0] if locked else None,
-        lock_from=window[0] if locked else float("inf"),
-        lock_until=window[1] if locked else float("-inf"))
+        lock_from=lock_from if locked else float("inf"),
+        lock_until=lock_until if locked else float("-inf"))
     return Work(demand, pre_32, card_32, card_fail, select_32, insert_32, gap_32, stmt_to,
                 writes, extra_s, leaks, receipt, disk_full, nplus_count, nplus_total,
                 nplus_gap, nplus_dur)
 
 
-def _n_plus_one(knobs: dict[str, float], fault: str, regressed: np.ndarray, sigma: float,
+def _n_plus_one(knobs: dict[str, float], act: Active, regressed: np.ndarray, sigma: float,
                 rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """deploy_regression: the new version loads the card's recent payments one by one, a
     SELECT by primary key each (as many as the card has: Poisson around the knob)."""
     n = regressed.shape[0]
-    if fault != "deploy_regression" or knobs["n_plus_one_peak"] <= 0:
+    if "deploy_regression" not in act or knobs["n_plus_one_peak"] <= 0:
         return (np.zeros(n, np.int32), np.zeros(n, np.float32), np.zeros(0, np.float32),
                 np.zeros(0, np.float32))
     count = np.where(regressed, rng.poisson(knobs["n_plus_one_peak"], n), 0).astype(np.int32)
@@ -500,19 +550,21 @@ def _n_plus_one(knobs: dict[str, float], fault: str, regressed: np.ndarray, sigm
     return count, per.astype(np.float32), gap, dur
 
 
-def _card_calls(knobs: dict[str, float], fault: str, post: np.ndarray, sev: np.ndarray,
+def _card_calls(knobs: dict[str, float], act: Active, post: np.ndarray, arrival: np.ndarray,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """POST /payment charges the card over HTTP before touching the database. In
     upstream_errors the processor sheds a share of the calls with a fast 503; in
     upstream_latency it answers ever more slowly."""
     n = post.shape[0]
     median = np.full(n, knobs["card_p50_ms"] / 1e3)
-    if fault == "upstream_latency" and knobs["card_peak_ms"] > 0:  # slower, not failing
-        median = median * (knobs["card_peak_ms"] / knobs["card_p50_ms"]) ** sev
+    if "upstream_latency" in act and knobs["card_peak_ms"] > 0:  # slower, not failing
+        median = median * (knobs["card_peak_ms"] / knobs["card_p50_ms"]) ** act.sev(
+            "upstream_latency", arrival)
     took = _lognormal(rng, median, 0.35, n)
     failed = np.zeros(n, bool)
-    if fault == "upstream_errors":
-        failed = post & (rng.random(n) < sev * knobs["error_ratio_peak"])
+    if "upstream_errors" in act:
+        failed = post & (rng.random(n) < act.sev("upstream_errors", arrival)
+                         * knobs["error_ratio_peak"])
         took = np.where(failed, _lognormal(rng, 0.004, 0.5, n), took)
     return np.where(post, took, 0.0), failed
 

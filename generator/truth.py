@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .model import GroundTruth, Phase
+from .model import FaultTruth, GroundTruth, Phase, RedHerringTruth
 from .scenarios import PhasePlan, Scenario
 from .simulate import (
     ERR_CONNECT,
@@ -295,8 +295,65 @@ def sampling_policy(ratio: float) -> tuple[tuple[str, str], ...]:
             ("slow_ratio", repr(SLOW_KEEP_RATIO)), ("slower_than_s", repr(SLOW_TRACE_S)))
 
 
+HERRING_SIGNS = {
+    "deploy": "a restart onto a new service.version (target_info, process_start_time_seconds, "
+              "a new service.instance.id stream and uvicorn startup records) that changes "
+              "nothing",
+    "scrape_gap": "up{job=\"postgres\"} = 0 and no pg_* samples for a while",
+    "report_run": "one more sequential scan of payments by the reporting job",
+}
+
+
+def _dedupe(pairs: list) -> tuple:
+    seen, out = set(), []
+    for p in pairs:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return tuple(out)
+
+
 def build_truth(scenario: Scenario, plan: PhasePlan | None, duration_ms: int,
-                traffic: Traffic, ids: TraceIds, sample_ratio: float = 1.0) -> GroundTruth:
+                traffic: Traffic, ids: TraceIds, sample_ratio: float = 1.0,
+                faults: tuple = (), herrings: tuple = ()) -> GroundTruth:
+    """``faults``: (kind, realized plan) of every fault, the primary one first;
+    ``herrings``: (RedHerring, realized start as a fraction)."""
+    truth = _single_truth(scenario, plan, duration_ms, traffic, ids, sample_ratio)
+    if len(faults) < 2 and not herrings:
+        return truth
+    listed = []
+    extra = {f.kind: f for f in scenario.also}
+    for i, (kind, p) in enumerate(faults):
+        story = STORIES[kind]
+        if i == 0 and scenario.fault != "none":
+            who = (scenario.root_cause_component, scenario.root_cause_kind,
+                   tuple(sorted(scenario.root_cause_identity.items())))
+        else:
+            f = extra[kind]
+            who = (f.component, f.root_cause_kind, tuple(sorted(f.identity.items())))
+        listed.append(FaultTruth(kind, *who, i == 0 and scenario.fault != "none",
+                                 phases(p, duration_ms), story.summary, story.promql,
+                                 story.logql, story.traceql))
+    red = tuple(RedHerringTruth(h.kind, int(round(at * duration_ms)), int(round(
+        at * duration_ms + (h.length_s if h.kind == "scrape_gap" else 1.2 if h.kind ==
+                            "report_run" else 6.0) * 1000)), HERRING_SIGNS[h.kind])
+        for h, at in herrings)
+    if len(listed) < 2:
+        return replace(truth, faults=tuple(listed), red_herrings=red)
+    others = listed[1:]
+    return replace(
+        truth, summary=truth.summary + " At the same time: " + " ".join(
+            f"{f.component} ({f.kind}): {f.summary}" for f in others),
+        affected_signals=_dedupe(list(truth.affected_signals) + [
+            a for f in others for a in STORIES[f.kind].affected]),
+        promql=_dedupe(list(truth.promql) + [q for f in others for q in f.promql]),
+        logql=_dedupe(list(truth.logql) + [q for f in others for q in f.logql]),
+        traceql=_dedupe(list(truth.traceql) + [q for f in others for q in f.traceql]),
+        faults=tuple(listed), red_herrings=red)
+
+
+def _single_truth(scenario: Scenario, plan: PhasePlan | None, duration_ms: int,
+                  traffic: Traffic, ids: TraceIds, sample_ratio: float) -> GroundTruth:
     ph = phases(plan, duration_ms)
     peak = next((p for p in ph if p.name == "peak"), None)
     examples = _examples(scenario, traffic, ids, peak)

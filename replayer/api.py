@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from generator import Scenario
 from generator import generate as _generate
 from generator.model import GroundTruth, Incident
 
@@ -62,10 +63,14 @@ def _ms(value: str | int | dt.timedelta | None, what: str) -> int | None:
         raise UsageError(f"{what} {value!r} is not a duration like '30m' or '15s'") from None
 
 
-def generate(scenario: str, seed: int = 1, duration: str | int | dt.timedelta | None = None,
+def generate(scenario: str | Path | Scenario, seed: int = 1,
+             duration: str | int | dt.timedelta | None = None,
              step: str | int | dt.timedelta | None = None,
              knobs: Mapping[str, object] | None = None) -> Incident:
-    """The incident ``scenario`` for ``seed`` (durations as '30m', ms, or timedelta)."""
+    """The incident ``scenario`` (a built-in name, a scenario file's path, or a parsed
+    :class:`Scenario`) for ``seed`` (durations as '30m', ms, or timedelta)."""
+    if isinstance(scenario, Path):
+        scenario = str(scenario)
     return _generate(scenario, seed=seed, duration_ms=_ms(duration, "duration"),
                      step_ms=_ms(step, "step"), knobs=knobs)
 
@@ -171,17 +176,21 @@ class LoadReport:
             raise DataLossError("not everything was stored:\n" + "\n".join(lines))
 
 
-def load(source: Incident | str | Path, targets: Targets | None = None, end: object = "now",
+def load(source: Incident | Scenario | str | Path, targets: Targets | None = None,
+         end: object = "now",
          signals: Sequence[str] = SIGNALS, labels: Mapping[str, str] | None = None,
          seed: int = 1, trace_id_salt: str | None = None,
          allow_future_end: bool = False) -> LoadReport:
-    """Load a scenario name, a recording path or an :class:`Incident`, ending at ``end``
+    """Load a scenario name, a scenario file (path or parsed :class:`Scenario`), a recording
+    path or an :class:`Incident`, ending at ``end``
     ('now', an RFC 3339 string or an aware datetime; more than one step after now only
     with ``allow_future_end``). ``labels`` go on every series and log stream;
     ``trace_id_salt`` gives the load its own trace IDs (consistently in spans, exemplars and
     logs). Never raises for rejected data: check :attr:`LoadReport.lost` or call
     :meth:`LoadReport.raise_for_loss`."""
     targets = targets or Targets()
+    if isinstance(source, Scenario):  # a parsed scenario file
+        source = _generate(source, seed=seed)
     if isinstance(end, dt.datetime):
         if end.tzinfo is None:
             raise UsageError("end must be timezone-aware (e.g. datetime.now(timezone.utc))")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from generator import SCENARIOS, ScenarioError, generate
+from generator import SCENARIOS, ScenarioError, generate, get_scenario
 from generator.model import Incident
 
 from .cli_common import duration_ms, iso
@@ -53,6 +53,33 @@ def list_cmd() -> None:
         s = SCENARIOS[name]
         live = f"live_app: {s.live_mode}" if s.live_mode else "generator only"
         click.echo(f"{name:<18} {s.default_duration_s // 60:>3}m  [{live}]  {s.description}")
+
+
+@cli.command("new-scenario")
+@click.argument("name")
+@click.option("--from", "from_", metavar="SCENARIO",
+              help="Start from a built-in scenario (written out in full) instead of the "
+                   "commented template.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="File to write (default NAME.toml); an existing file is not replaced.")
+def new_scenario_cmd(name: str, from_: str | None, output: str | None) -> None:
+    """Write a scenario file to start from: `replayer load NAME.toml` takes it."""
+    from dataclasses import replace
+
+    from generator.specfile import scenario_to_toml, template
+
+    path = Path(output or f"{name}.toml")
+    if path.exists():
+        raise UsageError(f"{path} exists; choose another -o or remove it")
+    if from_:
+        text = scenario_to_toml(replace(SCENARIOS[from_] if from_ in SCENARIOS else
+                                        get_scenario(from_), name=name))
+        template(name)  # the same check of the name
+    else:
+        text = template(name)
+    path.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {path}: edit it, then `replayer inspect {path}` or "
+               f"`replayer load {path}`")
 
 
 _source_options = [
@@ -134,6 +161,14 @@ def inspect_cmd(source: str, seed: int, duration: str | None, step: str | None,
     for p in t["phases"]:
         click.echo(f"  phase {p['name']:<9} {p['start_ms'] / 60000:6.1f} - "
                    f"{p['end_ms'] / 60000:6.1f} min")
+    for f in t.get("faults", []):
+        spans = ", ".join(f"{p['name']} {p['start_ms'] / 60000:.1f}-{p['end_ms'] / 60000:.1f}"
+                          for p in f["phases"] if p["name"] != "baseline")
+        click.echo(f"fault      {'(primary) ' if f['primary'] else ''}{f['component']} / "
+                   f"{f['root_cause_kind']} [{f['kind']}]: {spans} min")
+    for h in t.get("red_herrings", []):
+        click.echo(f"red herring {h['kind']} at {h['start_ms'] / 60000:.1f}-"
+                   f"{h['end_ms'] / 60000:.1f} min (causes nothing): {h['what']}")
     for tid in t["example_trace_ids"]:
         click.echo(f"  example trace {tid}")
     for kind in ("promql", "logql", "traceql"):

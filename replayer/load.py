@@ -101,6 +101,9 @@ def resolve_source(source: str | Incident, seed: int, duration_ms: int | None,
     if isinstance(source, Incident):
         return source
     path = Path(source)
+    if path.suffix == ".toml":  # a scenario file
+        return generate(source, seed=seed, duration_ms=duration_ms, step_ms=step_ms,
+                        knobs=knobs)
     if path.suffix in (".gz", ".jsonl") or path.exists():
         if knobs or duration_ms or step_ms:
             raise UsageError("--set, --duration and --step apply to scenarios, not recordings")

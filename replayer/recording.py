@@ -20,11 +20,13 @@ import numpy as np
 
 from generator.model import (
     Exemplars,
+    FaultTruth,
     GroundTruth,
     Incident,
     LogStream,
     MetricFamily,
     Phase,
+    RedHerringTruth,
     Series,
     SpanEvent,
     SpanTable,
@@ -99,7 +101,32 @@ def truth_to_json(t: GroundTruth) -> dict[str, Any]:
         "logql": [{"what": w, "query": q} for w, q in t.logql],
         "traceql": [{"what": w, "query": q} for w, q in t.traceql],
         "trace_sampling": dict(t.trace_sampling),
+        # only an incident of several faults or with red herrings has these
+        **({"faults": [_fault_json(f) for f in t.faults]} if t.faults else {}),
+        **({"red_herrings": [{"kind": h.kind, "start_ms": h.start_ms, "end_ms": h.end_ms,
+                              "what": h.what} for h in t.red_herrings]}
+           if t.red_herrings else {}),
     }
+
+
+def _fault_json(f: FaultTruth) -> dict[str, Any]:
+    return {"kind": f.kind, "component": f.component, "root_cause_kind": f.root_cause_kind,
+            "identity": dict(f.identity), "primary": f.primary,
+            "phases": [{"name": p.name, "start_ms": p.start_ms, "end_ms": p.end_ms}
+                       for p in f.phases], "summary": f.summary,
+            "promql": [{"what": w, "query": q} for w, q in f.promql],
+            "logql": [{"what": w, "query": q} for w, q in f.logql],
+            "traceql": [{"what": w, "query": q} for w, q in f.traceql]}
+
+
+def _fault_from_json(f: dict[str, Any]) -> FaultTruth:
+    return FaultTruth(
+        kind=f["kind"], component=f["component"], root_cause_kind=f["root_cause_kind"],
+        identity=tuple(sorted(f["identity"].items())), primary=bool(f["primary"]),
+        phases=tuple(Phase(p["name"], p["start_ms"], p["end_ms"]) for p in f["phases"]),
+        summary=f["summary"], promql=tuple((q["what"], q["query"]) for q in f["promql"]),
+        logql=tuple((q["what"], q["query"]) for q in f["logql"]),
+        traceql=tuple((q["what"], q["query"]) for q in f["traceql"]))
 
 
 def series_record(s: Series) -> dict[str, Any]:
@@ -334,6 +361,9 @@ def truth_from_json(t: dict[str, Any]) -> GroundTruth:
         root_cause_identity=tuple(sorted(t["root_cause"].get("identity", {}).items())),
         # files written before the policy was recorded say nothing of it
         trace_sampling=tuple(sorted(t.get("trace_sampling", {"policy": "unknown"}).items())),
+        faults=tuple(_fault_from_json(f) for f in t.get("faults", [])),
+        red_herrings=tuple(RedHerringTruth(h["kind"], h["start_ms"], h["end_ms"], h["what"])
+                           for h in t.get("red_herrings", [])),
     )
 
 
