@@ -124,6 +124,12 @@ class AbsoluteTruth:
     traceql: tuple[tuple[str, str], ...]
     root_cause_identity: tuple[tuple[str, str], ...] = ()  # how the data names the cause
     trace_sampling: tuple[tuple[str, str], ...] = ()  # which requests have a trace
+    # several faults (the primary first), each with its phases in absolute time: (kind,
+    # component, root_cause_kind, primary, phases); empty for a single fault
+    faults: tuple[tuple[str, str, str, bool,
+                        tuple[tuple[str, dt.datetime, dt.datetime], ...]], ...] = ()
+    # what happened and caused nothing: (kind, start, end, how it shows)
+    red_herrings: tuple[tuple[str, dt.datetime, dt.datetime, str], ...] = ()
 
     @staticmethod
     def of(truth: GroundTruth, start_ns: int, labels: Mapping[str, str]) -> AbsoluteTruth:
@@ -141,7 +147,14 @@ class AbsoluteTruth:
             promql=tuple((w, scope_promql(q, labels)) for w, q in truth.promql),
             logql=tuple((w, scope_logql(q, labels)) for w, q in truth.logql),
             traceql=truth.traceql, root_cause_identity=truth.root_cause_identity,
-            trace_sampling=truth.trace_sampling)
+            trace_sampling=truth.trace_sampling,
+            faults=tuple((f.kind, f.component, f.root_cause_kind, f.primary, tuple(
+                (p.name, _at(start_ns + p.start_ms * NS_PER_MS),
+                 _at(start_ns + p.end_ms * NS_PER_MS)) for p in f.phases))
+                for f in truth.faults),
+            red_herrings=tuple((h.kind, _at(start_ns + h.start_ms * NS_PER_MS),
+                                _at(start_ns + h.end_ms * NS_PER_MS), h.what)
+                               for h in truth.red_herrings))
 
 
 @dataclass

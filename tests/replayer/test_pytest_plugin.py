@@ -80,3 +80,33 @@ def test_unreachable_target_is_an_error_with_the_reason(pytester: pytest.Pyteste
                                  "-rs")
     skipped.assert_outcomes(skipped=1)
     skipped.stdout.fnmatch_lines(["*unreachable target*"])
+
+
+def test_fixture_takes_a_scenario_file_or_a_parsed_one(pytester: pytest.Pytester,
+                                                       tmp_path: Path) -> None:
+    """A path to a scenario file, or the Scenario parsed from it, in place of a name."""
+    spec = tmp_path / "calm_deploy.toml"
+    spec.write_text('name = "calm_deploy"\nduration = "10m"\n[[red_herrings]]\n'
+                    'kind = "deploy"\nat = "4m"\n')
+    pytester.makepyfile(test_it=f"""
+        import pytest
+        from generator.specfile import load_scenario_file
+
+        SPEC = {str(spec)!r}
+
+        @pytest.mark.replayer(SPEC, signals=("metrics",))
+        def test_by_path(replayed_incident):
+            r = replayed_incident
+            assert r.incident.scenario == "calm_deploy"
+            assert [h[0] for h in r.truth.red_herrings] == ["deploy"]
+            assert r.window_start < r.truth.red_herrings[0][1] < r.window_end
+            assert r.truth.root_cause_kind == "none"
+
+        @pytest.mark.replayer(load_scenario_file(SPEC), signals=("metrics",))
+        def test_by_spec(replayed_incident):
+            assert replayed_incident.incident.scenario == "calm_deploy"
+    """)
+    with running_prometheus(tmp_path / "p") as url:
+        result = pytester.runpytest("-p", "no:cacheprovider", f"--replayer-prometheus-url={url}",
+                                    "--replayer-signals=metrics")
+    result.assert_outcomes(passed=2)
