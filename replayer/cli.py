@@ -372,3 +372,98 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise UsageError(f"--seeds {text!r}: give seeds as 1-5 or 1,3,7")
+        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return tuple(out)
+
+
+@cli.command("evaluate")
+@click.option("--investigator", required=True, metavar="CMD",
+              help="The investigator's command line; `replayer investigate` is the reference "
+                   "one.")
+@click.option("--scenarios", default=None, metavar="A,B,...",
+              help="Scenario names or files (default: every built-in scenario).")
+@click.option("--seeds", default="1-3", show_default=True, help="e.g. 1-5 or 1,3,7")
+@click.option("--end", default="now", show_default=True,
+              help="Every case's window ends here (RFC 3339, or now rounded down to the "
+                   "minute): the same --end and seeds give the same data.")
+@click.option("--signals", default="metrics,logs,traces", show_default=True)
+@click.option("--prometheus-url", envvar="PROMETHEUS_URL", default="http://localhost:9090",
+              show_default=True)
+@click.option("--loki-url", envvar="LOKI_URL", default="http://localhost:3100",
+              show_default=True)
+@click.option("--tempo-url", default="http://localhost:4317", show_default=True,
+              help="Where traces are loaded (OTLP gRPC).")
+@click.option("--tempo-query-url", default=None,
+              help="Tempo's query API for the investigator (e.g. http://localhost:3200).")
+@click.option("--grafana-url", default=None, help="Passed to the investigator as GRAFANA_URL.")
+@click.option("--tenant", envvar="REPLAYER_TENANT", help="X-Scope-OrgID on every target.")
+@click.option("--time-limit", type=click.FloatRange(min=0.1), default=120.0,
+              show_default=True, help="Seconds an investigator has per case.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--png", type=click.Path(dir_okay=False), help="Also draw scenarios x seeds.")
+def evaluate_cmd(investigator: str, scenarios: str | None, seeds: str, end: str,
+                 signals: str, prometheus_url: str, loki_url: str, tempo_url: str,
+                 tempo_query_url: str | None, grafana_url: str | None, tenant: str | None,
+                 time_limit: float, as_json: bool, png: str | None) -> None:
+    """Score an incident investigator over the library on a live stack: each scenario x
+    seed is loaded under its own run label, the investigator runs with the stack's URLs and
+    the window in its environment and prints its verdict as JSON."""
+    import datetime as dt
+
+    from .api import Targets
+    from .evaluate import evaluate
+
+    when = None
+    if end != "now":
+        try:
+            when = dt.datetime.fromisoformat(end.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"--end {end!r} is not an RFC 3339 time") from None
+        if when.tzinfo is None:
+            raise UsageError("--end needs a time zone, e.g. 2026-11-28T10:00:00Z")
+    names = [s.strip() for s in scenarios.split(",")] if scenarios else None
+    for name in names or []:
+        get_scenario(name)  # an unknown name or a bad file stops here, before any load
+
+    def progress(r) -> None:  # type: ignore[no-untyped-def]
+        mark = "hit " if r.top1 else "miss" if r.status == "ok" else r.status
+        said = f"{r.verdict.component} / {r.verdict.kind}" if r.verdict else r.detail
+        click.echo(f"{r.scenario:<20} seed {r.seed:<3} {mark:<9} {said}", err=True)
+
+    report = evaluate(investigator, names, _seeds(seeds),
+                      Targets(prometheus=prometheus_url, loki=loki_url, tempo=tempo_url,
+                              tenant=tenant), when,
+                      tuple(s.strip() for s in signals.split(",") if s.strip()), time_limit,
+                      tempo_query_url, grafana_url, progress)
+    if png:
+        report.plot(png)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(report.table())
+        v = report.versions
+        click.echo(f"investigator {report.investigator!r}; seeds {list(report.seeds)}; window "
+                   f"ends {report.end.isoformat()}; telemetry-replayer {v['telemetry-replayer']}"
+                   f", generator {v['generator']}")
+    unloaded = [r for r in report.results if r.status == "load_failed"]
+    if unloaded:
+        for r in unloaded:
+            click.echo(f"error: {r.scenario} seed {r.seed} was not loaded: {r.detail}", err=True)
+        raise SystemExit(1)
+
+
+@cli.command("investigate")
+def investigate_cmd() -> None:
+    """The reference investigator (PromQL rules; run it under `replayer evaluate`)."""
+    from .investigate import main
+
+    raise SystemExit(main())
