@@ -43,7 +43,8 @@ EXCLUSIVE_LOCKS = 'pg_locks_count{datname="payments", mode="accessexclusivelock"
 OLDEST_BY_APP = ('max by (application_name, state) (pg_stat_activity_max_tx_duration{'
                  'datname="payments"})')
 SESSIONS_BY_APP = ('sum by (application_name) (pg_stat_activity_count{datname="payments"})')
-BACKENDS = 'sum(pg_stat_database_numbackends) / max(pg_settings_max_connections)'
+BACKENDS = ('sum(pg_stat_database_numbackends{job="postgres"}) / '
+            'max(pg_settings_max_connections{job="postgres"})')
 READS = 'rate(pg_stat_database_blks_read{datname="payments"}[5m])'
 TEMP_BYTES = 'rate(pg_stat_database_temp_bytes{datname="payments"}[5m])'
 HIT_RATIO = ('rate(pg_stat_database_blks_hit{datname="payments"}[5m]) / (rate(pg_stat_database_'

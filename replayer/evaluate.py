@@ -99,7 +99,8 @@ class EvaluationReport:
         }
 
     def table(self) -> str:
-        head = (f"{'scenario':<20} {'top-1':>7} {'top-3':>7} {'component':>10} "
+        width = max([20] + [len(s) + 1 for s in self.scenarios])
+        head = (f"{'scenario':<{width}} {'top-1':>7} {'top-3':>7} {'component':>10} "
                 f"{'onset err':>10} {'herrings':>9} {'failed':>7}")
         lines = [head, "-" * len(head)]
         for name in self.scenarios + ("all",):
@@ -108,7 +109,7 @@ class EvaluationReport:
             onset = s["onset_error_s_median"]
             if name == "all":
                 lines.append("-" * len(head))
-            lines.append(f"{name:<20} {s['top1']:>3}/{n:<3} {s['top3']:>3}/{n:<3} "
+            lines.append(f"{name:<{width}} {s['top1']:>3}/{n:<3} {s['top3']:>3}/{n:<3} "
                          f"{s['component']:>6}/{n:<3} "
                          f"{'-' if onset is None else f'{onset:.0f} s':>10} "
                          f"{s['red_herrings_blamed']:>9} {s['failed']:>7}")
@@ -147,8 +148,7 @@ class EvaluationReport:
         overall = self.score()
         ax.set_title(f"top-1 {overall['top1']}/{overall['cases']}  "
                      "(green hit, red miss, grey failed)", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
 
 

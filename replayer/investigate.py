@@ -47,6 +47,9 @@ def window_from_env(env: dict[str, str]) -> Window:
 
 
 class Prom:
+    """Range queries over the window, each scoped to the run's labels (every selector is
+    written with braces, so the scoping reaches it)."""
+
     def __init__(self, w: Window) -> None:
         self.w = w
         self.asked: list[str] = []
@@ -137,7 +140,8 @@ def rules() -> list[Callable[[Prom], Finding | None]]:
         name = metric.get("application_name", "")
         if name in USUAL_CLIENTS:
             return None
-        _, share = p.one("sum(pg_stat_database_numbackends) / max(pg_settings_max_connections)")
+        _, share = p.one("sum(pg_stat_database_numbackends{job=\"postgres\"}) / "
+                          "max(pg_settings_max_connections{job=\"postgres\"})")
         if share.size and share.max() > 0.9:
             return Finding(name, "connection_slots_exhausted", onset,
                            f"{name} holds nearly every connection slot")
@@ -185,11 +189,11 @@ def rules() -> list[Callable[[Prom], Finding | None]]:
             return Finding(errors[1].get("server_address", "upstream"), "upstream_errors",
                            errors[0], "an upstream answers 5xx")
         at = _rises(p, 'histogram_quantile(0.99, sum by (le) (rate(http_client_request_'
-                       'duration_seconds_bucket[1m])))', 5.0, 0.01)
+                       'duration_seconds_bucket{}[1m])))', 5.0, 0.01)
         if at is None:
             return None
         names = [m.get("server_address", "upstream") for m, _, _ in p.series(
-            "sum by (server_address) (rate(http_client_request_duration_seconds_count[1m]))")]
+            "sum by (server_address) (rate(http_client_request_duration_seconds_count{}[1m]))")]
         return Finding(names[0] if names else "upstream", "upstream_latency", at,
                        "an upstream answers slowly")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -45,6 +46,14 @@ def test_reference_and_constant_investigators_over_the_library(tmp_path: Path) -
         # README quotes); a drop below this is a regression of the rules or of the data
         assert ref["overall"]["top1"] >= 30, json.dumps(ref["by_scenario"], indent=1)
         assert (tmp_path / "score.png").stat().st_size > 5000
+        # the cases share one Prometheus: every selector the reference asked was scoped to
+        # its own case (an unscoped one would read the other cases' data)
+        for case in ref["cases"]:
+            for q in case["verdict"]["evidence"]:
+                outside = re.sub(r"\{[^}]*\}|by \([^)]*\)", "", q)
+                assert not re.search(r"\b(pg|http|process|db|target)_[a-z_]+(?![a-z_{])",
+                                     re.sub(r"\{[^}]*\}", "", outside)), q
+                assert q.count("{") == q.count('replayer_run="eval-'), q
 
         r = CliRunner().invoke(cli, [*base[:-5], "--seeds", "1", "--end", end, "--json",
                                      "--investigator", _constant("postgres", "missing_index")])
