@@ -383,6 +383,7 @@ _register(
         # milliseconds and everything behind it goes: steps, a few minutes apart
         phases=PhasePlan(onset=0.33, peak=0.34, recovery=0.42, recovered=0.43,
                          onset_jump=1.0, onset_range=(0.22, 0.45), stretch=0.3),
+        live_mode="lock_contention",
     )
 )
 _register(
@@ -403,6 +404,7 @@ _register(
         phases=PhasePlan(onset=0.3, peak=0.31, recovery=0.7, recovered=0.71,
                          onset_jump=1.0, onset_range=(0.18, 0.38), stretch=0.2),
         knobs={"pool_recycle_s": 300.0},
+        live_mode="too_many_clients",
     )
 )
 _register(

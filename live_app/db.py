@@ -48,9 +48,12 @@ def make_engine(settings: Settings) -> Engine:
     url = settings.database_url
     kwargs: dict[str, object] = {"poolclass": QueuePool, "pool_size": settings.pool_size,
                                  "max_overflow": settings.max_overflow,
-                                 "pool_timeout": settings.pool_timeout_s}
+                                 "pool_timeout": settings.pool_timeout_s,
+                                 "pool_recycle": settings.pool_recycle_s}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    elif url.startswith("postgresql"):  # how pg_stat_activity names the service's sessions
+        kwargs["connect_args"] = {"application_name": "payment-service"}
     return create_engine(url, **kwargs)
 
 

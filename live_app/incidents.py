@@ -5,14 +5,120 @@ from __future__ import annotations
 import threading
 import time
 
-from sqlalchemy import Engine, text
+import sqlalchemy.exc
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
 
 from .db import drop_lookup_index, restore_lookup_index
-from .settings import MODES, SettingsError
+from .settings import MODES, POSTGRES_MODES, SettingsError
 
 # the receipt lookup of the leaking code path (it opens a transaction and never ends it)
 LEAK_SQL = "SELECT payments.id, payments.status FROM payments WHERE payments.id = :id"
+# lock_contention: what the analyst read, and the migration that queues behind it (the
+# generator prints the same texts: a unit test keeps them equal)
+HOLDER_SQL = "SELECT count(*) FROM payments WHERE created_at > now() - interval '7 days'"
+MIGRATION_SQL = "ALTER TABLE payments ADD COLUMN refund_reason text"
+SLOTS_LIMIT = 2000  # too_many_clients: connections the batch job tries at most
+
+
+def _client(engine: Engine, application_name: str) -> Engine:
+    """An engine for another client of the same database, under its own name."""
+    return create_engine(engine.url, poolclass=NullPool,
+                         connect_args={"application_name": application_name})
+
+
+class LockQueue:
+    """lock_contention, for real: an analyst's psql session reads payments in a
+    transaction and stays idle in it; a migration (alembic, no lock_timeout) then asks for
+    an ACCESS EXCLUSIVE lock and waits behind it, and every statement on payments queues
+    behind the migration. Ending it ends the analyst's transaction: the ALTER gets its lock,
+    and is rolled back (the schema stays as it was)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.analyst = _client(engine, "psql").connect()
+        self.analyst.execute(text(HOLDER_SQL))  # the transaction stays open, idle
+        self._migration = _client(engine, "alembic")
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._migrate, name="alembic", daemon=True)
+        self._thread.start()
+        self._wait_until_queued(engine)
+
+    def _migrate(self) -> None:
+        try:
+            with self._migration.connect() as conn:
+                conn.execute(text("SET lock_timeout = 0"))
+                conn.execute(text(MIGRATION_SQL))
+                conn.rollback()
+        except sqlalchemy.exc.SQLAlchemyError as exc:  # kept: end() reports it
+            self.error = exc
+
+    def _wait_until_queued(self, engine: Engine, limit_s: float = 10.0) -> None:
+        deadline = time.monotonic() + limit_s
+        with _client(engine, "payment-service-incident").connect() as conn:
+            while time.monotonic() < deadline:
+                waiting = conn.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'alembic' "
+                    "AND wait_event_type = 'Lock'")).scalar_one()
+                if waiting:
+                    return
+                time.sleep(0.05)
+        self.end()
+        raise SettingsError("lock_contention: the migration did not queue for its lock "
+                            f"within {limit_s:g} s; is another session holding payments?")
+
+    def end(self) -> None:
+        self.analyst.rollback()
+        self.analyst.close()
+        self._thread.join(timeout=60)
+        self._migration.dispose()
+
+
+class SlotHog:
+    """too_many_clients, for real: a batch job's pool opens connections until PostgreSQL
+    refuses one, keeps them, and its waiting workers take every slot that frees up (they
+    retry every few milliseconds). payment-service can open no new connection: one it
+    needs beyond those it holds is refused (and one pool_recycle replaces is refused too,
+    when the job's workers take the freed slot first). Ending it closes them all."""
+
+    def __init__(self, engine: Engine, retry_s: float = 0.005) -> None:
+        self._engine = _client(engine, "batch-export")
+        self.connections: list[Connection] = []
+        self.refused = ""
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        while len(self.connections) < SLOTS_LIMIT and self._grab():
+            pass
+        self._thread = threading.Thread(target=self._keep_taking, args=(retry_s,),
+                                        name="batch-export", daemon=True)
+        self._thread.start()
+
+    def _grab(self) -> bool:
+        try:
+            conn = self._engine.connect()
+        except sqlalchemy.exc.OperationalError as exc:  # the server is full: the point
+            self.refused = str(exc.orig)
+            return False
+        with self._lock:
+            if self._stop.is_set():
+                conn.close()
+                return False
+            self.connections.append(conn)
+        return True
+
+    def _keep_taking(self, retry_s: float) -> None:
+        while not self._stop.wait(retry_s):
+            if len(self.connections) < SLOTS_LIMIT:
+                self._grab()
+
+    def end(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        with self._lock:
+            held, self.connections = self.connections, []
+        for conn in held:
+            conn.close()
+        self._engine.dispose()
 
 
 class IncidentState:
@@ -28,12 +134,16 @@ class IncidentState:
         self.mode = "normal"
         self.since: float | None = time.time()
         self._leaked: list[Connection] = []
+        self._fault: LockQueue | SlotHog | None = None
         self.set(mode)
 
     def set(self, mode: str) -> str:
         if mode not in MODES:
             raise SettingsError(f"unknown incident mode {mode!r}; valid modes: "
                                 f"{', '.join(MODES)}")
+        if mode in POSTGRES_MODES and self.engine.dialect.name != "postgresql":
+            raise SettingsError(f"{mode} is PostgreSQL's own fault: run live_app with a "
+                                "postgresql DATABASE_URL")
         with self.lock:
             before, self.mode = self.mode, mode
             if mode != before:
@@ -44,6 +154,18 @@ class IncidentState:
         for conn in released:  # first: a leaked transaction would block DROP INDEX
             conn.rollback()
             conn.close()
+        if mode != before and self._fault is not None:
+            self._fault.end()
+            self._fault = None
+        try:
+            if mode == "lock_contention" and before != mode:
+                self._fault = LockQueue(self.engine)
+            elif mode == "too_many_clients" and before != mode:
+                self._fault = SlotHog(self.engine)
+        except (SettingsError, sqlalchemy.exc.SQLAlchemyError):
+            with self.lock:  # the fault is not in place: the mode stays what it was
+                self.mode, self.since = before, time.time()
+            raise
         # slow_query is a migration that dropped the lookup index; leaving it restores it
         if mode == "slow_query" and before != "slow_query":
             drop_lookup_index(self.engine)

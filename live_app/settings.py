@@ -6,7 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-MODES = ("normal", "slow_query", "pool_exhaustion", "connection_leak", "error_spike")
+MODES = ("normal", "slow_query", "pool_exhaustion", "connection_leak", "error_spike",
+         "lock_contention", "too_many_clients")
+# modes that need PostgreSQL: the fault is PostgreSQL's own (its locks, its slots)
+POSTGRES_MODES = ("lock_contention", "too_many_clients")
 DEFAULT_RESOURCE = ("service.name=payment-service,service.namespace=shop,service.version=1.4.2,"
                     "deployment.environment=demo")
 
@@ -29,6 +32,9 @@ class Settings:
     error_ratio: float = 0.3  # share of POST /payment failing in error_spike mode
     hold_s: float = 2.5  # pool_exhaustion: the slow call inside each payment's transaction
     leak_ratio: float = 0.05  # connection_leak: share of payments that leak a connection
+    # SQLAlchemy's pool_recycle: a pooled connection older than this is replaced at its
+    # next checkout (-1: never, SQLAlchemy's default); too_many_clients bites through it
+    pool_recycle_s: float = -1.0
     otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT; None: export nothing
     otlp_protocol: str = "grpc"
     # per-signal overrides (OTEL_EXPORTER_OTLP_{TRACES,LOGS}_{ENDPOINT,PROTOCOL}): traces to
@@ -92,6 +98,7 @@ class Settings:
             error_ratio=num("ERROR_SPIKE_RATIO", 0.3),
             hold_s=num("POOL_HOLD_SECONDS", 2.5),
             leak_ratio=num("LEAK_RATIO", 0.05),
+            pool_recycle_s=num("POOL_RECYCLE_SECONDS", -1.0),
             otlp_endpoint=e.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             otlp_protocol=e.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             otlp_traces_endpoint=e.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or None,

@@ -115,3 +115,80 @@ def _idle_in_transaction(url: str) -> int:
                 "AND datname = current_database()")).scalar_one())
     finally:
         engine.dispose()
+
+
+def _activity(url: str, where: str) -> int:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sqlalchemy.text(
+                f"SELECT count(*) FROM pg_stat_activity WHERE {where}")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_lock_contention_queues_payments_behind_a_real_migration(client: TestClient,
+                                                                 database_url: str) -> None:
+    import concurrent.futures
+
+    assert client.post("/payment", json={"amount": 1}).status_code == 200
+    r = client.post("/incident", json={"mode": "lock_contention"})
+    assert r.status_code == 200 and client.get("/incident").json()["since"] is not None
+    assert _activity(database_url, "application_name = 'psql' AND state = "
+                                   "'idle in transaction'") == 1
+    assert _activity(database_url, "application_name = 'alembic' AND wait_event_type = "
+                                   "'Lock'") == 1
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(client.post, "/payment", json={"amount": 2})
+        # the payment waits in the database, behind the migration, holding its connection
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _activity(
+                database_url, "application_name = 'payment-service' AND wait_event_type = "
+                              "'Lock'"):
+            time.sleep(0.05)
+        assert not pending.done()
+        assert _activity(database_url, "application_name = 'payment-service' AND "
+                                       "wait_event_type = 'Lock'") == 1
+        assert client.get("/health").status_code == 200  # operational endpoints answer
+        client.post("/incident", json={"mode": "normal"})
+        assert pending.result(timeout=30).status_code == 200
+    assert _activity(database_url, "application_name IN ('psql', 'alembic')") == 0
+    engine = create_engine(database_url)
+    with engine.connect() as conn:  # the migration was rolled back
+        cols = conn.execute(text("SELECT column_name FROM information_schema.columns WHERE "
+                                 "table_name = 'payments'")).scalars().all()
+    engine.dispose()
+    assert "refund_reason" not in cols
+
+
+def test_too_many_clients_refuses_the_service_new_connections(database_url: str,
+                                                             caplog: pytest.LogCaptureFixture,
+                                                             ) -> None:
+    settings = Settings(database_url=database_url, pool_size=2, max_overflow=1,
+                        pool_timeout_s=0.5)
+    with TestClient(create_app(settings), raise_server_exceptions=False,
+                    client=("127.0.0.1", 50000)) as c:
+        assert c.post("/payment", json={"amount": 1}).status_code == 200  # one connection open
+        assert c.post("/incident", json={"mode": "too_many_clients"}).status_code == 200
+        engine = c.app.state.engine  # type: ignore[attr-defined]
+        with engine.connect() as own:  # the service's one open connection is busy: the next
+            # request needs a new one, and PostgreSQL has no slot left (the test asks on it:
+            # a connection of its own would be refused too)
+            hogged = own.execute(text("SELECT count(*) FROM pg_stat_activity WHERE "
+                                      "application_name = 'batch-export'")).scalar_one()
+            assert hogged > 10
+            r = c.post("/payment", json={"amount": 1})
+            assert r.status_code == 500
+            assert c.get("/payments/1").status_code == 500
+        errors = [rec.getMessage() for rec in caplog.records if rec.levelname == "ERROR"]
+        assert any("sqlalchemy.exc.OperationalError: (psycopg.OperationalError) connection "
+                   "failed" in m and ("remaining connection slots are reserved" in m
+                                      or "too many clients already" in m) for m in errors)
+        assert c.get("/metrics").status_code == 200 and c.get("/health").status_code == 200
+        assert c.post("/payment", json={"amount": 1}).status_code == 200  # the one it holds
+        c.post("/incident", json={"mode": "normal"})
+        with engine.connect():
+            assert c.post("/payment", json={"amount": 1}).status_code == 200
+    assert _activity(database_url, "application_name = 'batch-export'") == 0

@@ -181,3 +181,17 @@ def test_per_signal_otlp_endpoints() -> None:
     assert shared.exporter("logs") == ("http://c:4318", "http/protobuf", False)
     with pytest.raises(SettingsError, match="TRACES_PROTOCOL"):
         Settings.from_env({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "carrier-pigeon"})
+
+
+def test_postgres_faults_are_refused_on_sqlite_and_match_the_generators_texts(
+        settings: Settings) -> None:
+    from generator import texts
+    from live_app import incidents
+
+    assert (incidents.HOLDER_SQL, incidents.MIGRATION_SQL) == (texts.HOLDER_SQL,
+                                                               texts.MIGRATION_SQL)
+    with client_for(settings) as c:
+        for mode in ("lock_contention", "too_many_clients"):
+            r = c.post("/incident", json={"mode": mode})
+            assert r.status_code == 422 and "postgresql DATABASE_URL" in r.json()["detail"]
+        assert c.get("/incident").json()["mode"] == "normal"
