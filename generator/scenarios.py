@@ -424,6 +424,7 @@ _register(
         phases=PhasePlan(onset=0.3, peak=0.33, recovery=0.66, recovered=0.68,
                          onset_jump=0.6, onset_range=(0.2, 0.42), stretch=0.25),
         knobs={"statement_slowdown_peak": 7.0},
+        live_mode="noisy_neighbour",
     )
 )
 _register(

@@ -20,6 +20,12 @@ LEAK_SQL = "SELECT payments.id, payments.status FROM payments WHERE payments.id 
 HOLDER_SQL = "SELECT count(*) FROM payments WHERE created_at > now() - interval '7 days'"
 MIGRATION_SQL = "ALTER TABLE payments ADD COLUMN refund_reason text"
 SLOTS_LIMIT = 2000  # too_many_clients: connections the batch job tries at most
+# noisy_neighbour: the finance dashboard's report over ledger_entries (the generator prints
+# the same text)
+REPORT_SQL = ("SELECT date_trunc('day', ledger_entries.booked_at) AS day, "
+              "ledger_entries.account_id, sum(ledger_entries.amount) AS total FROM "
+              "ledger_entries GROUP BY 1, 2 ORDER BY total DESC")
+LEDGER_ROWS = 400_000  # rows ledger_entries holds: enough that the report spills to disk
 
 
 def _client(engine: Engine, application_name: str) -> Engine:
@@ -72,6 +78,56 @@ class LockQueue:
         self.analyst.close()
         self._thread.join(timeout=60)
         self._migration.dispose()
+
+
+class Reports:
+    """noisy_neighbour, for real: a finance dashboard (application_name metabase) runs its
+    report over ledger_entries on two sessions, back to back, with a small work_mem so
+    its sorts spill to temp files; payment-service shares the disk and the CPUs with it.
+    Ending it cancels the running reports."""
+
+    def __init__(self, engine: Engine, sessions: int = 2) -> None:
+        self._engine = _client(engine, "metabase")
+        self._stop = threading.Event()
+        self.runs = 0
+        self.error: BaseException | None = None
+        with self._engine.begin() as conn:
+            conn.execute(text("CREATE TABLE IF NOT EXISTS ledger_entries (id bigserial "
+                              "PRIMARY KEY, booked_at timestamptz NOT NULL, account_id int "
+                              "NOT NULL, amount numeric(12, 2) NOT NULL)"))
+            have = conn.execute(text("SELECT count(*) FROM ledger_entries")).scalar_one()
+            if have < LEDGER_ROWS:
+                conn.execute(text(
+                    "INSERT INTO ledger_entries (booked_at, account_id, amount) SELECT "
+                    "now() - g * interval '37 seconds', g % 5003, (g % 9973) / 100.0 FROM "
+                    "generate_series(1, :n) AS g"), {"n": LEDGER_ROWS - have})
+        self._threads = [threading.Thread(target=self._run, name=f"metabase-{k}", daemon=True)
+                         for k in range(sessions)]
+        for th in self._threads:
+            th.start()
+
+    def _run(self) -> None:
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(text("SET work_mem = '64kB'"))
+                while not self._stop.is_set():
+                    try:
+                        conn.execute(text(REPORT_SQL)).fetchall()
+                        self.runs += 1
+                    except sqlalchemy.exc.OperationalError:  # cancelled by end()
+                        conn.rollback()
+                    conn.commit()
+        except sqlalchemy.exc.SQLAlchemyError as exc:  # kept for a test to read
+            self.error = exc
+
+    def end(self) -> None:
+        self._stop.set()
+        with self._engine.connect() as conn:
+            conn.execute(text("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE "
+                              "application_name = 'metabase' AND pid <> pg_backend_pid()"))
+        for th in self._threads:
+            th.join(timeout=30)
+        self._engine.dispose()
 
 
 class SlotHog:
@@ -134,7 +190,7 @@ class IncidentState:
         self.mode = "normal"
         self.since: float | None = time.time()
         self._leaked: list[Connection] = []
-        self._fault: LockQueue | SlotHog | None = None
+        self._fault: LockQueue | SlotHog | Reports | None = None
         self.set(mode)
 
     def set(self, mode: str) -> str:
@@ -162,6 +218,8 @@ class IncidentState:
                 self._fault = LockQueue(self.engine)
             elif mode == "too_many_clients" and before != mode:
                 self._fault = SlotHog(self.engine)
+            elif mode == "noisy_neighbour" and before != mode:
+                self._fault = Reports(self.engine)
         except (SettingsError, sqlalchemy.exc.SQLAlchemyError):
             with self.lock:  # the fault is not in place: the mode stays what it was
                 self.mode, self.since = before, time.time()

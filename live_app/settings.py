@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 MODES = ("normal", "slow_query", "pool_exhaustion", "connection_leak", "error_spike",
-         "lock_contention", "too_many_clients")
-# modes that need PostgreSQL: the fault is PostgreSQL's own (its locks, its slots)
-POSTGRES_MODES = ("lock_contention", "too_many_clients")
+         "lock_contention", "too_many_clients", "noisy_neighbour")
+# modes that need PostgreSQL: the fault is PostgreSQL's own (its locks, its slots, its
+# disk and CPUs shared with another client)
+POSTGRES_MODES = ("lock_contention", "too_many_clients", "noisy_neighbour")
 DEFAULT_RESOURCE = ("service.name=payment-service,service.namespace=shop,service.version=1.4.2,"
                     "deployment.environment=demo")
 

@@ -192,3 +192,35 @@ def test_too_many_clients_refuses_the_service_new_connections(database_url: str,
         with engine.connect():
             assert c.post("/payment", json={"amount": 1}).status_code == 200
     assert _activity(database_url, "application_name = 'batch-export'") == 0
+
+
+def test_noisy_neighbour_runs_real_reports_that_spill_to_disk(client: TestClient,
+                                                            database_url: str) -> None:
+    def temp_files() -> int:
+        return _activity(database_url, "false") + int(_scalar(
+            database_url, "SELECT temp_files FROM pg_stat_database WHERE datname = "
+                          "current_database()"))
+
+    before = temp_files()
+    assert client.post("/incident", json={"mode": "noisy_neighbour"}).status_code == 200
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and temp_files() <= before:
+        time.sleep(0.2)
+    assert temp_files() > before  # the reports' sorts spilled, as PostgreSQL counts them
+    # two sessions (their parallel workers carry the name too, as backend_type says)
+    assert _activity(database_url, "application_name = 'metabase' AND backend_type = "
+                                   "'client backend'") == 2
+    assert client.post("/payment", json={"amount": 1}).status_code == 200  # slower, not failing
+    client.post("/incident", json={"mode": "normal"})
+    assert _activity(database_url, "application_name = 'metabase'") == 0
+
+
+def _scalar(url: str, sql: str) -> object:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sqlalchemy.text(sql)).scalar_one()
+    finally:
+        engine.dispose()

@@ -188,10 +188,10 @@ def test_postgres_faults_are_refused_on_sqlite_and_match_the_generators_texts(
     from generator import texts
     from live_app import incidents
 
-    assert (incidents.HOLDER_SQL, incidents.MIGRATION_SQL) == (texts.HOLDER_SQL,
-                                                               texts.MIGRATION_SQL)
+    assert (incidents.HOLDER_SQL, incidents.MIGRATION_SQL, incidents.REPORT_SQL) == (
+        texts.HOLDER_SQL, texts.MIGRATION_SQL, texts.REPORT_SQL)
     with client_for(settings) as c:
-        for mode in ("lock_contention", "too_many_clients"):
+        for mode in ("lock_contention", "too_many_clients", "noisy_neighbour"):
             r = c.post("/incident", json={"mode": mode})
             assert r.status_code == 422 and "postgresql DATABASE_URL" in r.json()["detail"]
         assert c.get("/incident").json()["mode"] == "normal"
