@@ -148,15 +148,46 @@ def _status_message(body: bytes) -> str:
     return ""
 
 
+# gRPC servers refuse a message over 4 MiB unless configured otherwise (Tempo's and the
+# Collector's OTLP receivers among them): a request stays under this, whatever its spans
+# carry (an error span's exception event holds a whole stack trace)
+MAX_REQUEST_BYTES = 3_500_000
+
+
 def push_traces(exporter: GrpcTraces | HttpTraces, tables: Sequence[SpanTable],
                 report: SignalReport, max_spans: int = 2000,
-                progress: Callable[[SignalReport], None] | None = None) -> None:
+                progress: Callable[[SignalReport], None] | None = None,
+                max_bytes: int = MAX_REQUEST_BYTES) -> None:
     encoder = TraceEncoder(tables)
     report.sent += sum(len(t) for t in tables)
-    for batches, body in one_ahead(plan_batches(tables, max_spans), encoder.request):
-        _send(exporter, body, batches, report)
-        if progress:
-            progress(report)
+
+    def encode(batches: list[SpanBatch]) -> list[tuple[list[SpanBatch], bytes]]:
+        return within(encoder, batches, max_bytes)
+
+    for _, pieces in one_ahead(plan_batches(tables, max_spans), encode):
+        for batches, body in pieces:
+            _send(exporter, body, batches, report)
+            if progress:
+                progress(report)
+
+
+def within(encoder: TraceEncoder, batches: list[SpanBatch],
+           max_bytes: int) -> list[tuple[list[SpanBatch], bytes]]:
+    """``batches`` as requests of at most ``max_bytes`` each: a request over it is cut in
+    two by spans, again until each fits (a single span over it goes alone)."""
+    body = encoder.request(batches)
+    total = sum(b.spans for b in batches)
+    if len(body) <= max_bytes or total <= 1:
+        return [(batches, body)]
+    half, first, second = total // 2, [], []
+    for b in batches:
+        take = min(b.spans, max(half, 0))
+        if take:
+            first.append(SpanBatch(b.table, b.lo, b.lo + take))
+        if take < b.spans:
+            second.append(SpanBatch(b.table, b.lo + take, b.hi))
+        half -= take
+    return within(encoder, first, max_bytes) + within(encoder, second, max_bytes)
 
 
 def _send(exporter: GrpcTraces | HttpTraces, body: bytes, batches: list[SpanBatch],

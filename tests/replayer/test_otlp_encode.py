@@ -69,3 +69,24 @@ def test_batches_cover_every_span_once() -> None:
         covered = sorted((b.lo, b.hi) for b in batches if b.table == ti)
         assert covered[0][0] == 0 and covered[-1][1] == len(t)
         assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))
+
+
+def test_a_request_never_outgrows_a_grpc_message() -> None:
+    """too_many_clients' error spans each carry a stack trace: 2000 of them are over the
+    4 MiB a gRPC server takes by default (Tempo refused them: 'received message larger than
+    max'). Requests are cut until each fits, and every span is still sent once."""
+    from replayer.otlp.encode import TraceEncoder, plan_batches
+    from replayer.otlp.push import MAX_REQUEST_BYTES, within
+
+    tables = cached_incident("too_many_clients").span_tables
+    enc = TraceEncoder(tables)
+    sizes, spans, cut = [], 0, 0
+    for batches in plan_batches(tables, 2000):
+        whole = len(enc.request(batches))
+        pieces = within(enc, batches, MAX_REQUEST_BYTES)
+        cut += len(pieces) > 1 and whole > MAX_REQUEST_BYTES
+        sizes += [len(body) for _, body in pieces]
+        spans += sum(b.spans for bs, _ in pieces for b in bs)
+    assert cut >= 1  # the incident does hold requests that needed cutting
+    assert max(sizes) <= MAX_REQUEST_BYTES
+    assert spans == sum(len(t) for t in tables)
