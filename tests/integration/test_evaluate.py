@@ -50,10 +50,13 @@ def test_reference_and_constant_investigators_over_the_library(tmp_path: Path) -
         # its own case (an unscoped one would read the other cases' data)
         for case in ref["cases"]:
             for q in case["verdict"]["evidence"]:
-                outside = re.sub(r"\{[^}]*\}|by \([^)]*\)", "", q)
+                # label names (inside braces and by (...)) are not selectors
+                outside = re.sub(r"by \([^)]*\)", "",
+                                 re.sub(r'\{(?:[^}"]|"[^"]*")*\}', "{}", q))
                 assert not re.search(r"\b(pg|http|process|db|target)_[a-z_]+(?![a-z_{])",
-                                     re.sub(r"\{[^}]*\}", "", outside)), q
-                assert q.count("{") == q.count('replayer_run="eval-'), q
+                                     outside), q
+                unquoted = re.sub(r'"[^"]*"', '""', q)
+                assert unquoted.count("{") == q.count('replayer_run="eval-'), q
 
         r = CliRunner().invoke(cli, [*base[:-5], "--seeds", "1", "--end", end, "--json",
                                      "--investigator", _constant("postgres", "missing_index")])
