@@ -245,12 +245,11 @@ def _other_sessions(b: SeriesBuilder, sim: Simulation) -> None:
     if o is not None and o.reports is not None:
         start, end, _, _ = o.reports
         running = covering(start, end, t_s).astype(np.float64)
-        first = np.searchsorted(start, t_s, side="right") - 1
         # the oldest report still running: the earliest start whose end is still ahead
         age = np.zeros(b.n)
         for k, tk in enumerate(t_s.tolist()):
             live = (start <= tk) & (end > tk)
-            if live.any() and first[k] >= 0:
+            if live.any():
                 age[k] = tk - float(start[live].min())
         sessions.append(({**DASHBOARD_SESSION, "state": "active"}, running, age))
     for lab, count, age in sessions:
