@@ -168,14 +168,14 @@ _CONNECT = (
     '    raise last_ex.with_traceback(None)\n'
 )
 _ACQUIRE = {
-    POST_PAYMENT: (f'  File "{APP_FILE}", line 126, in create_payment\n'
+    POST_PAYMENT: (f'  File "{APP_FILE}", line 132, in create_payment\n'
                    "    with acquire(engine, tel.pool, incident.holds) as conn:\n"),
-    GET_PAYMENT: (f'  File "{APP_FILE}", line 147, in read_payment\n'
+    GET_PAYMENT: (f'  File "{APP_FILE}", line 153, in read_payment\n'
                   "    with acquire(engine, tel.pool) as conn:\n"),
 }
 _CONTEXT = (f'  File "{STDLIB}/contextlib.py", line 137, in __enter__\n'
             "    return next(self.gen)\n           ^^^^^^^^^^^^^^\n"
-            f'  File "{APP_FILE}", line 58, in acquire\n'
+            f'  File "{APP_FILE}", line 60, in acquire\n'
             "    conn = engine.connect()\n           ^^^^^^^^^^^^^^^^\n")
 _SPAN_SCOPE = (f'  File "{SITE}/opentelemetry/trace/__init__.py", line 602, in use_span\n'
                "    yield span\n"
@@ -187,9 +187,10 @@ _HEAD = "Traceback (most recent call last):\n"
 def stacktrace(err: int, route: int, exc_type: str, message: str) -> str:
     """The traceback payment-service's handler records on its server span."""
     if err == ERR_GATEWAY:
-        frames = (f'  File "{APP_FILE}", line 124, in create_payment\n'
-                  '    raise PaymentGatewayError("card-processor answered 503 Service '
-                  'Unavailable")\n')
+        frames = (f'  File "{APP_FILE}", line 130, in create_payment\n'
+                  '    state["card"].charge(body.amount, body.currency, key)\n'
+                  f'  File "{APP_FILE}", line 250, in charge\n'
+                  '    raise PaymentGatewayError(f"card-processor answered {r.status_code} "\n')
     elif err == ERR_POOL_TIMEOUT:
         frames = _ACQUIRE[route] + _CONTEXT + _CHECKOUT
     elif err == ERR_CONNECT:

@@ -13,11 +13,13 @@ from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
 from time import perf_counter
 
+import httpx
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.trace import Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,7 +30,7 @@ from sqlalchemy.engine import Connection
 
 from . import db
 from .incidents import IncidentState
-from .settings import MODES, Settings, SettingsError
+from .settings import CARD_SIDE, MODES, Settings, SettingsError
 from .telemetry import PoolMeters, configure_logging, pool_name, setup
 
 
@@ -92,9 +94,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
         db.create_schema(engine, settings.seed_rows)
         tel.export_logs()
+        state["card"] = _app.state.card = card = CardClient.start(settings, tel)
         state["incident"] = IncidentState(engine, settings.incident_mode)
+        if settings.incident_mode in CARD_SIDE:
+            await asyncio.to_thread(card.switch, settings.incident_mode)
         yield
         state["incident"].close()
+        card.close()
         # SQLAlchemyInstrumentor is a process-wide singleton: release this engine so the
         # next app in the same process (tests) can be instrumented again
         SQLAlchemyInstrumentor().uninstrument()
@@ -120,8 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         mode = state["incident"].mode
         key = body.idempotency_key or uuid.uuid4().hex
         try:
-            if mode == "error_spike" and rng.random() < settings.error_ratio:
-                raise PaymentGatewayError("card-processor answered 503 Service Unavailable")
+            # the card processor, over HTTP: PaymentGatewayError unless it charged the card
+            state["card"].charge(body.amount, body.currency, key)
             incident = state["incident"]
             with acquire(engine, tel.pool, incident.holds) as conn:
                 with conn.begin():
@@ -174,9 +180,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             # the switch may wait on the pool (taking or returning connections): it runs on
             # asyncio's own executor, not in the worker threads an incident can fill
+            if body.mode in MODES:  # the card side first: its faults are the processor's
+                await asyncio.to_thread(state["card"].switch, body.mode)
             mode = await asyncio.to_thread(state["incident"].set, body.mode)
         except SettingsError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=422)
+        except CardSwitchError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=502)
         logging.getLogger("payment_service.incident").warning("incident mode set to %s", mode)
         return JSONResponse({"mode": mode})
 
@@ -195,6 +205,67 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                        excluded_urls="/metrics",
                                        exclude_spans=["receive", "send"])
     return app
+
+
+class CardSwitchError(RuntimeError):
+    """The card processor did not take the mode it was asked to switch to."""
+
+
+class CardClient:
+    """payment-service's client of the card processor: one httpx client, instrumented by
+    OpenTelemetry (client spans, ``http.client.request.duration``).
+
+    With ``CARD_PROCESSOR_URL`` unset, the card processor runs in this process on a
+    loopback port (its own app, telemetry and ``service.name``), so a lone payment-service
+    still charges cards over HTTP."""
+
+    def __init__(self, url: str, tel: object, embedded: object = None,
+                 timeout_s: float = 10.0) -> None:
+        self.url, self.embedded = url.rstrip("/"), embedded
+        self.client = httpx.Client(timeout=timeout_s, limits=httpx.Limits(
+            max_connections=100, max_keepalive_connections=100))
+        HTTPXClientInstrumentor.instrument_client(
+            self.client, tracer_provider=tel.tracer_provider,  # type: ignore[attr-defined]
+            meter_provider=tel.meter_provider)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def start(settings: Settings, tel: object) -> CardClient:
+        if settings.card_processor_url:
+            return CardClient(settings.card_processor_url, tel)
+        from .card_processor import CardSettings, EmbeddedCardProcessor
+
+        embedded = EmbeddedCardProcessor(CardSettings(
+            error_ratio=settings.error_ratio, otlp_endpoint=settings.otlp_traces_endpoint or
+            settings.otlp_endpoint, otlp_protocol=settings.otlp_traces_protocol or
+            settings.otlp_protocol, incident_token=settings.incident_token))
+        return CardClient(embedded.url, tel, embedded)
+
+    def charge(self, amount: Decimal, currency: str, key: str) -> None:
+        try:
+            r = self.client.post(f"{self.url}/v1/charges", headers={"Idempotency-Key": key},
+                                 json={"amount": str(amount), "currency": currency})
+        except httpx.HTTPError as exc:
+            raise PaymentGatewayError(f"card-processor unreachable: {exc}") from exc
+        if r.status_code >= 400:
+            raise PaymentGatewayError(f"card-processor answered {r.status_code} "
+                                      f"{r.reason_phrase}")
+
+    def switch(self, mode: str) -> None:
+        """Put the card processor in the card side of ``mode`` (``normal`` for the others)."""
+        card_mode = mode if mode in CARD_SIDE else "normal"
+        try:  # an operator's call, not traffic: no client span, not in the client metrics
+            r = httpx.post(f"{self.url}/incident", json={"mode": card_mode}, timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise CardSwitchError(f"the card processor at {self.url} could not be switched "
+                                  f"to {card_mode}: {exc}") from exc
+        if r.status_code != 200:
+            raise CardSwitchError(f"the card processor at {self.url} refused mode "
+                                  f"{card_mode}: {r.status_code} {r.text[:200]}")
+
+    def close(self) -> None:
+        self.client.close()
+        if self.embedded is not None:
+            self.embedded.stop()  # type: ignore[attr-defined]
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 MODES = ("normal", "slow_query", "pool_exhaustion", "connection_leak", "error_spike",
-         "lock_contention", "too_many_clients", "noisy_neighbour")
+         "upstream_latency", "lock_contention", "too_many_clients", "noisy_neighbour")
+# modes that are the card processor's: payment-service forwards them to it
+CARD_SIDE = ("error_spike", "upstream_latency")
 # modes that need PostgreSQL: the fault is PostgreSQL's own (its locks, its slots, its
 # disk and CPUs shared with another client)
 POSTGRES_MODES = ("lock_contention", "too_many_clients", "noisy_neighbour")
@@ -30,7 +32,9 @@ class Settings:
     # payments the table holds at least (seeded at startup): what a sequential scan reads
     # once slow_query has dropped the lookup index
     seed_rows: int = 0
-    error_ratio: float = 0.3  # share of POST /payment failing in error_spike mode
+    error_ratio: float = 0.3  # share of charges the card processor fails in error_spike mode
+    # the card processor's base URL; unset: payment-service runs one in-process on loopback
+    card_processor_url: str | None = None
     hold_s: float = 2.5  # pool_exhaustion: the slow call inside each payment's transaction
     leak_ratio: float = 0.05  # connection_leak: share of payments that leak a connection
     # SQLAlchemy's pool_recycle: a pooled connection older than this is replaced at its
@@ -97,6 +101,7 @@ class Settings:
             incident_token=e.get("INCIDENT_TOKEN") or None,
             seed_rows=int(num("SEED_ROWS", 0, int)),
             error_ratio=num("ERROR_SPIKE_RATIO", 0.3),
+            card_processor_url=e.get("CARD_PROCESSOR_URL") or None,
             hold_s=num("POOL_HOLD_SECONDS", 2.5),
             leak_ratio=num("LEAK_RATIO", 0.05),
             pool_recycle_s=num("POOL_RECYCLE_SECONDS", -1.0),

@@ -57,7 +57,8 @@ def resource(settings: Settings) -> Resource:
         k, sep, v = pair.partition("=")
         if sep and k.strip():
             attrs[k.strip()] = v.strip()
-    attrs.setdefault("service.instance.id", f"payment-service-{os.getpid()}")
+    name = attrs.get("service.name", "payment-service")
+    attrs.setdefault("service.instance.id", f"{name}-{os.getpid()}")
     return Resource.create(attrs)
 
 
@@ -95,27 +96,55 @@ class Telemetry:
         self.tracer_provider.shutdown()
 
 
-def setup(settings: Settings, pool: str, capacity: int) -> Telemetry:
+@dataclass
+class CardTelemetry:
+    """card-processor's own: metrics on its /metrics, traces over OTLP."""
+
+    registry: CollectorRegistry
+    meter_provider: MeterProvider
+    tracer_provider: TracerProvider
+    collector: object
+
+    def shutdown(self) -> None:
+        self.registry.unregister(self.collector)  # type: ignore[arg-type]
+        REGISTRY.register(self.collector)  # type: ignore[arg-type]
+        self.meter_provider.shutdown()
+        self.tracer_provider.shutdown()
+
+
+def _providers(settings: Settings, views: tuple[View, ...] = ()) -> tuple[
+        Resource, CollectorRegistry, object, MeterProvider, TracerProvider]:
+    """One registry, meter and tracer provider per app (the process collectors included);
+    the app's lifespan shuts them down, no atexit hooks for apps built and dropped."""
     res = resource(settings)
     registry = CollectorRegistry()
     reader = PrometheusMetricReader()
     collector = _move_collector(reader, registry)
-    wait_view = View(instrument_name="db.client.connection.wait_time",
-                     aggregation=ExplicitBucketHistogramAggregation(WAIT_BUCKETS))
-    # the app's lifespan shuts these down; no atexit hooks for apps built and dropped
-    mp = MeterProvider(resource=res, metric_readers=[reader], views=[wait_view],
+    mp = MeterProvider(resource=res, metric_readers=[reader], views=list(views),
                        shutdown_on_exit=False)
     tp = TracerProvider(resource=res, shutdown_on_exit=False)
-    log_provider = log_handler = None
     traces = settings.exporter("traces")
     if traces:
         tp.add_span_processor(BatchSpanProcessor(_span_exporter(*traces)))
-    logs = settings.exporter("logs")
-    if logs:
-        log_provider, log_handler = _export_logs(*logs, res)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
+    return res, registry, collector, mp, tp
+
+
+def card_telemetry(settings: Settings) -> CardTelemetry:
+    _res, registry, collector, mp, tp = _providers(settings)
+    return CardTelemetry(registry, mp, tp, collector)
+
+
+def setup(settings: Settings, pool: str, capacity: int) -> Telemetry:
+    wait_view = View(instrument_name="db.client.connection.wait_time",
+                     aggregation=ExplicitBucketHistogramAggregation(WAIT_BUCKETS))
+    res, registry, collector, mp, tp = _providers(settings, (wait_view,))
+    log_provider = log_handler = None
+    logs = settings.exporter("logs")
+    if logs:
+        log_provider, log_handler = _export_logs(*logs, res)
     meter = mp.get_meter("payment_service.db", "1.4.2")
     attrs = {"db.client.connection.pool.name": pool}
     meter.create_observable_gauge(

@@ -96,8 +96,8 @@ def test_mounted_files_exist_and_ports_match_the_configs() -> None:
     prom = yaml.safe_load((INFRA / "prometheus/prometheus.compose.yml").read_text())
     targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]}
-    assert targets == {"payment-service:8000", "postgres-exporter:9187"}
-    assert {"payment-service", "postgres-exporter"} <= services.keys()
+    assert targets == {"payment-service:8000", "card-processor:8080", "postgres-exporter:9187"}
+    assert {"payment-service", "card-processor", "postgres-exporter"} <= services.keys()
 
 
 def _dashboards() -> dict[str, dict]:
