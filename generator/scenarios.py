@@ -340,6 +340,7 @@ _register(
         phases=PhasePlan(onset=0.33, peak=0.40, recovery=0.66, recovered=0.70,
                          onset_jump=0.5, onset_range=(0.22, 0.45), stretch=0.25),
         knobs={"card_peak_ms": 2500.0},
+        live_mode="upstream_latency",
     )
 )
 

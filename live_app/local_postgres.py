@@ -77,3 +77,68 @@ def server_version() -> str:
     out = subprocess.run([pg_bin("postgres"), "--version"], capture_output=True, text=True,
                          timeout=30)
     return out.stdout.strip()
+
+
+class ExporterMissing(RuntimeError):
+    """No postgres_exporter binary on this machine."""
+
+
+def exporter_bin() -> str:
+    """postgres_exporter: ``POSTGRES_EXPORTER_BIN``, else Debian's package name on PATH
+    (``prometheus-postgres-exporter``), else upstream's (``postgres_exporter``)."""
+    found = os.environ.get("POSTGRES_EXPORTER_BIN") or shutil.which(
+        "prometheus-postgres-exporter") or shutil.which("postgres_exporter")
+    if not found:
+        raise ExporterMissing("postgres_exporter not found (Debian: apt-get install "
+                              "prometheus-postgres-exporter; or set POSTGRES_EXPORTER_BIN)")
+    return found
+
+
+def exporter_version(binary: str) -> str:
+    """``0.11.1`` from ``postgres_exporter, version 0.11.1 (branch: ...)``."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    text = out.stdout + out.stderr
+    for word, nxt in zip(text.split(), text.split()[1:]):
+        if word == "version":
+            return nxt
+    raise ExporterMissing(f"{binary} --version did not say its version: {text[:200]!r}")
+
+
+@contextmanager
+def running_exporter(database_url: str, wait_s: float = 30.0) -> Iterator[tuple[str, str]]:
+    """postgres_exporter for the database of ``database_url`` (a SQLAlchemy URL) on a free
+    loopback port; yields (its /metrics URL, its version). Stopped on exit."""
+    import time
+
+    import requests
+
+    binary = exporter_bin()
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    dsn += ("&" if "?" in dsn else "?") + "sslmode=disable"
+    port = _free_port()
+    proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"],
+                            env={**os.environ, "DATA_SOURCE_NAME": dsn},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace")[-500:] if proc.stderr else ""
+                raise ExporterMissing(f"{binary} exited with {proc.returncode}: {err}")
+            try:
+                if "\npg_up 1" in "\n" + requests.get(url, timeout=2).text:
+                    break
+            except requests.RequestException:
+                pass  # not listening yet: polled again until the deadline
+            if time.monotonic() > deadline:
+                raise ExporterMissing(f"{binary} did not report pg_up 1 within {wait_s:.0f} s")
+            time.sleep(0.1)
+        yield url, exporter_version(binary)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -42,7 +42,11 @@ class TrafficResult:
 def run_traffic(url: str, rps: float, duration_s: float | None = None,
                 requests_total: int | None = None, concurrency: int = 16, seed: int = 1,
                 timeout_s: float = 35.0, clock: Callable[[], float] = time.monotonic,
-                sleep: Callable[[float], None] = time.sleep) -> TrafficResult:
+                sleep: Callable[[float], None] = time.sleep,
+                poisson: bool = False) -> TrafficResult:
+    """Sends the requests on a fixed schedule (evenly spaced, or with ``poisson`` at
+    exponential gaps of the same mean, as independent users arrive), whatever the answers
+    take, with at most ``concurrency`` in flight."""
     if rps <= 0:
         raise ValueError("--rps must be greater than 0")
     if duration_s is None and requests_total is None:
@@ -77,9 +81,11 @@ def run_traffic(url: str, rps: float, duration_s: float | None = None,
             result.latencies_s.append(time.perf_counter() - started)
 
     start = clock()
+    gaps = random.Random(seed + 1)
+    due = start
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for i in range(total):
-            due = start + i / rps
+            due = (due + gaps.expovariate(rps)) if poisson and i else start + i / rps
             wait = due - clock()
             if wait > 0:
                 sleep(wait)
@@ -115,11 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--poisson", action="store_true",
+                    help="exponential gaps between arrivals (same mean) instead of even ones")
     args = ap.parse_args(argv)
     try:
         duration = parse_duration(args.duration) if args.duration else None
         result = run_traffic(args.url, args.rps, duration, args.requests, args.concurrency,
-                             args.seed)
+                             args.seed, poisson=args.poisson)
     except ValueError as exc:
         ap.error(str(exc))
     print(result.summary())

@@ -88,7 +88,8 @@ def record_cmd(last: str | None, start: str | None, end: str | None, output: str
 @click.command("capture")
 @click.option("--duration", required=True, help="How long to capture, e.g. 2m.")
 @click.option("--scrape", "scrape_urls", multiple=True,
-              help="A /metrics URL to scrape (repeatable).")
+              help="A /metrics URL to scrape (repeatable); JOB=URL scrapes it as job JOB "
+                   "(e.g. postgres=http://127.0.0.1:9187/metrics).")
 @click.option("--interval", default="15s", show_default=True, help="Scrape interval.")
 @click.option("--job", default="payment-service", show_default=True,
               help="The job label the scraped series get.")

@@ -160,9 +160,19 @@ class Receiver:
             self.http_server.server_close()
 
 
+_JOB_TARGET = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)=(https?://.+)$")
+
+
+def scrape_target(entry: str, default_job: str) -> tuple[str, str]:
+    """``job=URL`` scrapes URL as its own job; a bare URL is scraped as ``default_job``."""
+    m = _JOB_TARGET.match(entry)
+    return (m.group(1), m.group(2)) if m else (default_job, entry)
+
+
 @dataclass
 class Scraper:
-    """Reads Prometheus text from ``urls`` and keeps every sample, as Prometheus would."""
+    """Reads Prometheus text from ``urls`` (each ``URL`` or ``job=URL``) and keeps every
+    sample, as Prometheus would."""
 
     urls: Sequence[str]
     job: str
@@ -172,7 +182,8 @@ class Scraper:
     session: requests.Session = field(default_factory=requests.Session)
 
     def scrape(self, t_ms: int) -> None:
-        for url in self.urls:
+        for entry in self.urls:
+            job, url = scrape_target(entry, self.job)
             instance = urlparse(url).netloc
             up = 1.0
             try:
@@ -183,14 +194,14 @@ class Scraper:
                     # drops idle ones after 5 s, a common scrape interval): once more, anew
                     resp = self.session.get(url, timeout=5)
                 resp.raise_for_status()
-                self._parse(resp.text, t_ms, instance)
+                self._parse(resp.text, t_ms, instance, job)
             except (requests.RequestException, ValueError) as exc:
                 up = 0.0
                 self.failures.append(f"scrape of {url} at {t_ms} failed: {exc}")
-            self._add(make_labels({"__name__": "up", "job": self.job, "instance": instance}),
+            self._add(make_labels({"__name__": "up", "job": job, "instance": instance}),
                       t_ms, up)
 
-    def _parse(self, text: str, t_ms: int, instance: str) -> None:
+    def _parse(self, text: str, t_ms: int, instance: str, job: str) -> None:
         for family in text_string_to_metric_families(text):
             kind = family.type if family.type != "unknown" else "untyped"
             self.families.setdefault(family.name, MetricFamily(
@@ -198,7 +209,7 @@ class Scraper:
                 family.documentation, family.unit or ""))
             for s in family.samples:
                 labels = {k: v for k, v in s.labels.items() if v != ""}  # as a scrape stores
-                labels.update({"__name__": s.name, "job": self.job, "instance": instance})
+                labels.update({"__name__": s.name, "job": job, "instance": instance})
                 self._add(make_labels(labels), t_ms, float(s.value))
 
     def _add(self, labels: Labels, t_ms: int, value: float) -> None:

@@ -80,3 +80,20 @@ def test_a_scrape_retries_once_on_a_connection_the_server_just_closed() -> None:
     assert len(s.failures) == 1 and "refused" in s.failures[0]
     up = {ls: vs for ls, (_, vs) in s.samples.items() if dict(ls)["__name__"] == "up"}
     assert list(up.values()) == [[1.0, 0.0]]
+
+
+@responses.activate
+def test_each_target_can_be_a_job_of_its_own() -> None:
+    from replayer.record.capture import Scraper, scrape_target
+
+    assert scrape_target("postgres=http://db:9187/metrics", "app") == (
+        "postgres", "http://db:9187/metrics")
+    # an '=' in a bare URL's query is not a job
+    assert scrape_target("http://app/metrics?x=1", "app") == ("app", "http://app/metrics?x=1")
+    responses.get("http://app/metrics", body="# TYPE x gauge\nx 1\n")
+    responses.get("http://db:9187/metrics", body="# TYPE pg_up gauge\npg_up 1\n")
+    s = Scraper(["http://app/metrics", "postgres=http://db:9187/metrics"], "payment-service")
+    s.scrape(1000)
+    jobs = {(dict(ls)["__name__"], dict(ls)["job"], dict(ls)["instance"]) for ls in s.samples}
+    assert jobs == {("x", "payment-service", "app"), ("up", "payment-service", "app"),
+                    ("pg_up", "postgres", "db:9187"), ("up", "postgres", "db:9187")}
