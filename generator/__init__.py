@@ -18,6 +18,7 @@ from .model import Incident, MetricFamily, Series
 from .scenarios import SCENARIOS, Scenario, ScenarioError, get_scenario
 from .simulate import assign_ids, herring_restarts, simulate
 from .texts import failures
+from .card import upstream_calls
 from .traces import build_spans
 from .truth import build_truth
 
@@ -25,7 +26,7 @@ GENERATOR_VERSION = "5"
 MAX_STEPS = 2_000_000
 # Appending a stream keeps the others' draws as they were (SeedSequence.spawn is by index).
 STREAMS = ("traffic", "latency", "pool", "ids", "clients", "logs", "gauges", "faults",
-           "phases")
+           "phases", "upstream")
 
 __all__ = ["generate", "Incident", "Scenario", "ScenarioError", "SCENARIOS", "get_scenario",
            "GENERATOR_VERSION"]
@@ -62,17 +63,20 @@ def generate(scenario: str | Scenario, seed: int = 1, duration_ms: int | None = 
     clients = (make_clients(traffic, rngs["clients"])
                if "logs" in signals or "traces" in signals else None)
     fails = failures(resolved)
+    # the card processor's side of each charge (its own stream, drawn first whatever is built)
+    up = upstream_calls(traffic, rngs["upstream"])
     families: tuple[MetricFamily, ...] = ()
     series: tuple[Series, ...] = ()
     if "metrics" in signals:
-        families, series = build_metrics(sim, ids, resolved, plan, rngs["gauges"], herrings)
+        families, series = build_metrics(sim, ids, resolved, plan, rngs["gauges"], herrings,
+                                         (up, rngs["upstream"]))
     return Incident(
         scenario=spec.name, seed=int(seed), duration_ms=duration_ms, step_ms=step_ms,
         families=families, series=series,
         log_streams=build_logs(traffic, ids, clients, resolved, fails, rngs["logs"],
                                (duration_ms, step_ms), sim.restarts, sim.others)
         if clients is not None and "logs" in signals else (),
-        span_tables=build_spans(traffic, ids, clients, fails, sim.restarts)
+        span_tables=build_spans(traffic, ids, clients, fails, sim.restarts, up)
         if clients is not None and "traces" in signals else (),
         truth=build_truth(spec, plan, duration_ms, traffic, ids,
                           float(resolved["trace_sample_ratio"]), faults, herrings),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .card import card_metrics
 from .model import Exemplars, MetricFamily, Series, frozen_array
 from .postgres import postgres_series
 from .process import process_series
@@ -56,8 +57,10 @@ CARD_URL = f"http://{CARD_HOST}:{CARD_PORT}/v1/charges"
 
 def build_metrics(sim: Simulation, ids: TraceIds, knobs: dict[str, float],
                   plan: PhasePlan | None, rng: np.random.Generator, herrings: tuple = (),
+                  upstream: tuple | None = None,
                   ) -> tuple[tuple[MetricFamily, ...], tuple[Series, ...]]:
-    """``herrings``: (RedHerring, realized start as a fraction of the window) pairs."""
+    """``herrings``: (RedHerring, realized start as a fraction of the window) pairs;
+    ``upstream``: (Upstream, its stream): the card processor's own job."""
     n_steps = sim.severity.shape[0]
     b = SeriesBuilder(np.arange(n_steps + 1, dtype=np.int64) * sim.step_ms,
                       tuple((r.stop_s * 1000.0, r.up_s * 1000.0) for r in sim.restarts))
@@ -75,6 +78,8 @@ def build_metrics(sim: Simulation, ids: TraceIds, knobs: dict[str, float],
         if h.kind == "scrape_gap":
             pg_down |= (b.t_ms >= at * end_ms) & (b.t_ms < at * end_ms + h.length_s * 1000.0)
     b.add("up", PG_JOB, np.where(pg_down, 0.0, 1.0))
+    if upstream is not None:
+        card_metrics(b, *upstream)
     b.family("up", "gauge", "1 if the scrape of the target succeeded.")
     b.finish(APP_JOB)
     if pg_down.any():

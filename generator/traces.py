@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .card import CARD_PROCESSOR_IP, Upstream, card_server_spans
 from .model import (
     SPAN_KIND_CLIENT,
     SPAN_KIND_INTERNAL,
@@ -49,6 +50,8 @@ from .texts import (
 SPAN_FLAGS_HAS_IS_REMOTE = 0x100
 FRAUD_SCOPE, FRAUD_SPAN = "payment_service.routes", "fraud check"  # as live_app names them
 CARD_ATTRS: Attributes = (("http.request.method", "POST"),
+                          ("network.peer.address", CARD_PROCESSOR_IP),
+                          ("network.peer.port", 8080),
                           ("network.protocol.version", "1.1"),
                           ("server.address", "card-processor"), ("server.port", 8080),
                           ("url.full", "http://card-processor:8080/v1/charges"))
@@ -95,7 +98,8 @@ def exception_event(t_ns: int, exc_type: str, message: str, trace: str) -> SpanE
 
 def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
                 failures: dict[int, tuple[str, str]],
-                restarts: tuple[Restart, ...] = ()) -> tuple[SpanTable, ...]:
+                restarts: tuple[Restart, ...] = (),
+                upstream: Upstream | None = None) -> tuple[SpanTable, ...]:
     """Column by column: a fully traced hour is a quarter of a million spans. Each process
     of the window exports under its own resource (a deploy changes the version)."""
     rows = np.flatnonzero(traffic.sampled)
@@ -106,6 +110,8 @@ def build_spans(traffic: Traffic, ids: TraceIds, clients: Clients,
     if restarts:
         tables = [_of_era(t, traffic, ids, rows, era, resource_of(restarts, era))
                   for era in range(len(restarts) + 1) for t in tables]
+    if upstream is not None:  # another service: its own resource, no restarts of its own
+        tables.append(card_server_spans(traffic, ids, rows, upstream))
     return tuple(t for t in tables if len(t))  # a scope that wrote nothing is not exported
 
 

@@ -36,6 +36,10 @@ CARD_ERRORS = ('sum by (http_response_status_code) (rate(http_client_request_dur
 CARD_P99 = ('histogram_quantile(0.99, sum by (le) (rate(http_client_request_duration_seconds_'
             'bucket{job="payment-service", server_address="card-processor"}[1m])))')
 ACTIVE = 'sum(http_server_active_requests{job="payment-service"})'
+CARD_SERVED_P99 = ('histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_'
+                   'seconds_bucket{job="card-processor", http_route="/v1/charges"}[1m])))')
+CARD_SERVED_503 = ('sum(rate(http_server_request_duration_seconds_count{job="card-processor", '
+                   'http_response_status_code="503"}[1m]))')
 IDLE_IN_TX = 'pg_stat_activity_count{datname="payments", state="idle in transaction"}'
 MAX_TX = 'max(pg_stat_activity_max_tx_duration{datname="payments"})'
 LOCK_WAITS = 'sum(pg_stat_activity_count{datname="payments", wait_event_type="Lock"})'
@@ -154,12 +158,17 @@ STORIES = {
         "requests waiting on the call.",
         ("metrics:http_client_request_duration_seconds{server_address=\"card-processor\"}",
          "metrics:http_server_request_duration_seconds", "metrics:http_server_active_requests",
-         "traces:POST client spans to card-processor"),
+         "metrics:card-processor's own http_server_request_duration_seconds",
+         "traces:POST client spans to card-processor",
+         "traces:card-processor POST /v1/charges server spans"),
         (("p99 of the card processor's answers", CARD_P99), ("p99 of POST /payment", P99_POST),
-         ("requests in flight", ACTIVE), ("pool connections in use (calm)", POOL_USED)),
+         ("requests in flight", ACTIVE), ("pool connections in use (calm)", POOL_USED),
+         ("p99 card-processor serves a charge in", CARD_SERVED_P99)),
         (),
         (("slow calls to the card processor", '{ span.server.address = "card-processor" && '
           'kind = client && duration > 1s }'),
+         ("slow charges, as card-processor served them", '{ resource.service.name = '
+          '"card-processor" && name = "POST /v1/charges" && duration > 1s }'),
          ("slow payments", TRACEQL_POST + " && duration > 1s }"))),
     "upstream_errors": _Story(
         "the card processor answered 503 to about a third of the charges: POST /payment "
@@ -168,9 +177,12 @@ STORIES = {
         ("metrics:http_client_request_duration_seconds{server_address=\"card-processor\"}",
          "metrics:http_server_request_duration_seconds (5xx)", "metrics:http_requests_total",
          "logs:payment-service PaymentGatewayError",
-         "traces:POST /payment spans with error status"),
+         "metrics:card-processor's own http_server_request_duration_seconds (503)",
+         "traces:POST /payment spans with error status",
+         "traces:card-processor POST /v1/charges server spans (503)"),
         (("card processor answers by status", CARD_ERRORS), ("5xx ratio", ERROR_RATIO),
-         ("p99 of POST /payment", P99_POST)),
+         ("p99 of POST /payment", P99_POST),
+         ("503s card-processor served", CARD_SERVED_503)),
         (("gateway errors",
           '{service_name="payment-service"} | severity_text="ERROR" |= "PaymentGatewayError"'),),
         (("calls the card processor failed", '{ span.server.address = "card-processor" && '

@@ -179,6 +179,19 @@ def create_card_processor(settings: CardSettings | None = None,
     return app
 
 
+def _quiet_h11() -> type:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class QuietH11(H11Protocol):
+        """uvicorn's h11 protocol without access lines."""
+
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*args, **kwargs)
+            self.access_log = False
+
+    return QuietH11
+
+
 class EmbeddedCardProcessor:
     """The card processor served from a thread of another process, on a loopback port of
     its own choosing (payment-service starts one when ``CARD_PROCESSOR_URL`` is unset)."""
@@ -195,9 +208,11 @@ class EmbeddedCardProcessor:
         port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         # log_config None: configuring uvicorn's logging again would replace the handlers
-        # the host app attached to uvicorn's loggers
+        # the host app attached to uvicorn's loggers; and no access lines: uvicorn writes
+        # them to the process-wide "uvicorn.access" logger, which the host app exports as
+        # its own
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_config=None,
-                                                    access_log=False, lifespan="on"))
+                                                    http=_quiet_h11(), lifespan="on"))
         self._thread = threading.Thread(target=self.server.run,
                                         kwargs={"sockets": [self._socket]},
                                         name="card-processor", daemon=True)

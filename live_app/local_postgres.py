@@ -142,3 +142,5 @@ def running_exporter(database_url: str, wait_s: float = 30.0) -> Iterator[tuple[
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()

@@ -197,13 +197,39 @@ def plot_cmd(source: str, seed: int, duration: str | None, step: str | None,
 @click.option("--seed", type=int, default=1, show_default=True,
               help="Seed of a scenario named as A or B.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def compare_cmd(a: str, b: str, seed: int, as_json: bool) -> None:
+@click.option("--defaults", is_flag=True,
+              help="Generate a scenario named against a live fixture with its own defaults, "
+                   "not as the fixture ran.")
+def compare_cmd(a: str, b: str, seed: int, as_json: bool, defaults: bool) -> None:
     """Compare two incidents (recording files or scenario names) phase by phase.
 
-    Exit 0 when every judged row is within tolerance, 1 when any is outside."""
+    A scenario named against a live fixture (scripts/record-live-fixture.py) is generated
+    as the fixture ran: its window, scrape interval, knobs and switch times (--defaults:
+    the scenario's own). Exit 0 when every judged row is within tolerance, 1 when any is
+    outside."""
+    from .calibrate import NotCalibratable, generated_like
     from .compare import compare, label_differences, render, to_json
 
-    inc_a, inc_b = (resolve_source(x, seed, None, None, {}) for x in (a, b))
+    loaded = {x: resolve_source(x, seed, None, None, {}) for x in (a, b)
+              if x not in SCENARIOS}  # the recordings (and scenario files)
+    recorded = {dict(r.source).get("scenario"): r for r in loaded.values()
+                if "knobs" in dict(r.source)}
+    inc: dict[str, Incident] = {}
+    for side, x in (("A", a), ("B", b)):
+        if x in loaded:
+            inc[x] = loaded[x]
+        elif x in recorded and not defaults:
+            try:
+                inc[x] = generated_like(recorded[x], seed)
+            except (NotCalibratable, ScenarioError) as exc:
+                raise UsageError(f"cannot generate {x} as the recording ran: {exc}; pass "
+                                 "--defaults to compare with its own defaults") from None
+            if not as_json:
+                click.echo(f"{side} = {x}, generated as the recording ran (its window, scrape "
+                           "interval, knobs and switch times; --defaults for its own)")
+        else:
+            inc[x] = resolve_source(x, seed, None, None, {})
+    inc_a, inc_b = inc[a], inc[b]
     rows = compare(inc_a, inc_b)
     if as_json:
         click.echo(json.dumps({"a": a, "b": b, "rows": to_json(rows),

@@ -23,7 +23,7 @@ import requests
 from .api import scope_promql
 
 OWN_SERVICE = "payment-service"
-USUAL_CLIENTS = {OWN_SERVICE, "reporting", "postgres_exporter"}
+USUAL_CLIENTS = {OWN_SERVICE, "reporting", ""}  # "": postgres_exporter sets no name
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,8 @@ def _per_second(values: np.ndarray, t_ms: np.ndarray) -> np.ndarray:
 
 
 def _rates(ax, incident: Incident, minutes: np.ndarray) -> None:  # type: ignore[no-untyped-def]
-    counts = list(incident.iter_series("http_server_request_duration_seconds_count"))
+    counts = [s for s in incident.iter_series("http_server_request_duration_seconds_count")
+              if s.label("job") != "card-processor"]  # the service's requests, not its upstream's
     if not counts:
         raise UsageError("the incident has no http_server_request_duration_seconds_count")
     t, total = summed(counts)

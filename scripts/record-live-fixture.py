@@ -21,9 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from generator.scenarios import SCENARIOS  # noqa: E402
 from live_app.app import create_app  # noqa: E402
-from live_app.card_processor import CardSettings, EmbeddedCardProcessor  # noqa: E402
+from live_app.card_processor import CardSettings  # noqa: E402
 from live_app.local_postgres import running_exporter, running_postgres, server_version  # noqa: E402
 from live_app.settings import Settings  # noqa: E402
 from live_app.traffic import MIX, run_traffic  # noqa: E402
@@ -58,6 +61,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def card_processor(settings: CardSettings, otlp: str) -> Iterator[str]:
+    """card-processor as its own process (its own interpreter, as in production); yields
+    its base URL."""
+    port = free_port()
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port),
+           "OTEL_EXPORTER_OTLP_ENDPOINT": otlp, "CARD_P50_MS": f"{settings.p50_ms:g}",
+           "CARD_ERROR_RATIO": f"{settings.error_ratio:g}",
+           "CARD_SLOW_MS": f"{settings.slow_ms:g}", "CARD_RAMP_SECONDS": f"{settings.ramp_s:g}"}
+    proc = subprocess.Popen([sys.executable, "-m", "live_app.card_processor"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"card-processor exited with {proc.returncode}")
+            try:
+                if requests.get(f"{url}/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass  # not listening yet: polled again until the deadline
+            if time.monotonic() > deadline:
+                raise SystemExit("card-processor did not answer /health within 30 s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()  # uvicorn's graceful shutdown flushes its spans
+        proc.wait(timeout=30)
 
 
 def knobs_of(settings: Settings, card: CardSettings, rps: float, mode: str) -> dict[str, float]:
@@ -90,13 +124,13 @@ def record(scenario: str, args: argparse.Namespace) -> tuple[Path, list[str]]:
     total = args.baseline + args.incident + args.recovery
     grpc_port, app_port = free_port(), free_port()
     otlp = f"http://127.0.0.1:{grpc_port}"
-    card_settings = CardSettings(otlp_endpoint=otlp)
+    card_settings = CardSettings()
     with running_postgres() as (database_url, pg_log), \
-            running_exporter(database_url) as (exporter_url, exporter_version):
-        card = EmbeddedCardProcessor(card_settings)
+            running_exporter(database_url) as (exporter_url, exporter_version), \
+            card_processor(card_settings, otlp) as card_url:
         # a payments table with history: without its index, the lookup scans all of it
         settings = replace(Settings(database_url=database_url, seed_rows=args.seed_rows,
-                                    otlp_endpoint=otlp, card_processor_url=card.url),
+                                    otlp_endpoint=otlp, card_processor_url=card_url),
                            **RUN_SETTINGS.get(scenario, {}))
         # log level info: uvicorn's access lines are exported records, as in production
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1",
@@ -109,7 +143,7 @@ def record(scenario: str, args: argparse.Namespace) -> tuple[Path, list[str]]:
         knobs = knobs_of(settings, card_settings, args.rps, mode)
         result: dict[str, object] = {}
         capture = threading.Thread(target=lambda: result.update(out=run_capture(CaptureOptions(
-            duration_s=total, scrape_urls=(f"{url}/metrics", f"card-processor={card.url}/metrics",
+            duration_s=total, scrape_urls=(f"{url}/metrics", f"card-processor={card_url}/metrics",
                                            f"postgres={exporter_url}"),
             interval_s=args.interval, grpc_addr=f"127.0.0.1:{grpc_port}", http_addr=None,
             drain_s=3.0, incident_url=f"{url}/incident", name=f"live_{scenario}_postgres",
@@ -145,7 +179,6 @@ def record(scenario: str, args: argparse.Namespace) -> tuple[Path, list[str]]:
         capture.join()
         server.should_exit = True
         serving.join(timeout=30)
-        card.stop()
     incident, problems = result["out"]  # type: ignore[misc]
     write_recording(incident, out)
     print(f"wrote {out}: {incident.sample_count} samples, {incident.log_line_count} "

@@ -204,12 +204,19 @@ class Scraper:
     def _parse(self, text: str, t_ms: int, instance: str, job: str) -> None:
         for family in text_string_to_metric_families(text):
             kind = family.type if family.type != "unknown" else "untyped"
+            # prometheus_client's parser names every counter sample `<name>_total`; a
+            # counter exposed without the suffix (postgres_exporter 0.11's pg_stat_database
+            # columns) is stored by Prometheus as written
+            bare = kind == "counter" and f"# TYPE {family.name} counter" in text
             self.families.setdefault(family.name, MetricFamily(
-                family.name + ("_total" if kind == "counter" else ""), family.type,
-                family.documentation, family.unit or ""))
+                family.name + ("_total" if kind == "counter" and not bare else ""),
+                family.type, family.documentation, family.unit or ""))
             for s in family.samples:
+                name = s.name
+                if bare and name == family.name + "_total":
+                    name = family.name
                 labels = {k: v for k, v in s.labels.items() if v != ""}  # as a scrape stores
-                labels.update({"__name__": s.name, "job": job, "instance": instance})
+                labels.update({"__name__": name, "job": job, "instance": instance})
                 self._add(make_labels(labels), t_ms, float(s.value))
 
     def _add(self, labels: Labels, t_ms: int, value: float) -> None:

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import numpy as np
 
 from generator.logs import SHUTDOWN_LINES, STARTUP_LINES
-from generator.model import Incident
+from generator.model import Incident, Series
 from generator.simulate import NS_PER_MS
 from tests.conftest import app_records, cached_incident, error_records
 
 HIST = "http_server_request_duration_seconds"
 
 
+def app_series(incident: Incident, name: str) -> Iterator[Series]:
+    """payment-service's series of ``name`` (card-processor's server has the same names)."""
+    return (s for s in incident.iter_series(name) if s.label("job") == "payment-service")
+
+
 def _restarts(incident: Incident) -> list[tuple[int, int]]:
     """(last scrape of the old process, first scrape of the new one) in ms, for every
     restart of payment-service: read off process_start_time_seconds, as Prometheus'
     changes() would."""
-    s = next(incident.iter_series("process_start_time_seconds"))
+    s = next(app_series(incident, "process_start_time_seconds"))
     jumps = np.flatnonzero(np.diff(s.values) != 0)
     return [(int(s.t_ms[j]), int(s.t_ms[j + 1])) for j in jumps]
 
@@ -94,7 +100,7 @@ def test_buckets_cumulative_and_inf_equals_count(incident: Incident) -> None:
 
 def test_request_counter_agrees_with_histogram(incident: Incident) -> None:
     by_route: dict[tuple[str, str], np.ndarray] = {}
-    for s in incident.iter_series(HIST + "_count"):
+    for s in app_series(incident, HIST + "_count"):
         key = (s.label("http_request_method"), s.label("http_route"))
         by_route[key] = by_route.get(key, 0) + s.values
     counters: dict[tuple[str, str], np.ndarray] = {}
@@ -108,13 +114,13 @@ def test_request_counter_agrees_with_histogram(incident: Incident) -> None:
 
 def test_5xx_increase_equals_error_log_lines(incident: Incident) -> None:
     restarts = _restarts(incident)
-    five = sum(increase(s, restarts) for s in incident.iter_series(HIST + "_count")
+    five = sum(increase(s, restarts) for s in app_series(incident, HIST + "_count")
                if s.label("http_response_status_code").startswith("5"))
     errors = error_records(incident)
     lines = len(errors)
     assert five == lines
     # the first scrape is at the window start, before anything completed
-    assert all(s.values[0] == 0 for s in incident.iter_series(HIST + "_count"))
+    assert all(s.values[0] == 0 for s in app_series(incident, HIST + "_count"))
     if incident.scenario == "pool_exhaustion":
         assert lines > 100
         assert all("QueuePool limit of size 5 overflow 10 reached" in line
@@ -124,10 +130,10 @@ def test_5xx_increase_equals_error_log_lines(incident: Incident) -> None:
 def test_every_exemplar_names_a_span_and_sits_in_its_bucket(incident: Incident) -> None:
     spans = _span_index(incident)
     total = 0
-    for s in incident.iter_series(HIST + "_bucket"):
+    for s in app_series(incident, HIST + "_bucket"):
         e = s.exemplars
         le = float(s.label("le"))
-        bounds = sorted({float(x.label("le")) for x in incident.iter_series(HIST + "_bucket")})
+        bounds = sorted({float(x.label("le")) for x in app_series(incident, HIST + "_bucket")})
         lower = max([b for b in bounds if b < le], default=0.0)
         for i in range(len(e)):
             key = (bytes(e.trace_id[i]).hex(), bytes(e.span_id[i]).hex())
@@ -158,20 +164,27 @@ def test_every_log_trace_id_names_a_span(incident: Incident) -> None:
     assert with_ids > 100
 
 
-def test_spans_nest_inside_their_server_span(incident: Incident) -> None:
-    server = {}
+def test_spans_nest_inside_their_parent(incident: Incident) -> None:
+    """Every parent exists in the same trace and holds its child's time (card-processor's
+    server span sits inside payment-service's client span, which sits inside the request)."""
+    spans = {}
     for table in incident.span_tables:
         for i in range(len(table)):
-            if not table.parent_span_id[i].any():
-                server[bytes(table.span_id[i]).hex()] = (table.start_ns[i], table.end_ns[i])
+            spans[bytes(table.span_id[i]).hex()] = (bytes(table.trace_id[i]),
+                                                    table.start_ns[i], table.end_ns[i])
+    roots = 0
     for table in incident.span_tables:
         for i in range(len(table)):
             assert table.start_ns[i] <= table.end_ns[i]
             assert table.span_id[i].any() and table.trace_id[i].any()
             parent = bytes(table.parent_span_id[i]).hex()
-            if parent != "0" * 16:
-                lo, hi = server[parent]
-                assert lo <= table.start_ns[i] and table.end_ns[i] <= hi
+            if parent == "0" * 16:
+                roots += 1
+                continue
+            trace, lo, hi = spans[parent]
+            assert trace == bytes(table.trace_id[i])
+            assert lo <= table.start_ns[i] and table.end_ns[i] <= hi
+    assert roots > 0
 
 
 def test_log_streams_in_time_order_within_window(incident: Incident) -> None:
@@ -190,7 +203,7 @@ def test_ground_truth_examples_are_real_traces(incident: Incident) -> None:
 def p99_from_buckets(incident: Incident, lo_ms: int, hi_ms: int) -> float:
     """p99 of POST /payment over [lo, hi) from the bucket increases (as PromQL would)."""
     inc: dict[float, float] = {}
-    for s in incident.iter_series(HIST + "_bucket"):
+    for s in app_series(incident, HIST + "_bucket"):
         if s.label("http_route") != "/payment":
             continue
         i0, i1 = np.searchsorted(s.t_ms, [lo_ms, hi_ms])
@@ -221,7 +234,7 @@ def test_slow_query_p99_rises_tenfold_and_baseline_stays_calm() -> None:
     thirds = [p99_from_buckets(calm, k * 600_000, (k + 1) * 600_000) for k in range(3)]
     assert max(thirds) < 0.25 and max(thirds) / min(thirds) < 1.5, thirds
     assert not any(s.label("http_response_status_code").startswith("5")
-                   for s in calm.iter_series(HIST + "_count"))
+                   for s in app_series(calm, HIST + "_count"))
 
 
 def test_slow_query_pool_follows_littles_law() -> None:
@@ -312,9 +325,9 @@ def test_every_request_has_one_access_record(incident: Incident) -> None:
     up = next(s for s in incident.iter_series("up") if s.label("job") == "payment-service")
     # one a scrape answered; the one at the window's end answers after it
     assert len(scrapes) == incident.duration_ms // incident.step_ms - int((up.values == 0).sum())
-    total = sum(increase(s, restarts) for s in incident.iter_series(HIST + "_count"))
+    total = sum(increase(s, restarts) for s in app_series(incident, HIST + "_count"))
     # what a process answered after its last scrape is in its logs, never in a sample
-    start = next(incident.iter_series("process_start_time_seconds"))
+    start = next(app_series(incident, "process_start_time_seconds"))
     began = {int(f): float(v) for f, v in zip(start.t_ms, start.values)}
     unscraped = sum(1 for t, _, _ in access if any(
         last * NS_PER_MS < t < began[first] * 1e9 for last, first in restarts))

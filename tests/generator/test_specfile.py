@@ -132,7 +132,8 @@ def test_the_examples_load(tmp_path: Path) -> None:
     day = load_scenario_file(EXAMPLES / "day_with_slow_leak.toml")
     assert day.default_duration_s == 86_400 and day.default_step_s == 60
     inc = generate(day, seed=1, signals=("metrics",))
-    starts = next(inc.iter_series("process_start_time_seconds"))
+    starts = next(s for s in inc.iter_series("process_start_time_seconds")
+                  if s.label("job") == "payment-service")
     assert np.count_nonzero(np.diff(starts.values)) >= 2  # the leak restarts it again and again
     assert [h.kind for h in inc.truth.red_herrings] == ["report_run", "scrape_gap"]
 

@@ -97,3 +97,26 @@ def test_each_target_can_be_a_job_of_its_own() -> None:
     jobs = {(dict(ls)["__name__"], dict(ls)["job"], dict(ls)["instance"]) for ls in s.samples}
     assert jobs == {("x", "payment-service", "app"), ("up", "payment-service", "app"),
                     ("pg_up", "postgres", "db:9187"), ("up", "postgres", "db:9187")}
+
+
+@responses.activate
+def test_counters_keep_the_names_they_were_exposed_under() -> None:
+    """Prometheus stores a counter sample under the name the target wrote; postgres_exporter
+    0.11 writes pg_stat_database columns without `_total`, the app's counters with it."""
+    from replayer.record.capture import Scraper
+
+    responses.get("http://db/metrics", body=(
+        "# HELP pg_stat_database_xact_commit Number of transactions committed\n"
+        "# TYPE pg_stat_database_xact_commit counter\n"
+        'pg_stat_database_xact_commit{datname="payments"} 15\n'
+        "# HELP pg_stat_bgwriter_buffers_alloc_total Buffers allocated\n"
+        "# TYPE pg_stat_bgwriter_buffers_alloc_total counter\n"
+        "pg_stat_bgwriter_buffers_alloc_total 1852\n"))
+    s = Scraper(["postgres=http://db/metrics"], "app")
+    s.scrape(1000)
+    names = {dict(ls)["__name__"] for ls in s.samples}
+    assert names == {"pg_stat_database_xact_commit", "pg_stat_bgwriter_buffers_alloc_total",
+                     "up"}
+    assert s.families["pg_stat_database_xact_commit"].name == "pg_stat_database_xact_commit"
+    assert s.families["pg_stat_bgwriter_buffers_alloc"].name == \
+        "pg_stat_bgwriter_buffers_alloc_total"

@@ -1,0 +1,86 @@
+"""The generator run as a live recording ran: the same window and scrape interval, the knobs
+its header names (traffic, pool, database, the fault's own settings), the times its
+incident was switched on and off, and the machine's own speeds measured off the recording
+(how long a sequential scan of the seeded table took there). ``replayer compare`` and the
+calibration tests set a live fixture against this.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from generator import generate
+from generator.model import Incident
+from generator.scenarios import KNOB_DEFAULTS, SCENARIOS, Scenario
+from generator.specfile import parse_scenario
+
+
+class NotCalibratable(ValueError):
+    """The recording does not say how it ran (no scenario, knobs or switch times)."""
+
+
+def run_settings(live: Incident) -> tuple[str, dict[str, float]]:
+    """(the scenario it reproduced, the knobs it ran with) from a live fixture's header."""
+    source = dict(live.source)
+    name = source.get("scenario", "")
+    if name not in SCENARIOS:
+        raise NotCalibratable(f"the recording names no built-in scenario (scenario={name!r}); "
+                              "record it with scripts/record-live-fixture.py")
+    try:
+        knobs = {k: float(v) for k, v in json.loads(source.get("knobs", "")).items()
+                 if k in KNOB_DEFAULTS}
+    except (ValueError, AttributeError) as exc:
+        raise NotCalibratable(f"the recording's knobs header is not a JSON object of "
+                              f"numbers: {exc}") from None
+    return name, knobs
+
+
+def measured_knobs(live: Incident, scenario: str) -> dict[str, float]:
+    """Speeds of the machine the live run had, read off its spans: what the generator
+    cannot know (a scan of the seeded table takes what the disk and CPU make of it)."""
+    out: dict[str, float] = {}
+    onset, recovery = live.truth.onset_ms, live.truth.recovery_ms
+    if scenario == "slow_query" and onset is not None and recovery is not None:
+        lo, hi = (onset + 10_000) * 10**6, (recovery - 5_000) * 10**6
+        scans = [int(t.end_ns[i] - t.start_ns[i]) / 1e6 for t in live.span_tables
+                 for i in range(len(t)) if t.name[i].startswith("SELECT")
+                 and lo <= t.start_ns[i] < hi
+                 and "idempotency_key" in str(dict(t.attributes[i]).get("db.statement", ""))]
+        if len(scans) >= 5:
+            out["select_peak_ms"] = float(np.median(scans))
+    return out
+
+
+def calibration_scenario(live: Incident) -> Scenario:
+    """The scenario ``live`` ran, written down as a scenario file would: its window, step,
+    knobs, and its fault switched on and off when the recording says."""
+    name, knobs = run_settings(live)
+    spec = SCENARIOS[name]
+    onset, recovery = live.truth.onset_ms, live.truth.recovery_ms
+    if onset is None or recovery is None:
+        raise NotCalibratable("the recording has no incident switched on and off")
+    step_s = max(1, round(live.step_ms / 1000))
+    window_s = (live.duration_ms // 1000) // step_s * step_s
+    on, off = round(onset / 1000), round(recovery / 1000)
+    ramp = float(dict(live.source).get("card_ramp_s", "0")) if spec.fault == \
+        "upstream_latency" else 0.0
+    peak = min(on + max(round(ramp), 1), off - 1)
+    fault_knobs = {k: v for k, v in knobs.items() if k in spec.knobs}
+    base = {k: v for k, v in knobs.items() if k not in spec.knobs}
+    fault_knobs.update(measured_knobs(live, name))
+    doc = {
+        "name": f"{name}_as_run", "duration": f"{window_s}s", "step": f"{step_s}s",
+        "description": f"{name} as {live.scenario} ran it live",
+        "knobs": base,
+        "faults": [{"kind": spec.fault, "phases": {
+            "onset": f"{on}s", "peak": f"{peak}s", "recovery": f"{off}s",
+            "recovered": f"{min(off + step_s, window_s)}s", "onset_jump": 1.0,
+            "stretch": 0.0}, "knobs": fault_knobs}],
+    }
+    return parse_scenario(doc, f"{live.scenario} (header)")
+
+
+def generated_like(live: Incident, seed: int = 1) -> Incident:
+    return generate(calibration_scenario(live), seed=seed)
