@@ -107,7 +107,7 @@ def postgres_series(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
 
     reports = _ledger(b, sim, rng)
     _database(b, sim, bg, rng, seq, sel_idx, ins_idx, inserted, found, scans, rows_scanned,
-              reports, b.counter(ins_idx, n_plus))
+              reports, b.counter(ins_idx, n_plus), np.minimum(2 * scanning, 8))
     _locks_and_settings(b, sim, knobs, live_rows)
 
 
@@ -184,6 +184,13 @@ def _activity(b: SeriesBuilder, sim: Simulation, bg: Background, seq: np.ndarray
                         inst.oldest_statement_s * rng.uniform(0.2, 1.0, b.n))
     b.add("pg_stat_activity_max_tx_duration", lab, np.where(io_wait > 0, np.round(wait_age, 6),
                                                             0.0))
+    # each scan's Parallel Seq Scan has up to 2 workers of its own (max_parallel_workers 8
+    # for the server): backends of the same database and client, active while it runs
+    workers = np.minimum(2 * scanning, 8).astype(np.float64)
+    lab = {**PG_JOB, **APP_SESSION, "state": "active", "backend_type": "parallel worker"}
+    b.add("pg_stat_activity_count", lab, workers)
+    b.add("pg_stat_activity_max_tx_duration", lab, np.where(
+        workers > 0, np.round(inst.oldest_statement_s * rng.uniform(0.3, 1.0, b.n), 6), 0.0))
     lab = {**PG_JOB, **APP_SESSION, "state": "active", "wait_event_type": "Lock",
            "wait_event": "relation"}
     b.add("pg_stat_activity_count", lab, lock_wait)
@@ -271,7 +278,8 @@ def _report_index(b: SeriesBuilder, bg: Background) -> np.ndarray:
 def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.Generator,
               seq: np.ndarray, sel_idx: np.ndarray, ins_idx: np.ndarray, inserted: np.ndarray,
               found: np.ndarray, scans: np.ndarray, rows_scanned: np.ndarray,
-              reports: dict[str, np.ndarray], n_plus: np.ndarray) -> None:
+              reports: dict[str, np.ndarray], n_plus: np.ndarray,
+              workers: np.ndarray) -> None:
     traffic, inst, n = sim.traffic, sim.instants, b.n
     step_s = sim.step_ms / 1000.0
     ran = traffic.select_end_ns > traffic.select_start_ns
@@ -307,7 +315,7 @@ def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.
     others = sim.other_sessions if sim.other_sessions is not None else np.zeros(n)
     stats = {
         # + the exporter's two connections (see _activity)
-        "numbackends": inst.used + inst.idle + 2.0 + others,
+        "numbackends": inst.used + inst.idle + 2.0 + others + workers,
         "xact_commit": commits,
         "xact_rollback": b.counter(sel_idx[rolled]),
         "blks_read": reads, "blks_hit": hits,

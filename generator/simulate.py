@@ -455,11 +455,19 @@ def _work(knobs: dict[str, float], act: Active, route: np.ndarray, arrival: np.n
     if "slow_query" in act:  # the index is gone: a sequential scan, from the onset on
         peak = knobs["select_peak_ms"] / 1e3
         sel_median = np.where(post, sel_median * (peak / sel_median) ** sev, sel_median)
-    # GET by primary key keeps its index, but shares the disk with the scans.
+    # GET by primary key keeps its index, but shares the disk and the CPUs with the scans:
+    # most lookups hardly notice, a share waits for a CPU the scan's workers hold
     sel_median = np.where(get, knobs["select_p50_ms"] / 1e3 * 0.7 * (
-        1.0 + 1.5 * sev), sel_median)
+        1.0 + 0.15 * sev), sel_median)
     sigma = knobs["query_sigma"]
-    select_s = _lognormal(lat, sel_median, sigma, n)
+    # a scan's time spreads wider than a lookup's (what is cached, who else runs)
+    select_s = _lognormal(lat, sel_median, np.where(post, sigma + 0.12 * sev, sigma), n)
+    if "slow_query" in act:
+        # the scans' share of the database's CPUs (2 cores): how often a lookup waits
+        busy = min(1.0, knobs["rps_post_payment"] * knobs["select_peak_ms"] / 1e3 / 2.0)
+        waits = get & (streams["faults"].random(n) < 0.3 * busy * sev)
+        select_s = select_s + np.where(waits, _lognormal(streams["faults"], 0.008, 0.8, n),
+                                       0.0)
     insert_s = _lognormal(lat, knobs["insert_p50_ms"] / 1e3, sigma, n)
     if "noisy_neighbour" in act:  # every statement waits on the disk and CPUs the
         # reports keep busy; the plans stay what they were
@@ -662,7 +670,11 @@ def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
     col["call_start_ns"] = ns(np.where(post, at, thread))
     col["call_end_ns"] = ns(np.where(post, at + work.card_s[k], thread))
     del at, thread
-    col["connect_start_ns"], col["connect_end_ns"] = ns(s.pool_request[k]), ns(s.checkout[k])
+    # the `connect` span (and the pool's wait histogram) also holds the checkout itself:
+    # part of the driver time before the first statement, a tenth of a millisecond or two
+    col["connect_start_ns"] = ns(s.pool_request[k])
+    col["connect_end_ns"] = ns(np.where(held, s.checkout[k] + 0.45 * work.gap[0, k],
+                                        s.checkout[k]))
     times = _statement_times(work, s, k, held)
     for name, at in zip(("select_start_ns", "select_end_ns", "insert_start_ns",
                          "insert_end_ns"), times):

@@ -39,6 +39,19 @@ class TrafficResult:
                 f"({self.achieved_rps:.1f}/s); {counts}")
 
 
+def offsets(rps: float, total: int, seed: int = 1, poisson: bool = False) -> list[float]:
+    """Seconds from the start at which each request is due: evenly spaced at ``rps``, or
+    with ``poisson`` at exponential gaps of the same mean (a seeded stream of its own)."""
+    if not poisson:
+        return [i / rps for i in range(total)]
+    gaps = random.Random(seed + 1)
+    out, t = [], 0.0
+    for _ in range(total):
+        out.append(t)
+        t += gaps.expovariate(rps)
+    return out
+
+
 def run_traffic(url: str, rps: float, duration_s: float | None = None,
                 requests_total: int | None = None, concurrency: int = 16, seed: int = 1,
                 timeout_s: float = 35.0, clock: Callable[[], float] = time.monotonic,
@@ -81,11 +94,10 @@ def run_traffic(url: str, rps: float, duration_s: float | None = None,
             result.latencies_s.append(time.perf_counter() - started)
 
     start = clock()
-    gaps = random.Random(seed + 1)
-    due = start
+    schedule = offsets(rps, total, seed, poisson)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for i in range(total):
-            due = (due + gaps.expovariate(rps)) if poisson and i else start + i / rps
+        for i, offset in enumerate(schedule):
+            due = start + offset
             wait = due - clock()
             if wait > 0:
                 sleep(wait)

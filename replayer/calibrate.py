@@ -37,11 +37,20 @@ def run_settings(live: Incident) -> tuple[str, dict[str, float]]:
     return name, knobs
 
 
+# driver and ORM time between checkout, statements and commit the generator models apart
+# from the handling time (three gaps of ~0.35 ms and reading the card's answer)
+MODELLED_GAPS_MS = 1.3
+
+
 def measured_knobs(live: Incident, scenario: str) -> dict[str, float]:
-    """Speeds of the machine the live run had, read off its spans: what the generator
-    cannot know (a scan of the seeded table takes what the disk and CPU make of it)."""
+    """Speeds of the machine and the app the live run had, read off its spans before the
+    incident: what the generator cannot know (how long its handler, an indexed lookup and
+    an insert take there; a scan of the seeded table takes what the disk and CPU make of
+    it)."""
     out: dict[str, float] = {}
     onset, recovery = live.truth.onset_ms, live.truth.recovery_ms
+    if onset is not None:
+        out.update(_calm_speeds(live, onset * 10**6))
     if scenario == "slow_query" and onset is not None and recovery is not None:
         lo, hi = (onset + 10_000) * 10**6, (recovery - 5_000) * 10**6
         scans = [int(t.end_ns[i] - t.start_ns[i]) / 1e6 for t in live.span_tables
@@ -69,7 +78,9 @@ def calibration_scenario(live: Incident) -> Scenario:
     peak = min(on + max(round(ramp), 1), off - 1)
     fault_knobs = {k: v for k, v in knobs.items() if k in spec.knobs}
     base = {k: v for k, v in knobs.items() if k not in spec.knobs}
-    fault_knobs.update(measured_knobs(live, name))
+    measured = measured_knobs(live, name)
+    fault_knobs.update({k: v for k, v in measured.items() if k in spec.knobs})
+    base.update({k: v for k, v in measured.items() if k not in spec.knobs})
     doc = {
         "name": f"{name}_as_run", "duration": f"{window_s}s", "step": f"{step_s}s",
         "description": f"{name} as {live.scenario} ran it live",
@@ -84,3 +95,34 @@ def calibration_scenario(live: Incident) -> Scenario:
 
 def generated_like(live: Incident, seed: int = 1) -> Incident:
     return generate(calibration_scenario(live), seed=seed)
+
+
+def _calm_speeds(live: Incident, until_ns: int) -> dict[str, float]:
+    """Median times of the calm before ``until_ns``: the key lookup, the insert, and the
+    POST /payment handler's own time (its server span less its children)."""
+    children: dict[bytes, float] = {}
+    select, insert, post = [], [], []
+    for t in live.span_tables:
+        for i in range(len(t)):
+            if t.start_ns[i] >= until_ns:
+                continue
+            took = int(t.end_ns[i] - t.start_ns[i]) / 1e6
+            parent = bytes(t.parent_span_id[i])
+            statement = str(dict(t.attributes[i]).get("db.statement", ""))
+            if t.kind[i] == 3 and any(parent):  # a client span: the card call, a statement
+                children[parent] = children.get(parent, 0.0) + took
+                if statement.startswith("SELECT") and "idempotency_key" in statement:
+                    select.append(took)
+                elif statement.startswith("INSERT"):
+                    insert.append(took)
+            elif t.kind[i] == 2 and t.name[i] == "POST /payment" and t.status_code[i] != 2:
+                post.append((bytes(t.span_id[i]), took))
+    out: dict[str, float] = {}
+    if len(select) >= 20:
+        out["select_p50_ms"] = round(float(np.median(select)), 3)
+    if len(insert) >= 20:
+        out["insert_p50_ms"] = round(float(np.median(insert)), 3)
+    own = [took - children[sid] for sid, took in post if sid in children]
+    if len(own) >= 20:
+        out["app_p50_ms"] = round(max(float(np.median(own)) - MODELLED_GAPS_MS, 0.2), 3)
+    return out

@@ -227,8 +227,10 @@ def stack_status(data_dir: str | None) -> None:
 @click.option("--requests", "total", type=click.IntRange(min=1), help="Or how many requests.")
 @click.option("--concurrency", type=click.IntRange(1, 1024), default=16, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--poisson", is_flag=True,
+              help="Exponential gaps between arrivals (same mean) instead of even ones.")
 def traffic_cmd(url: str, rps: float, duration: str | None, total: int | None,
-                concurrency: int, seed: int) -> None:
+                concurrency: int, seed: int, poisson: bool) -> None:
     """Drive bounded traffic at live_app; prints the achieved rate and status counts."""
     from live_app.traffic import run_traffic
 
@@ -236,7 +238,7 @@ def traffic_cmd(url: str, rps: float, duration: str | None, total: int | None,
         raise UsageError("give --duration or --requests so the run stops by itself")
     ms = _duration_ms(duration, "--duration")
     seconds = None if ms is None else ms / 1000
-    result = run_traffic(url, rps, seconds, total, concurrency, seed)
+    result = run_traffic(url, rps, seconds, total, concurrency, seed, poisson=poisson)
     click.echo(result.summary())
     if not result.statuses or all(k.startswith("error") for k in result.statuses):
         raise TransportError(f"no request reached {url}; is live_app running there?")

@@ -52,3 +52,41 @@ def test_operational_endpoints_answer_while_the_worker_threads_are_full(
             assert [f.result().status_code for f in waiting] == [200] * 50
         finally:
             pay.shutdown(wait=False, cancel_futures=True)
+
+
+def test_operational_endpoints_answer_while_threads_wait_on_the_card_processor(
+        settings: Settings, tmp_path: Path) -> None:
+    """upstream_latency: every worker thread waits on a slow charge; the service still
+    answers its probes, scrapes and switch, and switching off speeds the charges up."""
+    from live_app.card_processor import CardSettings, EmbeddedCardProcessor
+
+    card = EmbeddedCardProcessor(CardSettings(slow_ms=4000.0, ramp_s=0.0, sigma=0.0))
+    s = replace(settings, database_url=f"sqlite:///{tmp_path / 'card.db'}",
+                card_processor_url=card.url)
+    pay = ThreadPoolExecutor(max_workers=60)
+    try:
+        with serving(s) as url:
+            assert requests.post(f"{url}/incident", json={"mode": "upstream_latency"},
+                                 timeout=1).status_code == 200
+            waiting = [pay.submit(requests.post, f"{url}/payment", json={"amount": "1.00"},
+                                  timeout=30) for _ in range(50)]
+            deadline = time.monotonic() + 15
+            while _active_posts(url) < 40:  # bounded poll until the threads are all busy
+                assert time.monotonic() < deadline, "payments did not fill the worker threads"
+                time.sleep(0.1)
+            assert requests.get(f"{url}/health", timeout=1).status_code == 200
+            assert requests.get(f"{url}/incident", timeout=1).json()["mode"] == \
+                "upstream_latency"
+            off = requests.post(f"{url}/incident", json={"mode": "normal"}, timeout=1)
+            assert off.status_code == 200 and card.app.state.behaviour.mode == "normal"
+            assert [f.result().status_code for f in waiting] == [200] * 50
+    finally:
+        pay.shutdown(wait=False, cancel_futures=True)
+        card.stop()
+
+
+def _active_posts(url: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=1).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("http_server_active_requests{")
+               and 'http_request_method="POST"' in line)

@@ -44,3 +44,18 @@ def test_replayer_traffic_needs_a_bound_and_a_server() -> None:
                                            ("250ms", 0.25)])
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+def test_poisson_arrivals_keep_the_mean_rate_with_uneven_gaps() -> None:
+    import statistics
+
+    from live_app.traffic import offsets
+
+    even = offsets(50, 2000)
+    assert even[:3] == [0.0, 0.02, 0.04]
+    due = offsets(50, 2000, seed=3, poisson=True)
+    assert len(due) == 2000 and due == offsets(50, 2000, seed=3, poisson=True)
+    gaps = [b - a for a, b in zip(due, due[1:])]
+    assert min(gaps) >= 0 and abs(statistics.mean(gaps) - 0.02) < 0.002
+    # exponential: the spread is about the mean (even spacing has none)
+    assert 0.9 < statistics.stdev(gaps) / statistics.mean(gaps) < 1.1
