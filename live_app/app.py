@@ -139,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         status, amount = "captured", body.amount
                     if mode == "pool_exhaustion":  # a slow call made inside the transaction
                         with tracer.start_as_current_span("fraud check"):
-                            time.sleep(settings.hold_s)
+                            time.sleep(settings.hold_s * rng.lognormvariate(0.0, 0.3))
                 if mode == "connection_leak" and rng.random() < settings.leak_ratio:
                     incident.leak(conn, pid)
         except (sqlalchemy.exc.SQLAlchemyError, PaymentGatewayError) as exc:

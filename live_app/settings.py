@@ -35,7 +35,9 @@ class Settings:
     error_ratio: float = 0.3  # share of charges the card processor fails in error_spike mode
     # the card processor's base URL; unset: payment-service runs one in-process on loopback
     card_processor_url: str | None = None
-    hold_s: float = 2.5  # pool_exhaustion: the slow call inside each payment's transaction
+    # pool_exhaustion: the slow call inside each payment's transaction (its median; a
+    # log-normal spread, sigma 0.3, as the generator's fraud check)
+    hold_s: float = 2.5
     leak_ratio: float = 0.05  # connection_leak: share of payments that leak a connection
     # SQLAlchemy's pool_recycle: a pooled connection older than this is replaced at its
     # next checkout (-1: never, SQLAlchemy's default); too_many_clients bites through it

@@ -51,6 +51,13 @@ def measured_knobs(live: Incident, scenario: str) -> dict[str, float]:
     onset, recovery = live.truth.onset_ms, live.truth.recovery_ms
     if onset is not None:
         out.update(_calm_speeds(live, onset * 10**6))
+    if scenario == "noisy_neighbour" and onset is not None and recovery is not None:
+        # how much slower the reports made every statement of the service on that machine
+        calm = _statements(live, 0, onset * 10**6)
+        busy = _statements(live, (onset + 10_000) * 10**6, (recovery - 5_000) * 10**6)
+        if len(calm) >= 20 and len(busy) >= 20:
+            out["statement_slowdown_peak"] = round(max(
+                float(np.median(busy) / np.median(calm)), 1.0), 3)
     if scenario == "slow_query" and onset is not None and recovery is not None:
         lo, hi = (onset + 10_000) * 10**6, (recovery - 5_000) * 10**6
         scans = [int(t.end_ns[i] - t.start_ns[i]) / 1e6 for t in live.span_tables
@@ -125,4 +132,18 @@ def _calm_speeds(live: Incident, until_ns: int) -> dict[str, float]:
     own = [took - children[sid] for sid, took in post if sid in children]
     if len(own) >= 20:
         out["app_p50_ms"] = round(max(float(np.median(own)) - MODELLED_GAPS_MS, 0.2), 3)
+    return out
+
+
+def _statements(live: Incident, lo_ns: int, hi_ns: int) -> list[float]:
+    """Milliseconds of the service's lookups by key and inserts that started in [lo, hi)."""
+    out = []
+    for t in live.span_tables:
+        for i in range(len(t)):
+            if not lo_ns <= t.start_ns[i] < hi_ns:
+                continue
+            statement = str(dict(t.attributes[i]).get("db.statement", ""))
+            if statement.startswith("INSERT") or (statement.startswith("SELECT")
+                                                  and "idempotency_key" in statement):
+                out.append(int(t.end_ns[i] - t.start_ns[i]) / 1e6)
     return out

@@ -4,6 +4,7 @@ missing); trigger-incident switches a real live_app."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,3 +69,12 @@ def test_trigger_incident(tmp_path: Path) -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+def test_trigger_incident_offers_every_live_app_mode() -> None:
+    from live_app.settings import MODES
+
+    text = (ROOT / "scripts/trigger-incident.sh").read_text()
+    offered = re.search(r"^  ([a-z_|]+)\) ;;$", text, re.M)
+    assert offered is not None
+    assert offered.group(1).split("|") == list(MODES)
