@@ -198,8 +198,10 @@ def _activity(b: SeriesBuilder, sim: Simulation, bg: Background, seq: np.ndarray
     _other_sessions(b, sim)
     t_s = b.t_ms / 1000.0
     report_on = covering(bg.scan_start_s, bg.scan_end_s, t_s)
-    first = np.searchsorted(bg.scan_start_s, t_s, side="right") - 1
-    age = np.where(report_on > 0, t_s - bg.scan_start_s[np.maximum(first, 0)], 0.0)
+    age = np.zeros(b.n)
+    if bg.scan_start_s.size:  # a short window may hold no run of the job
+        first = np.searchsorted(bg.scan_start_s, t_s, side="right") - 1
+        age = np.where(report_on > 0, t_s - bg.scan_start_s[np.maximum(first, 0)], 0.0)
     # the job connects for each run (cron), so it has a session only while it scans
     lab = {**PG_JOB, **REPORT_SESSION, "state": "active"}
     b.add("pg_stat_activity_count", lab, report_on.astype(np.float64))

@@ -94,7 +94,9 @@ def calibration_scenario(live: Incident) -> Scenario:
         "knobs": base,
         "faults": [{"kind": spec.fault, "phases": {
             "onset": f"{on}s", "peak": f"{peak}s", "recovery": f"{off}s",
-            "recovered": f"{min(off + step_s, window_s)}s", "onset_jump": 1.0,
+            # switched off at once, as the live switch does: what queued drains after it,
+            # inside the after phase on both sides
+            "recovered": f"{min(off + 1, window_s)}s", "onset_jump": 1.0,
             "stretch": 0.0}, "knobs": fault_knobs}],
     }
     return parse_scenario(doc, f"{live.scenario} (header)")

@@ -10,7 +10,8 @@ without an incident (``baseline``) is compared whole against each phase of the o
 
 A row is within tolerance when the two values are close enough for one to stand in for
 the other: latency quantiles within a factor of 2, rates and ratios within 25 % (or both
-negligible), saturation and timeouts present on both or on neither, onset to peak within
+negligible), mean counts (connections, sessions, waiting requests) within 25 % or half of
+one, saturation and timeouts present on both or on neither, onset to peak within
 two scrapes. A value one side lacks (no postgres job scraped) is reported, not judged.
 """
 
@@ -33,6 +34,7 @@ EXPORTER_ONLY_LABELS = frozenset({"server"})
 ROUTES = (("POST", "/payment"), ("GET", "/payments/{payment_id}"))
 LATENCY_FACTOR = 2.0
 RATE_TOLERANCE = 0.25
+COUNT_SLACK = 0.5
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,10 @@ def _judge(rule: str, a: float | None, b: float | None) -> str:
         if big < 1e-3:  # both negligible
             return "ok"
         return "ok" if abs(a - b) <= RATE_TOLERANCE * big else "outside"
+    if rule == "count25":  # a mean count of connections or requests: within 25 %, or
+        # within half of one (a calm phase's means are fractions an eye cannot tell apart)
+        return "ok" if abs(a - b) <= max(RATE_TOLERANCE * max(abs(a), abs(b)),
+                                          COUNT_SLACK) else "outside"
     if rule == "presence":
         return "ok" if (a > 0) == (b > 0) else "outside"
     raise ValueError(rule)
@@ -260,22 +266,22 @@ def compare(a: Incident, b: Incident) -> list[Row]:
             row(f"p{int(q * 100)} card-processor call", phase, "factor2", "s",
                 functools.partial(card_call, q=q))
         row("5xx ratio", phase, "ratio25", "", error_ratio)
-        row("pool used (mean)", phase, "ratio25", "conns", lambda i, x, y: _gauge(
+        row("pool used (mean)", phase, "count25", "conns", lambda i, x, y: _gauge(
             i, "db_client_connections_usage_connections", np.mean, x, y, state="used"))
-        row("pool idle (mean)", phase, "ratio25", "conns", lambda i, x, y: _gauge(
+        row("pool idle (mean)", phase, "count25", "conns", lambda i, x, y: _gauge(
             i, "db_client_connections_usage_connections", np.mean, x, y, state="idle"))
         row("pool saturated (max used = max)", phase, "presence", "", lambda i, x, y: _saturated(
             i, x, y))
         row("pending requests (max)", phase, "presence", "", lambda i, x, y: _gauge(
             i, "db_client_connection_pending_requests", np.max, x, y))
-        row("pending requests (mean)", phase, "ratio25", "", lambda i, x, y: _gauge(
+        row("pending requests (mean)", phase, "count25", "", lambda i, x, y: _gauge(
             i, "db_client_connection_pending_requests", np.mean, x, y))
         row("pool timeouts", phase, "presence", "/s", lambda i, x, y: _rate(
             i, "db_client_connection_timeouts_total", x, y))
         row("pool wait (mean)", phase, "factor2", "s", pool_wait)
-        row("db active sessions (mean)", phase, "ratio25", "", lambda i, x, y: _gauge(
+        row("db active sessions (mean)", phase, "count25", "", lambda i, x, y: _gauge(
             i, "pg_stat_activity_count", np.mean, x, y, datname="payments", state="active"))
-        row("db idle in transaction (mean)", phase, "ratio25", "", lambda i, x, y: _gauge(
+        row("db idle in transaction (mean)", phase, "count25", "", lambda i, x, y: _gauge(
             i, "pg_stat_activity_count", np.mean, x, y, datname="payments",
             state="idle in transaction"))
         row("slow statement lines", phase, "ratio25", "/min", slow_lines_per_min)
@@ -341,5 +347,6 @@ def render(rows: list[Row], name_a: str, name_b: str) -> str:
     judged = sum(r.verdict != "n/a" for r in rows)
     lines.append(f"{judged - out} of {judged} judged rows within tolerance "
                  f"(latency x{LATENCY_FACTOR:g}, rates and ratios {RATE_TOLERANCE:.0%}, "
+                 f"mean counts {RATE_TOLERANCE:.0%} or {COUNT_SLACK:g}, "
                  "presence on both or neither, onset to peak within two scrapes)")
     return "\n".join(lines)
