@@ -46,6 +46,9 @@ class Demand:
     # request whose first statement (``first_statement`` after its checkout) starts then
     # waits in the database, holding its connection, until the lock goes
     first_statement: np.ndarray | None = None
+    # which statement the lock holds: "first" (a lock on the table, every statement waits)
+    # or "insert" (CREATE INDEX's SHARE lock: reads go on, writes wait)
+    blocks: str = "first"
     lock_from: float = float("inf")
     lock_until: float = float("-inf")
 

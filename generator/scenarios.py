@@ -58,6 +58,9 @@ KNOB_DEFAULTS: Mapping[str, float] = MappingProxyType(
         "leak_kb_per_payment": 0.0,
         "memory_limit_mb": 512.0,  # the container's memory limit: the OOM killer acts there
         "restart_s": 6.0,  # from a process stopping to the new one answering
+        # slow_query's fix: the CREATE INDEX that restores the index holds a SHARE lock on
+        # payments this long, and writes wait for it (0: the index is back at once)
+        "index_build_s": 1.0,
     }
 )
 
@@ -65,6 +68,7 @@ _INT_KNOBS = frozenset({"worker_threads", "pool_size", "max_overflow", "statemen
                         "log_min_duration_statement_ms", "max_connections"})
 _RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
     {
+        "index_build_s": (0.0, 600.0),
         "rps_post_payment": (0.0, 5000.0),
         "rps_get_payment": (0.0, 5000.0),
         "rps_health": (0.0, 100.0),
@@ -268,8 +272,8 @@ _register(
         root_cause_kind="missing_index",
         root_cause_identity={"job": "postgres", "server.address": "postgres",
                              "service_name": "postgres", "relname": "payments"},
-        # DROP INDEX takes effect at once (a step); once CREATE INDEX CONCURRENTLY is done the
-        # scans in flight drain within seconds
+        # DROP INDEX takes effect at once (a step); the fix is a plain CREATE INDEX (as
+        # live_app's): writes wait for it (index_build_s), then the scans in flight drain
         phases=PhasePlan(onset=0.33, peak=0.34, recovery=0.70, recovered=0.71,
                          onset_jump=1.0, onset_range=(0.22, 0.45), stretch=0.25),
         live_mode="slow_query",

@@ -182,6 +182,8 @@ class Others:
     """Other clients of the database that take part in an incident (seconds)."""
 
     lock: tuple[float, float, float] | None = None  # holder's BEGIN, the ALTER, the end
+    # slow_query's fix: CREATE INDEX from .. until (writes wait for its SHARE lock)
+    rebuild: tuple[float, float] | None = None
     # the dashboard's reports: start, end, which of its sessions, temp bytes written
     reports: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -286,16 +288,20 @@ def simulate(knobs: dict[str, float], faults: tuple[tuple[str, PhasePlan], ...],
     mid = (np.arange(n_steps) + 0.5) / n_steps
     return Simulation(traffic, instants, _ro(severity_curve(plan, mid), np.float64), step_ms,
                       act.primary, capacity, restarts, others,
-                      _other_clients(act, streams["faults"]), faults)
+                      _other_clients(act, streams["faults"], knobs), faults)
 
 
-def _other_clients(act: Active, rng: np.random.Generator) -> Others | None:
-    lock = None
+def _other_clients(act: Active, rng: np.random.Generator,
+                   knobs: dict[str, float]) -> Others | None:
+    lock = rebuild = None
     if "lock_contention" in act:  # the analyst began minutes before the ALTER queued
         onset, end = act.window("lock_contention")
         lock = (onset - float(rng.uniform(120.0, 900.0)), onset, end)
+    elif "slow_query" in act and knobs["index_build_s"] > 0:  # as _work models it
+        until = act.window("slow_query")[1]
+        rebuild = (until - knobs["index_build_s"], until)
     if "noisy_neighbour" not in act:
-        return None if lock is None else Others(lock=lock)
+        return None if lock is None and rebuild is None else Others(lock=lock, rebuild=rebuild)
     onset, end = act.window("noisy_neighbour")
     starts, ends, session, temp = [], [], [], []
     for sess in range(2):  # two dashboard cards refresh side by side, report after report
@@ -309,8 +315,9 @@ def _other_clients(act: Active, rng: np.random.Generator) -> Others | None:
                               * 8192))
             t += took + float(rng.uniform(0.5, 4.0))
     order = np.argsort(starts, kind="stable")
-    return Others(lock=lock, reports=(np.asarray(starts)[order], np.asarray(ends)[order],
-                                      np.asarray(session)[order], np.asarray(temp)[order]))
+    reports = (np.asarray(starts)[order], np.asarray(ends)[order],
+               np.asarray(session)[order], np.asarray(temp)[order])
+    return Others(lock=lock, rebuild=rebuild, reports=reports)
 
 
 
@@ -528,15 +535,25 @@ def _work(knobs: dict[str, float], act: Active, route: np.ndarray, arrival: np.n
                                      0.0)
     locked = "lock_contention" in act
     lock_from, lock_until = act.window("lock_contention")
+    # slow_query's fix: CREATE INDEX ends at the recovery; until it commits, the scans go
+    # on and every INSERT waits for its SHARE lock (a table lock of lock_contention's, if
+    # both faults run at once, is the one modelled)
+    rebuild = not locked and "slow_query" in act and knobs["index_build_s"] > 0
+    blocked_at = gap_32[0] if locked else None
+    if rebuild:
+        lock_until = act.window("slow_query")[1]
+        lock_from = lock_until - knobs["index_build_s"]
+        blocked_at = np.where(writes & uses_db, gap_32[0] + select_32 + nplus_total
+                              + gap_32[1], np.inf).astype(np.float32)
     demand = Demand(
         arrival=arrival, on_thread=~health, before_pool=pre_32 + card_32 + card_s_read,
         uses_db=uses_db,
         hold=np.where(uses_db, hold, 0.0), after_pool=post_work + error_s,
         timeout_jitter=_lognormal(gaps, 0.0012, 0.6, n), keep_until=keep_until,
         # the migration's ACCESS EXCLUSIVE lock on payments, from the onset to its commit
-        first_statement=gap_32[0] if locked else None,
-        lock_from=lock_from if locked else float("inf"),
-        lock_until=lock_until if locked else float("-inf"))
+        first_statement=blocked_at, blocks="insert" if rebuild else "first",
+        lock_from=lock_from if locked or rebuild else float("inf"),
+        lock_until=lock_until if locked or rebuild else float("-inf"))
     return Work(demand, pre_32, card_32, card_fail, select_32, insert_32, gap_32, stmt_to,
                 writes, extra_s, leaks, receipt, disk_full, nplus_count, nplus_total,
                 nplus_gap, nplus_dur)
@@ -630,10 +647,12 @@ def _statement_times(work: Work, s: Schedule, idx: np.ndarray,
     writes = held & work.writes[idx]
     sel_start = np.where(held, checkout + work.gap[0, idx], checkout)
     waited = np.where(held, work.demand.lock_wait(checkout, idx), 0.0)
-    sel_end = np.where(held, sel_start + waited + work.select_s[idx], sel_start)
+    on_insert = work.demand.blocks == "insert"  # the wait is the INSERT's, not the SELECT's
+    sel_end = np.where(held, sel_start + (0.0 if on_insert else waited) + work.select_s[idx],
+                       sel_start)
     ins_start = np.where(writes, sel_end + work.nplus_total[idx] + work.gap[1, idx], sel_end)
-    return sel_start, sel_end, ins_start, np.where(writes, ins_start + work.insert_s[idx],
-                                                   ins_start)
+    return sel_start, sel_end, ins_start, np.where(
+        writes, ins_start + (waited if on_insert else 0.0) + work.insert_s[idx], ins_start)
 
 
 def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,

@@ -29,6 +29,9 @@ PG_SELECT_BY_KEY = ("SELECT payments.id, payments.status, payments.amount FROM p
 PG_SELECT_BY_ID = ("SELECT payments.id, payments.status, payments.amount, payments.currency, "
                    "payments.created_at FROM payments WHERE payments.id = $1")
 
+# slow_query's fix, as live_app runs it (live_app/db.py restore_lookup_index)
+CREATE_LOOKUP_INDEX = ("CREATE INDEX IF NOT EXISTS ix_payments_idempotency_key ON payments "
+                       "(idempotency_key)")
 PG_INSERT_PAYMENT = ("INSERT INTO payments (idempotency_key, amount, currency, status, "
                      "created_at) VALUES ($1::VARCHAR, $2, $3::VARCHAR, $4::VARCHAR, "
                      "$5::TIMESTAMP WITHOUT TIME ZONE) RETURNING payments.id")

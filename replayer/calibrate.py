@@ -8,11 +8,12 @@ calibration tests set a live fixture against this.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 
 from generator import generate
-from generator.model import Incident
+from generator.model import Incident, Phase
 from generator.scenarios import KNOB_DEFAULTS, SCENARIOS, Scenario
 from generator.specfile import parse_scenario
 
@@ -96,14 +97,23 @@ def calibration_scenario(live: Incident) -> Scenario:
             "onset": f"{on}s", "peak": f"{peak}s", "recovery": f"{off}s",
             # switched off at once, as the live switch does: what queued drains after it,
             # inside the after phase on both sides
-            "recovered": f"{min(off + 1, window_s)}s", "onset_jump": 1.0,
+            "recovered": f"{min(off + 1, window_s)}s",
+            # a switch is a step; a ramp (the card processor's slowdown) starts from nothing
+            "onset_jump": 0.0 if ramp > 0 else 1.0,
             "stretch": 0.0}, "knobs": fault_knobs}],
     }
     return parse_scenario(doc, f"{live.scenario} (header)")
 
 
 def generated_like(live: Incident, seed: int = 1) -> Incident:
-    return generate(calibration_scenario(live), seed=seed)
+    """The twin of ``live``, its phases cut as a live run's are (the incident from the
+    switch on to the switch off, ramp included), so both are judged on the same windows."""
+    twin = generate(calibration_scenario(live), seed=seed)
+    on, off = twin.truth.onset_ms, twin.truth.recovery_ms
+    assert on is not None and off is not None
+    phases = (Phase("baseline", 0, on), Phase("peak", on, off),
+              Phase("baseline", off, twin.duration_ms))
+    return replace(twin, truth=replace(twin.truth, phases=phases))
 
 
 def _calm_speeds(live: Incident, until_ns: int) -> dict[str, float]:

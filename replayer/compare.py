@@ -11,7 +11,7 @@ without an incident (``baseline``) is compared whole against each phase of the o
 A row is within tolerance when the two values are close enough for one to stand in for
 the other: latency quantiles within a factor of 2, rates and ratios within 25 % (or both
 negligible), mean counts (connections, sessions, waiting requests) within 25 % or half of
-one, saturation and timeouts present on both or on neither, onset to peak within
+one, slow-statement lines within 25 % or 1.5 a minute, saturation and timeouts present on both or on neither, onset to peak within
 two scrapes. A value one side lacks (no postgres job scraped) is reported, not judged.
 """
 
@@ -35,6 +35,7 @@ ROUTES = (("POST", "/payment"), ("GET", "/payments/{payment_id}"))
 LATENCY_FACTOR = 2.0
 RATE_TOLERANCE = 0.25
 COUNT_SLACK = 0.5
+LINES_SLACK = 1.5  # log lines per minute
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,10 @@ def _judge(rule: str, a: float | None, b: float | None) -> str:
         # within half of one (a calm phase's means are fractions an eye cannot tell apart)
         return "ok" if abs(a - b) <= max(RATE_TOLERANCE * max(abs(a), abs(b)),
                                           COUNT_SLACK) else "outside"
+    if rule == "lines25":  # a rate of rare log lines: within 25 %, or 1.5 a minute (a
+        # line or two more in a phase of a minute is chance, not a different incident)
+        return "ok" if abs(a - b) <= max(RATE_TOLERANCE * max(abs(a), abs(b)),
+                                          LINES_SLACK) else "outside"
     if rule == "presence":
         return "ok" if (a > 0) == (b > 0) else "outside"
     raise ValueError(rule)
@@ -284,7 +289,7 @@ def compare(a: Incident, b: Incident) -> list[Row]:
         row("db idle in transaction (mean)", phase, "count25", "", lambda i, x, y: _gauge(
             i, "pg_stat_activity_count", np.mean, x, y, datname="payments",
             state="idle in transaction"))
-        row("slow statement lines", phase, "ratio25", "/min", slow_lines_per_min)
+        row("slow statement lines", phase, "lines25", "/min", slow_lines_per_min)
     oa, ob = onset_to_peak_s(a), onset_to_peak_s(b)
     if oa is not None or ob is not None:
         two = 2 * max(a.step_ms, b.step_ms) / 1000.0
@@ -348,5 +353,6 @@ def render(rows: list[Row], name_a: str, name_b: str) -> str:
     lines.append(f"{judged - out} of {judged} judged rows within tolerance "
                  f"(latency x{LATENCY_FACTOR:g}, rates and ratios {RATE_TOLERANCE:.0%}, "
                  f"mean counts {RATE_TOLERANCE:.0%} or {COUNT_SLACK:g}, "
+                 f"slow lines {RATE_TOLERANCE:.0%} or {LINES_SLACK:g}/min, "
                  "presence on both or neither, onset to peak within two scrapes)")
     return "\n".join(lines)

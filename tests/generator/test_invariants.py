@@ -345,3 +345,24 @@ def test_a_window_too_short_for_the_reporting_job_still_generates() -> None:
         report = [s for s in inc.iter_series("pg_stat_activity_count")
                   if s.label("application_name") == "reporting"]
         assert report and all(np.all(s.values >= 0) for s in report)
+
+
+def test_slow_query_fix_makes_writes_wait_for_create_index() -> None:
+    """The fix is a CREATE INDEX: until it commits, INSERTs wait for its lock (reads go
+    on); its duration line and the logged waits are in PostgreSQL's log."""
+    from generator import generate
+
+    inc = generate("slow_query", seed=2, knobs={"index_build_s": 3.0})
+    recovery = inc.truth.recovery_ms * 1_000_000
+    pg = [line for s in inc.log_streams if dict(s.labels)["service_name"] == "postgres"
+          for line in s.lines]
+    fix = [line for line in pg if "statement: CREATE INDEX IF NOT EXISTS" in line]
+    assert len(fix) == 1 and "duration: 3000.000 ms" in fix[0]
+    waited = [line for line in pg if "parse <unnamed>: INSERT INTO payments" in line]
+    assert waited
+    inserts = [(int(t.start_ns[i]), int(t.end_ns[i])) for t in inc.span_tables
+               for i in range(len(t)) if t.name[i] == "INSERT payments"]
+    during = [(a, b) for a, b in inserts if recovery - 3_000_000_000 <= a < recovery]
+    assert during and all(b >= recovery for _, b in during)  # none ends before the commit
+    quick = generate("slow_query", seed=2, knobs={"index_build_s": 0.0})
+    assert not any("CREATE INDEX" in line for s in quick.log_streams for line in s.lines)

@@ -78,3 +78,16 @@ def test_traceback_frames_quote_live_app_at_their_line_numbers() -> None:
             assert source[file][int(line) - 1].strip() == code.strip(), (file, line, code)
             checked += 1
     assert checked >= 3
+
+
+def test_the_index_fix_is_live_apps_statement() -> None:
+    from pathlib import Path
+
+    from generator.texts import CREATE_LOOKUP_INDEX
+    from live_app.db import LOOKUP_INDEX
+
+    source = Path("live_app/db.py").read_text()
+    assert 'f"CREATE INDEX IF NOT EXISTS {LOOKUP_INDEX} ON payments "' in source
+    assert '"(idempotency_key)"' in source
+    assert CREATE_LOOKUP_INDEX == (f"CREATE INDEX IF NOT EXISTS {LOOKUP_INDEX} ON payments "
+                                   "(idempotency_key)")
