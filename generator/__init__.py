@@ -12,13 +12,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .card import upstream_calls
 from .logs import build_logs, make_clients
 from .metrics import build_metrics
 from .model import Incident, MetricFamily, Series
 from .scenarios import SCENARIOS, Scenario, ScenarioError, get_scenario
 from .simulate import assign_ids, herring_restarts, simulate
 from .texts import failures
-from .card import upstream_calls
 from .traces import build_spans
 from .truth import build_truth
 

@@ -15,10 +15,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .model import Attributes, SpanTable
-from .resource import INSTRUMENTATION_VERSION, SCHEMA_URL
-from .model import frozen_array
+from .model import Attributes, SpanTable, frozen_array
 from .queue import covering
+from .resource import INSTRUMENTATION_VERSION, SCHEMA_URL
 from .series import SeriesBuilder
 from .simulate import ERR_GATEWAY, TraceIds, Traffic
 
@@ -111,8 +110,8 @@ def card_metrics(b: SeriesBuilder, up: Upstream, rng: np.random.Generator) -> No
     b.add("process_start_time_seconds", CARD_JOB, b.const(-3.9 * 86400))
     b.add("python_info", {**CARD_JOB, "implementation": "CPython", "major": "3", "minor": "11",
                           "patchlevel": "7", "version": "3.11.7"}, b.const(1))
-    b.add("target_info", {**CARD_JOB, **{k.replace(".", "_"): v for k, v in CARD_RESOURCE}},
-          b.const(1))
+    b.add("target_info", {**CARD_JOB, **{k.replace(".", "_"): str(v) for k, v in
+                                         CARD_RESOURCE}}, b.const(1))
     b.add("up", CARD_JOB, b.const(1))
 
 
@@ -134,15 +133,15 @@ def card_server_spans(traffic: Traffic, ids: TraceIds, rows: np.ndarray,
     status = up.status[at]
     parent = ids.card[k]
     port = 41000 + (parent[:, 0].astype(np.int64) % KEEPALIVE) * 37
-    fixed = (("client.address", PAYMENT_SERVICE_IP), ("http.request.method", "POST"),
+    fixed: Attributes = (("client.address", PAYMENT_SERVICE_IP), ("http.request.method", "POST"),
              ("http.route", "/v1/charges"), ("network.protocol.version", "1.1"),
              ("server.address", "card-processor:8080"), ("server.port", 8080),
              ("url.path", "/v1/charges"), ("url.scheme", "http"),
              ("user_agent.original", "python-httpx/0.28.1"))
-    attrs = [tuple(sorted(fixed + (("client.port", int(p)), ("http.response.status_code",
-                                                             int(st)))
-                          + ((("error.type", str(st)),) if st >= 500 else ())))
-             for p, st in zip(port.tolist(), status.tolist())]
+    attrs: list[Attributes] = [
+        tuple(sorted(fixed + (("client.port", int(p)), ("http.response.status_code", int(st)))
+                     + ((("error.type", str(st)),) if st >= 500 else ())))
+        for p, st in zip(port.tolist(), status.tolist())]
     table = _table("opentelemetry.instrumentation.fastapi", ids.trace_id[k],
                    server_span_ids(parent), parent, up.start_ns[at], up.end_ns[at], 2,
                    status >= 500, ["POST /v1/charges"] * k.shape[0], [""] * k.shape[0],

@@ -31,6 +31,7 @@ from .simulate import (
     Traffic,
 )
 from .texts import (
+    CREATE_LOOKUP_INDEX,
     HOLDER_SQL,
     LOCK_AT,
     MIGRATION_SQL,
@@ -38,7 +39,6 @@ from .texts import (
     PAYMENTS_DBID,
     PAYMENTS_RELFILE,
     PAYMENTS_RELID,
-    CREATE_LOOKUP_INDEX,
     PG_INSERT_PAYMENT,
     PG_SELECT_BY_ID,
     PG_SELECT_BY_KEY,
@@ -362,7 +362,7 @@ def _lock_lines(traffic: Traffic, waited: np.ndarray, pid: np.ndarray, statement
                    f"statement: {HOLDER_SQL}"]
 
 
-def _rebuild_lines(traffic: Traffic, rebuild: tuple[float, float], threshold_ns: int,
+def _rebuild_lines(traffic: Traffic, rebuild: tuple[float, float], threshold_ns: float,
                    pid: np.ndarray, info_t: list, info_lines: list,
                    rng: np.random.Generator) -> None:
     """slow_query's fix: the CREATE INDEX statement's duration line, and each INSERT that

@@ -206,7 +206,7 @@ def severity_curve(plan: PhasePlan | None, t_frac: np.ndarray) -> np.ndarray:
     return np.minimum(rise, fall)
 
 
-def _lognormal(rng: np.random.Generator, median: np.ndarray | float, sigma: float,
+def _lognormal(rng: np.random.Generator, median: np.ndarray | float, sigma: np.ndarray | float,
                n: int) -> np.ndarray:
     return median * np.exp(sigma * rng.standard_normal(n))
 

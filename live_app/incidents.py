@@ -73,11 +73,15 @@ class LockQueue:
         raise SettingsError("lock_contention: the migration did not queue for its lock "
                             f"within {limit_s:g} s; is another session holding payments?")
 
-    def end(self) -> None:
+    def end(self) -> float:
+        """Ends the analyst's transaction; returns when that was (the fault is gone then:
+        the queue behind it drains within milliseconds)."""
         self.analyst.rollback()
+        gone = time.time()
         self.analyst.close()
         self._thread.join(timeout=60)
         self._migration.dispose()
+        return gone
 
 
 class Reports:
@@ -210,8 +214,9 @@ class IncidentState:
         for conn in released:  # first: a leaked transaction would block DROP INDEX
             conn.rollback()
             conn.close()
+        gone = None
         if mode != before and self._fault is not None:
-            self._fault.end()
+            gone = self._fault.end()  # when the fault ended, if it says
             self._fault = None
         try:
             if mode == "lock_contention" and before != mode:
@@ -230,8 +235,9 @@ class IncidentState:
         elif before == "slow_query" and mode != "slow_query":
             restore_lookup_index(self.engine)
         if mode != before:
-            with self.lock:
-                self.since = time.time()  # the fault is in place (or gone) from now on
+            with self.lock:  # the fault is in place (or gone) from now on
+                self.since = gone if isinstance(gone, float) and mode == "normal" \
+                    else time.time()
         return mode
 
     def leak(self, conn: Connection, payment_id: int) -> None:

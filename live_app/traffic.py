@@ -96,7 +96,7 @@ def run_traffic(url: str, rps: float, duration_s: float | None = None,
     start = clock()
     schedule = offsets(rps, total, seed, poisson)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for i, offset in enumerate(schedule):
+        for offset in schedule:
             due = start + offset
             wait = due - clock()
             if wait > 0:

@@ -11,8 +11,8 @@ without an incident (``baseline``) is compared whole against each phase of the o
 A row is within tolerance when the two values are close enough for one to stand in for
 the other: latency quantiles within a factor of 2, rates and ratios within 25 % (or both
 negligible), mean counts (connections, sessions, waiting requests) within 25 % or half of
-one, slow-statement lines within 25 % or 1.5 a minute, saturation and timeouts present on both or on neither, onset to peak within
-two scrapes. A value one side lacks (no postgres job scraped) is reported, not judged.
+one, slow-statement lines within 25 % or 1.5 a minute, saturation and timeouts present on
+both or on neither, onset to peak within two scrapes. A value one side lacks (no postgres job scraped) is reported, not judged.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from generator.model import Incident, Series
 
 HIST = "http_server_request_duration_seconds"
 CLIENT_HIST = "http_client_request_duration_seconds"
+OPERATOR_ROUTES = frozenset({"/incident"})
 # postgres_exporter 0.11 (Debian's) labels every series with the server it read; the
 # generator follows v0.16, which does not
 EXPORTER_ONLY_LABELS = frozenset({"server"})
@@ -84,9 +85,11 @@ def _increase(series: Iterable[Series], a: int, b: int) -> float:
 def _select(inc: Incident, name: str, **labels: str) -> list[Series]:
     found = [s for s in inc.iter_series(name) if all(s.label(k) == v for k, v in labels.items())]
     if name.startswith(HIST):  # the service's own requests, not its upstream's (a scrape of
-        # card-processor has the same names)
+        # card-processor has the same names), nor live_app's incident switch (a recorder
+        # polls it)
         jobs = _app_jobs(inc)
-        found = [s for s in found if s.label("job") in jobs] if jobs else found
+        found = [s for s in found if (s.label("job") in jobs or not jobs)
+                 and s.label("http_route") not in OPERATOR_ROUTES]
     return found
 
 

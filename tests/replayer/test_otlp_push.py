@@ -91,7 +91,7 @@ def test_grpc_server_receives_every_span_with_tenant_metadata(collector_server) 
     assert collector.metadata[0]["authorization"] == "Bearer tok"
     names = {rs.resource.attributes[2].value.string_value for r in collector.requests
              for rs in r.resource_spans}
-    assert names == {"payment-service"}
+    assert names == {"payment-service", "card-processor"}
 
 
 def test_grpc_unavailable_is_retried(collector_server) -> None:  # type: ignore[no-untyped-def]

@@ -26,7 +26,7 @@ def test_fixture_loads_the_marked_scenario_with_a_run_label(pytester: pytest.Pyt
             got = requests.get(r.prometheus_url + "/api/v1/query", params={
                 "query": 'count(up{replayer_run="%s"})' % run,
                 "time": r.window_end.timestamp()}).json()["data"]["result"]
-            assert got[0]["value"][1] == "2"
+            assert got[0]["value"][1] == "3"  # payment-service, card-processor, postgres
             from replayer import generate
             plain = generate("pool_exhaustion", seed=3).truth.example_trace_ids
             assert r.truth.example_trace_ids and set(r.truth.example_trace_ids).isdisjoint(plain)
