@@ -12,7 +12,8 @@ A row is within tolerance when the two values are close enough for one to stand 
 the other: latency quantiles within a factor of 2, rates and ratios within 25 % (or both
 negligible), mean counts (connections, sessions, waiting requests) within 25 % or half of
 one, slow-statement lines within 25 % or 1.5 a minute, saturation and timeouts present on
-both or on neither, onset to peak within two scrapes. A value one side lacks (no postgres job scraped) is reported, not judged.
+both or on neither, onset to peak within two scrapes. A value one side lacks (no postgres
+job scraped) is reported, not judged.
 """
 
 from __future__ import annotations
