@@ -171,6 +171,7 @@ def test_too_many_clients_refuses_the_service_new_connections(database_url: str,
     with TestClient(create_app(settings), raise_server_exceptions=False,
                     client=("127.0.0.1", 50000)) as c:
         assert c.post("/payment", json={"amount": 1}).status_code == 200  # one connection open
+
         assert c.post("/incident", json={"mode": "too_many_clients"}).status_code == 200
         engine = c.app.state.engine  # type: ignore[attr-defined]
         with engine.connect() as own:  # the service's one open connection is busy: the next
@@ -224,3 +225,36 @@ def _scalar(url: str, sql: str) -> object:
             return conn.execute(sqlalchemy.text(sql)).scalar_one()
     finally:
         engine.dispose()
+
+
+def test_other_clients_are_not_traced_as_the_service(database_url: str) -> None:
+    """The batch job, the analyst, the migration and the dashboard are other processes in
+    production; in live_app they share the process whose SQLAlchemy instrumentation wraps
+    Engine.connect for every engine. Their connections must not become payment-service's
+    `connect` spans (the batch job makes thousands)."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from live_app.incidents import _client
+
+    app = create_app(Settings(database_url=database_url))
+    spans = InMemorySpanExporter()
+    app.state.telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    with TestClient(app, client=("127.0.0.1", 50000)):
+        engine = app.state.engine
+
+        def connects() -> int:
+            return sum(1 for sp in spans.get_finished_spans() if sp.name == "connect")
+
+        before = connects()
+        with engine.connect():  # the service's own: traced
+            pass
+        assert connects() == before + 1
+        other = _client(engine, "batch-export")
+        with other.connect() as conn:
+            assert conn.execute(text("SELECT current_setting('application_name')")
+                                ).scalar_one() == "batch-export"
+        with other.begin() as conn:
+            conn.execute(text("SELECT 1"))
+        other.dispose()
+        assert connects() == before + 1
