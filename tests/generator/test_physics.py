@@ -52,7 +52,10 @@ def test_requests_are_conserved_and_limits_hold(scenario: str, seed: int) -> Non
     inc = metrics_of(scenario, seed)
     active = total(inc, "http_server_active_requests")
     pending = total(inc, "db_client_connection_pending_requests")
-    used = total(inc, "db_client_connections_usage_connections", state="used")
+    # the gauge as the instrumentation keeps it: each refused connect moves one from used
+    # to idle for good; the pool's real state adds them back
+    used = total(inc, "db_client_connections_usage_connections", state="used") + \
+        _refused_connects(scenario, seed, app_first(inc, HIST + "_count").t_ms)
     kept = _kept_connections(scenario, seed, app_first(inc, HIST + "_count").t_ms)
     # a connection is used by a request in flight, or kept by one that leaked it
     assert np.all(pending + used - kept <= active)
@@ -88,6 +91,22 @@ def _kept_connections(scenario: str, seed: int, t_ms: np.ndarray) -> np.ndarray:
     assert leaked.size >= 15
     recovery = inc.truth.recovery_ms
     return np.where(t_ms < recovery, np.searchsorted(leaked, t_ms, side="right"), 0)
+
+
+def _refused_connects(scenario: str, seed: int, t_ms: np.ndarray) -> np.ndarray:
+    """payment-service's connections PostgreSQL refused, by each instant (from the traces:
+    its `connect` spans that failed with OperationalError)."""
+    if scenario != "too_many_clients":
+        return np.zeros(t_ms.shape)
+    inc = generate(scenario, seed=seed, signals=("traces",))
+    ends = np.sort(np.concatenate([
+        t.end_ns[[i for i in range(len(t)) if t.name[i] == "connect" and t.events[i] and
+                  dict(t.events[i][0].attributes)["exception.type"] ==
+                  "sqlalchemy.exc.OperationalError"]]
+        for t in inc.span_tables if dict(t.resource)["service.name"] == "payment-service"]))
+    assert ends.size >= 10
+    # a connect that ended at or before a scrape is in that scrape
+    return np.searchsorted(ends, t_ms * 1_000_000, side="right").astype(np.float64)
 
 
 def _peak(inc: Incident) -> tuple[int, int]:
