@@ -33,6 +33,9 @@ OPERATOR_ROUTES = frozenset({"/incident"})
 # postgres_exporter 0.11 (Debian's) labels every series with the server it read; the
 # generator follows v0.16, which does not
 EXPORTER_ONLY_LABELS = frozenset({"server"})
+# labels a series has only when something failed (an empty value is no label): whether a
+# window holds one failed request is not a naming difference
+ON_FAILURE_LABELS = frozenset({"error_type"})
 ROUTES = (("POST", "/payment"), ("GET", "/payments/{payment_id}"))
 LATENCY_FACTOR = 2.0
 RATE_TOLERANCE = 0.25
@@ -222,7 +225,8 @@ def _label_keys(inc: Incident) -> dict[str, frozenset[str]]:
     out: dict[str, set[str]] = {}
     for s in inc.series:
         out.setdefault(s.name, set()).update(k for k, _ in s.labels if k != "__name__" and not (
-            k in EXPORTER_ONLY_LABELS and s.name.startswith("pg_")))
+            k in EXPORTER_ONLY_LABELS and s.name.startswith("pg_"))
+            and k not in ON_FAILURE_LABELS)
     return {k: frozenset(v) for k, v in out.items()}
 
 

@@ -114,7 +114,8 @@ def test_a_red_herring_only_file_shows_the_herring_and_no_root_cause(tmp_path: P
                                                              ("scrape_gap", 1_200_000)]
     moved = fingerprint(inc)
     assert {"process restarts", "a new service.version"} <= moved
-    versions = {s.label("service_version") for s in inc.iter_series("target_info")}
+    versions = {s.label("service_version") for s in inc.iter_series("target_info")
+                if s.label("job") == "payment-service"}
     assert versions == {"1.4.2", "1.4.3"}
     pg_up = next(s for s in inc.iter_series("up") if s.label("job") == "postgres")
     down = pg_up.t_ms[pg_up.values == 0]

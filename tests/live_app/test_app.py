@@ -124,14 +124,15 @@ def _leak_then_time_out(client: TestClient, caplog: pytest.LogCaptureFixture) ->
 
 
 def test_pool_exhaustion_holds_each_connection_through_a_slow_call(settings: Settings) -> None:
-    with client_for(replace(settings, hold_s=0.2)) as client:
+    with client_for(replace(settings, hold_s=0.5)) as client:
         client.post("/incident", json={"mode": "pool_exhaustion"})
         t = time.perf_counter()
         assert client.post("/payment", json={"amount": 3}).status_code == 200
-        assert time.perf_counter() - t >= 0.2
+        # log-normal around 0.5 s (sigma 0.3): below 0.15 s once in 30,000 payments
+        assert time.perf_counter() - t >= 0.15
         t = time.perf_counter()
         assert client.get("/payments/1").status_code == 200  # only payments make the call
-        assert time.perf_counter() - t < 0.2
+        assert time.perf_counter() - t < 0.15
 
 
 def test_error_spike_fails_payments(client: TestClient) -> None:
