@@ -59,3 +59,20 @@ def test_cli_exit_code_says_whether_every_row_held(tmp_path) -> None:  # type: i
     body = json.loads(differ.output)
     outside = {(r["what"], r["phase"]) for r in body["rows"] if r["verdict"] == "outside"}
     assert ("pool timeouts", "during") in outside
+
+
+def test_a_scenario_named_against_a_live_fixture_is_generated_as_it_ran() -> None:
+    from pathlib import Path
+
+    live = str(Path(__file__).resolve().parents[2] / "recordings" /
+               "live_upstream_latency_postgres.jsonl.gz")
+    ran = CliRunner().invoke(cli, ["compare", live, "upstream_latency"])
+    assert "B = upstream_latency, generated as the recording ran" in ran.output
+    own = CliRunner().invoke(cli, ["compare", live, "upstream_latency", "--defaults"])
+    assert "generated as the recording ran" not in own.output
+
+    def within(out: str) -> int:
+        return int(out.strip().splitlines()[-1].split(" of ")[0])
+
+    # its own defaults (30 min, 15 s, 13 req/s, its own onset) match the live run worse
+    assert within(ran.output) > within(own.output)
