@@ -4,7 +4,8 @@ requests fill every worker thread, and an incident can always be switched off.""
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +22,18 @@ def _pending(url: str) -> float:
                if line.startswith("db_client_connection_pending_requests{"))
 
 
+def _fill_the_threads(pay: ThreadPoolExecutor, url: str,
+                      busy: Callable[[str], float]) -> list[Future]:
+    """50 payments, polled (bounded) until ``busy`` says all 40 worker threads hold one."""
+    waiting = [pay.submit(requests.post, f"{url}/payment", json={"amount": "1.00"},
+                          timeout=30) for _ in range(50)]
+    deadline = time.monotonic() + 15
+    while busy(url) < 40:
+        assert time.monotonic() < deadline, "payments did not fill the worker threads"
+        time.sleep(0.1)
+    return waiting
+
+
 def test_operational_endpoints_answer_while_the_worker_threads_are_full(
         settings: Settings, tmp_path: Path) -> None:
     # every connection held by the incident and a long pool timeout: 50 payments occupy
@@ -34,12 +47,7 @@ def test_operational_endpoints_answer_while_the_worker_threads_are_full(
             warm = [pay.submit(requests.post, f"{url}/payment", json={"amount": "1.00"},
                                timeout=30) for _ in range(15)]
             assert all(f.result().status_code == 200 for f in warm)
-            waiting = [pay.submit(requests.post, f"{url}/payment", json={"amount": "1.00"},
-                                  timeout=30) for _ in range(50)]
-            deadline = time.monotonic() + 15
-            while _pending(url) < 40:  # bounded poll until the threads are all waiting
-                assert time.monotonic() < deadline, "payments did not fill the worker threads"
-                time.sleep(0.1)
+            waiting = _fill_the_threads(pay, url, _pending)
             # every operational endpoint answers within a second (the timeout fails the test)
             assert requests.get(f"{url}/health", timeout=1).status_code == 200
             assert requests.get(f"{url}/incident", timeout=1).json()["mode"] == \
@@ -68,12 +76,7 @@ def test_operational_endpoints_answer_while_threads_wait_on_the_card_processor(
         with serving(s) as url:
             assert requests.post(f"{url}/incident", json={"mode": "upstream_latency"},
                                  timeout=1).status_code == 200
-            waiting = [pay.submit(requests.post, f"{url}/payment", json={"amount": "1.00"},
-                                  timeout=30) for _ in range(50)]
-            deadline = time.monotonic() + 15
-            while _active_posts(url) < 40:  # bounded poll until the threads are all busy
-                assert time.monotonic() < deadline, "payments did not fill the worker threads"
-                time.sleep(0.1)
+            waiting = _fill_the_threads(pay, url, _active_posts)
             assert requests.get(f"{url}/health", timeout=1).status_code == 200
             assert requests.get(f"{url}/incident", timeout=1).json()["mode"] == \
                 "upstream_latency"
