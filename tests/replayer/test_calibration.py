@@ -169,3 +169,19 @@ def test_generated_rows_are_within_tolerance_of_the_live_run(pair) -> None:  # t
     closed = sorted(f"{w} ({p})" for (w, p) in gaps if (w, p) not in outside)
     assert not unexplained, f"{name}: rows outside tolerance: {unexplained}"
     assert not closed, f"{name}: listed gaps that now hold (remove them): {closed}"
+
+
+def test_a_recording_that_does_not_say_how_it_ran_is_refused_clearly() -> None:
+    from dataclasses import replace
+
+    from replayer.calibrate import NotCalibratable
+    from tests.conftest import cached_incident
+
+    generated = cached_incident("slow_query")
+    with pytest.raises(NotCalibratable, match="names no built-in scenario"):
+        run_settings(generated)
+    live = read_recording(FIXTURES[0])
+    broken = replace(live, source=tuple((k, "not json" if k == "knobs" else v)
+                                        for k, v in live.source))
+    with pytest.raises(NotCalibratable, match="knobs header is not a JSON object"):
+        run_settings(broken)
