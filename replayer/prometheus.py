@@ -396,7 +396,12 @@ def stored_samples(transport: HttpTransport, s: Series, from_ms: int,
     if resp.status != 200 or not isinstance(data, dict):
         raise TransportError(f"query for stored samples failed: {_reason(resp)}")
     out: dict[int, float] = {}
+    exact = dict(s.labels)
     for result in data.get("result", []):
+        # the selector also matches series with more labels (a copy loaded with --label
+        # run=a): those are another load's, not this series
+        if result.get("metric", exact) != exact:
+            continue
         for t, v in result.get("values", []):
             out[int(round(float(t) * 1000))] = float(v)
     return out

@@ -285,3 +285,24 @@ def test_every_ground_truth_query_returns_the_incident(tmp_path: Path, scenario:
             assert answered, (scenario, what, q)
             if i == 0 and truth.onset_ms is not None:
                 assert moved, (scenario, what, q)
+
+
+def test_a_labelled_copy_is_no_conflict_for_a_plain_load(tmp_path: Path) -> None:
+    """Issue 18, defect 1: a copy loaded with an extra label (run=a) holds series of its
+    own; a plain load of another scenario over the same window must not read them as its
+    own earlier samples ("already holds different samples")."""
+    now = time.time_ns()
+    with running_prometheus(tmp_path) as url:
+        targets = Targets(prometheus=TargetConfig(url))
+        labelled = run_load(LoadRequest(source="slow_query", signals=("metrics",),
+                                        targets=targets, extra_labels=(("run", "a"),)),
+                            now_ns=lambda: now)
+        assert not labelled.lost
+        plain = run_load(LoadRequest(source="pool_exhaustion", signals=("metrics",),
+                                     targets=targets), now_ns=lambda: now)
+        assert not plain.lost and plain.end_ns == labelled.end_ns
+        # both are stored, side by side: the copy under its label, the plain load without
+        got = requests.get(f"{url}/api/v1/query", params={
+            "query": "count by (run) (up)", "time": plain.end_ns / 1e9}).json()
+        runs = {r["metric"].get("run", ""): r["value"][1] for r in got["data"]["result"]}
+        assert runs == {"a": "3", "": "3"}
