@@ -48,6 +48,23 @@ class Ports:
     tempo_otlp_http: int = 4318
 
 
+PORTS_OF = {
+    "prometheus": lambda p: (p.prometheus,),
+    "loki": lambda p: (p.loki, p.loki_grpc),
+    "tempo": lambda p: (p.tempo, p.tempo_grpc, p.tempo_otlp_grpc, p.tempo_otlp_http),
+}
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens on loopback ``port`` (a bind would succeed)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now, on loopback."""
     with socket.socket() as sock:
@@ -128,16 +145,20 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> int:
 
 def wait_ready(url: str, pid: int, timeout_s: float, log: Path,
                sleep: Callable[[float], None] = time.sleep) -> None:
+    """Until ``url`` answers 200 while process ``pid`` is alive (an answer after it died
+    is another program's)."""
     deadline = time.monotonic() + timeout_s
     while True:
+        ok = False
         try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
+            ok = requests.get(url, timeout=2).status_code == 200
         except requests.ConnectionError:
             pass  # not listening yet
         if not _alive(pid):
             tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
             raise StackError(f"{url}: the process exited before it was ready:\n{tail}")
+        if ok:
+            return
         if time.monotonic() > deadline:
             raise StackError(f"{url} not ready after {timeout_s:.0f} s; see {log}")
         sleep(0.25)
@@ -173,7 +194,16 @@ def up(data_dir: Path, ports: Ports, env: dict[str, str],
     except UsageError as exc:
         if "already running" in str(exc):
             raise
-    for name, (args, extra, url, ready) in _commands(data_dir, ports, env).items():
+    commands = _commands(data_dir, ports, env)
+    present = [name for name in commands if find_binary(name, env) is not None]
+    taken = [(name, port) for name in present for port in PORTS_OF[name](ports)
+             if not port_is_free(port)]
+    if taken:  # another program answers there: it would look ready in our place
+        raise StackError("; ".join(f"port {port} ({name}) is in use by another program"
+                                   for name, port in taken) +
+                         "\n  fix: stop it, or pass other ports (--prometheus-port, "
+                         "--loki-port, --tempo-port, ...)")
+    for name, (args, extra, url, ready) in commands.items():
         binary = find_binary(name, env)
         if binary is None:
             state.missing[name] = HOW_TO_GET[name]

@@ -110,3 +110,41 @@ def test_stack_on_other_ports_picks_free_internal_grpc_ports(tmp_path: Path,
     assert 0 < p.tempo_grpc < 65536 and p.tempo_grpc not in (9095, 63000)
     CliRunner().invoke(cli, ["stack", "up", "--data-dir", str(tmp_path)])
     assert (seen["ports"].loki_grpc, seen["ports"].tempo_grpc) == (9096, 9095)
+
+
+def test_stack_up_refuses_a_port_another_program_answers_on(tmp_path: Path,
+                                                            monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18, defect 2: with the port taken by another HTTP server (answering 200 on
+    every path), `stack up` said "prometheus ready" while its own Prometheus had died with
+    "address already in use". It now refuses before starting anything, naming the port."""
+    import http.server
+    import threading
+
+    from tests.integration.prometheus_server import prometheus_binary
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    port = other.server_address[1]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "prometheus").symlink_to(prometheus_binary())
+    for name in ("PROMETHEUS_BIN", "LOKI_BIN", "TEMPO_BIN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    try:
+        r = CliRunner().invoke(cli, ["stack", "up", "--data-dir", str(tmp_path / "s"),
+                                     "--prometheus-port", str(port)])
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert r.exit_code == 3, r.output
+    assert f"port {port} (prometheus) is in use by another program" in r.output
+    assert "ready" not in r.output
