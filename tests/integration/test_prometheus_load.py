@@ -202,7 +202,9 @@ class FakeClock:
 
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
-        self.now += int(seconds * 1e9)
+        # round, not truncate: seconds came from nanoseconds, and a truncated nanosecond
+        # made the next sleep 15.000000001 s (a flake, in CI once)
+        self.now += round(seconds * 1e9)
 
 
 def baseline_10m():  # type: ignore[no-untyped-def]
@@ -228,7 +230,7 @@ def test_follow_backfills_then_pushes_each_step_until_the_end(tmp_path: Path) ->
         want = next(s for s in full.series if s.name == "process_cpu_seconds_total")
         assert got[want.labels] == dict(zip(want.t_ms.tolist(), want.values.tolist()))
         # "now" (floored to the step) sat 5 minutes into the 10-minute window ...
-        started_ms = (clock.now - sum(int(x * 1e9) for x in clock.slept)) // 10**6
+        started_ms = (clock.now - sum(round(x * 1e9) for x in clock.slept)) // 10**6
         assert result.end_ns // 10**6 == started_ms - started_ms % 15_000 + 300_000
         # ... and the last step was pushed only once it came due
         assert clock.now >= result.end_ns
