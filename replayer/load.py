@@ -310,13 +310,13 @@ def _settle_overlap(transport: HttpTransport, incident: Incident, end_ns: int, i
         return end_ns
     earlier = overlap.earlier_end_ms
     if not is_now or earlier is None:
-        raise PreflightError(_overlap_message(earlier))
+        raise PreflightError(_overlap_message(earlier, incident.duration_ms, incident.step_ms))
     end_ns = earlier * NS_PER_MS
     shifted = shift(incident, end_ns, dict(req.extra_labels))
     again = find_overlap(transport, shifted.series, end_ns // NS_PER_MS - incident.duration_ms,
                          end_ns // NS_PER_MS, incident.duration_ms)
     if again is not None and not again.identical:
-        raise PreflightError(_overlap_message(earlier))
+        raise PreflightError(_overlap_message(earlier, incident.duration_ms, incident.step_ms))
     notes.append(f"an earlier replay of these series ends at {earlier} ms; this load was "
                  "laid onto it (same end) so nothing is stored twice; pass --label run=NAME "
                  "to load a separate copy ending now")
@@ -344,12 +344,19 @@ def _traces(session: _Session, shifted: Incident, report: SignalReport,
         _fail(report, exc, shifted.span_count)
 
 
-def _overlap_message(earlier_ms: int | None) -> str:
+def _overlap_message(earlier_ms: int | None, duration_ms: int, step_ms: int) -> str:
+    """The conflict, its time as a time, and fixes that work now (an --end after the
+    earlier replay would be in the future, which Prometheus refuses)."""
+    from .cli_common import iso
+
+    when = f"ending at {iso(earlier_ms * NS_PER_MS)}" if earlier_ms is not None else "nearby"
+    before = (f", or --end {iso((earlier_ms - duration_ms - step_ms) * NS_PER_MS)} or "
+              "earlier (a window that ends a step before the earlier one begins)"
+              if earlier_ms is not None else "")
     return ("Prometheus already holds different samples for these series inside this window "
-            f"(an earlier replay ending at {earlier_ms} ms, of another seed or scenario). "
+            f"(an earlier replay {when}, whose seed, scenario, window or knobs differ). "
             "Loading now would interleave two incidents in the same series.\n"
-            "  fix: --label run=NAME to load a separate copy, or an --end at least one window "
-            "after the earlier one")
+            f"  fix: --label run=NAME to load a separate copy{before}")
 
 
 def default_live_from(incident: Incident) -> int:

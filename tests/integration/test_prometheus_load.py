@@ -308,3 +308,27 @@ def test_a_labelled_copy_is_no_conflict_for_a_plain_load(tmp_path: Path) -> None
             "query": "count by (run) (up)", "time": plain.end_ns / 1e9}).json()
         runs = {r["metric"].get("run", ""): r["value"][1] for r in got["data"]["result"]}
         assert runs == {"a": "3", "": "3"}
+
+
+def test_a_conflict_names_its_time_and_a_fix_that_works(tmp_path: Path) -> None:
+    """Issue 18, defect 5: the conflict gave its time in raw milliseconds, blamed 'another
+    seed or scenario' and suggested an --end past the earlier window (in the future when
+    that one ended now). It now gives RFC 3339 times and an --end that loads."""
+    from replayer.cli_common import iso
+
+    now = time.time_ns() // 1_000_000
+    end = now - now % 60_000 - 30 * 60_000
+    with running_prometheus(tmp_path) as url:
+        def load(*args: str):  # type: ignore[no-untyped-def]
+            return CliRunner().invoke(cli, ["load", "baseline", "--duration", "10m",
+                                            "--signals", "metrics", "--prometheus-url", url,
+                                            *args])
+
+        assert load("--end", iso(end * 1_000_000)).exit_code == 0
+        clash = load("--seed", "2", "--end", iso((end + 5 * 60_000) * 1_000_000))
+        assert clash.exit_code == 3
+        assert f"an earlier replay ending at {iso(end * 1_000_000)}" in clash.output
+        assert " ms," not in clash.output and "another seed or scenario" not in clash.output
+        fix = iso((end - 10 * 60_000 - 15_000) * 1_000_000)  # a step before it began
+        assert f"--end {fix} or earlier" in clash.output
+        assert load("--seed", "2", "--end", fix).exit_code == 0
