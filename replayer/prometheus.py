@@ -93,7 +93,8 @@ def preflight(transport: HttpTransport) -> ServerInfo:
         build = _json_data(transport.get("api/v1/status/buildinfo"))
     except TransportError as exc:
         raise TransportError(f"cannot reach Prometheus at {transport.target.url} ({exc}); start "
-                             "it, or point --prometheus-url / PROMETHEUS_URL at it") from None
+                             "it (`replayer stack up` starts a local one), or point "
+                             "--prometheus-url / PROMETHEUS_URL at it") from None
     flags = _json_data(transport.get("api/v1/status/flags"))
     config = _json_data(transport.get("api/v1/status/config"))
     tsdb = _json_data(transport.get("api/v1/status/tsdb"))

@@ -49,9 +49,14 @@ class SignalReport:
             self.retries += retries
 
     def lines(self) -> list[str]:
-        out = [f"{self.signal}: sent {self.sent} {self.unit}, accepted {self.accepted}, "
-               f"rejected {self.rejected_total}, clipped {self.clipped}; "
-               f"{self.requests} requests, {self.retries} retries"]
+        if self.failed and self.requests == 0 and self.accepted == 0:
+            # the backend failed before any request: nothing went out, whatever was planned
+            out = [f"{self.signal}: nothing sent ({self.sent} {self.unit} not sent), accepted "
+                   f"0; 0 requests"]
+        else:
+            out = [f"{self.signal}: sent {self.sent} {self.unit}, accepted {self.accepted}, "
+                   f"rejected {self.rejected_total}, clipped {self.clipped}; "
+                   f"{self.requests} requests, {self.retries} retries"]
         if self.exemplars_sent:
             out.append(f"  exemplars: sent {self.exemplars_sent}, accepted "
                        f"{self.exemplars_accepted}")

@@ -149,3 +149,19 @@ def test_labels_that_would_overwrite_or_break_the_data_are_refused() -> None:
         assert r.exit_code == 2 and says in r.output, (bad, r.output)
     ok = run("load", "baseline", "--duration", "5m", "--dry-run", "--label", "run=ci-42")
     assert ok.exit_code == 0, ok.output
+
+
+def test_nothing_listening_says_nothing_was_sent_and_how_to_start_one() -> None:
+    """Issue 18, defect 5: with no server, the summary read 'sent 15334 samples, accepted
+    0 ... 0 requests'. Nothing was sent; it says so, and how to start a local Prometheus."""
+    from generator import generate
+    from tests.integration.prometheus_server import free_port
+
+    n = generate("baseline", duration_ms=600_000, signals=("metrics",)).sample_count
+    r = CliRunner().invoke(cli, ["load", "baseline", "--duration", "10m", "--signals",
+                                 "metrics", "--prometheus-url",
+                                 f"http://127.0.0.1:{free_port()}"])
+    assert r.exit_code == 4, r.output
+    assert f"metrics: nothing sent ({n} samples not sent), accepted 0; 0 requests" in r.output
+    assert "`replayer stack up` starts a local one" in r.output
+    assert f"sent {n} samples" not in r.output
