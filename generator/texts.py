@@ -192,7 +192,7 @@ def stacktrace(err: int, route: int, exc_type: str, message: str) -> str:
     if err == ERR_GATEWAY:
         frames = (f'  File "{APP_FILE}", line 130, in create_payment\n'
                   '    state["card"].charge(body.amount, body.currency, key)\n'
-                  f'  File "{APP_FILE}", line 250, in charge\n'
+                  f'  File "{APP_FILE}", line 247, in charge\n'
                   '    raise PaymentGatewayError(f"card-processor answered {r.status_code} "\n')
     elif err == ERR_POOL_TIMEOUT:
         frames = _ACQUIRE[route] + _CONTEXT + _CHECKOUT

@@ -171,12 +171,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/incident")
     async def set_incident(body: IncidentIn, request: Request) -> Response:
-        token = settings.incident_token
-        if not _loopback(request) and not (token and
-                                           request.headers.get("X-Incident-Token") == token):
-            return JSONResponse({"detail": "switching the incident mode is allowed from "
-                                 "loopback, or with the X-Incident-Token header matching "
-                                 "INCIDENT_TOKEN"}, status_code=403)
+        refused = switch_refused(request, settings.incident_token, "the incident mode")
+        if refused is not None:
+            return refused
         try:
             # the switch may wait on the pool (taking or returning connections): it runs on
             # asyncio's own executor, not in the worker threads an incident can fill
@@ -277,3 +274,12 @@ def __getattr__(name: str) -> FastAPI:
             built = globals()["_app"] = create_app()
         return built
     raise AttributeError(name)
+
+
+def switch_refused(request: Request, token: str | None, what: str) -> Response | None:
+    """403 unless a switch comes from loopback or carries the incident token (payment-service's
+    and card-processor's switches alike)."""
+    if _loopback(request) or (token and request.headers.get("X-Incident-Token") == token):
+        return None
+    return JSONResponse({"detail": f"switching {what} is allowed from loopback, or with the "
+                         "X-Incident-Token header matching INCIDENT_TOKEN"}, status_code=403)

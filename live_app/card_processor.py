@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .app import IncidentIn, _loopback
+from .app import IncidentIn, switch_refused
 from .settings import Settings, SettingsError
 from .telemetry import card_telemetry
 
@@ -155,12 +155,9 @@ def create_card_processor(settings: CardSettings | None = None,
 
     @app.post("/incident")
     async def set_incident(body: IncidentIn, request: Request) -> Response:
-        token = settings.incident_token
-        if not _loopback(request) and not (token and
-                                           request.headers.get("X-Incident-Token") == token):
-            return JSONResponse({"detail": "switching the card-processor's mode is allowed "
-                                 "from loopback, or with the X-Incident-Token header matching "
-                                 "INCIDENT_TOKEN"}, status_code=403)
+        refused = switch_refused(request, settings.incident_token, "the card-processor's mode")
+        if refused is not None:
+            return refused
         try:
             mode = behaviour.set(body.mode)
         except SettingsError as exc:
