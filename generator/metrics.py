@@ -234,7 +234,8 @@ def _refused_drift(b: SeriesBuilder, sim: Simulation) -> np.ndarray:
     opentelemetry-instrumentation-sqlalchemy (0.66b2) counts it: SQLAlchemy fires the
     pool's `checkin` event for a connection that failed to connect, with no `checkout`
     before it, so every refusal moves one connection from `used` to `idle` for good (for
-    the life of the process). Seen live: `used` at -300 during too_many_clients (its live fixture)."""
+    the life of the process). Seen live: `used` at -300 during too_many_clients (its
+    live fixture)."""
     traffic = sim.traffic
     refused = np.flatnonzero(traffic.error == ERR_CONNECT)
     drift = np.zeros(b.n)
