@@ -63,6 +63,15 @@ def test_long_running_services_have_health_checks_and_limits() -> None:
         assert "mem_limit" in svc, f"{name} has no memory limit"
         if svc.get("restart") == "no":
             continue  # the one-shot replayer
+        facts = IMAGES[svc["image"]]
+        if "healthcheck" not in svc:
+            # only where nothing in the image can check it (Mimir): a one-shot waiter must
+            assert "health_flag" not in facts and not any(
+                _program_in(svc["image"], p) for p in ("wget", "curl")), name
+            waiter = _compose()["services"].get(f"{name}-ready")
+            assert waiter and waiter["depends_on"] == {name: {"condition": "service_started"}}
+            assert f"http://{name}:" in " ".join(waiter["command"])
+            continue
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
 
 
@@ -71,8 +80,89 @@ def test_depends_on_waits_for_health_of_services_that_have_it() -> None:
     for name, svc in services.items():
         for dep, cond in (svc.get("depends_on") or {}).items():
             assert dep in services, f"{name} depends on unknown {dep}"
-            assert cond["condition"] == "service_healthy"
-            assert "healthcheck" in services[dep]
+            target = services[dep]
+            if "healthcheck" in target:
+                assert cond["condition"] == "service_healthy", (name, dep)
+            elif target.get("restart") == "no":  # a one-shot, e.g. mimir-ready
+                assert cond["condition"] == "service_completed_successfully", (name, dep)
+            else:
+                # only the waiter may start beside a service without a health check
+                assert cond["condition"] == "service_started", (name, dep)
+                assert svc.get("restart") == "no" and name.endswith("-ready"), (name, dep)
+
+
+IMAGES = json.loads((Path(__file__).parent / "data/container-images.json").read_text())["images"]
+
+
+def _program_in(image: str, program: str) -> bool:
+    facts = IMAGES[image]["programs"]
+    return program in facts or any(p.rsplit("/", 1)[-1] == program for p in facts
+                                   if not program.startswith("/"))
+
+
+def test_health_checks_and_commands_run_programs_their_images_have() -> None:
+    """Tempo 3.0.3's and Mimir 3.0.2's images are distroless: a `wget` health check there
+    never passes and everything that waits on it never starts (the facts, with the
+    Dockerfiles they come from, are in tests/data/container-images.json)."""
+    for name, svc in _compose()["services"].items():
+        image = svc["image"]
+        assert image in IMAGES, (
+            f"{name}: {image} has no entry in tests/data/container-images.json; read its "
+            "Dockerfile at that tag and record its shell and programs first")
+        facts = IMAGES[image]
+        test = svc.get("healthcheck", {}).get("test")
+        if test:
+            form, *argv = test
+            assert form in ("CMD", "CMD-SHELL"), (name, test)
+            if form == "CMD-SHELL":
+                assert facts["shell"], f"{name}: CMD-SHELL health check but {image} has no shell"
+                argv = argv[0].split()
+            assert _program_in(image, argv[0]), (
+                f"{name}: health check runs {argv[0]!r}, which {image} lacks "
+                f"({facts['dockerfile']}: {facts['programs']})")
+        command = svc.get("command")
+        if isinstance(command, list) and command and not command[0].startswith("-"):
+            # a command that is not just flags for the entrypoint runs a program itself
+            assert _program_in(image, command[0]), (name, command[0], facts["programs"])
+
+
+def test_the_checks_catch_a_missing_program() -> None:
+    """The check above is not vacuous: the old Tempo health check fails it."""
+    assert not _program_in("grafana/tempo:3.0.3", "wget")
+    assert not _program_in("grafana/mimir:3.0.2", "wget")
+    assert _program_in("grafana/loki:3.4.2", "/busybox/wget")
+    assert not _program_in("grafana/loki:3.4.2", "/usr/bin/wget")
+
+
+def test_published_ports_are_bound_to_loopback_and_no_token_is_fixed() -> None:
+    """A published port without an address listens on every interface: the payment app's
+    incident switch and PostgreSQL's payments/payments login would face the network."""
+    for name, svc in _compose()["services"].items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+        token = (svc.get("environment") or {}).get("INCIDENT_TOKEN")
+        if token is not None:
+            assert token == "${INCIDENT_TOKEN:-}", (name, token)
+
+
+def test_scale_profile_runs_mimir_with_limits_for_a_replay() -> None:
+    services = _compose()["services"]
+    mimir = services["mimir"]
+    assert mimir["profiles"] == ["scale"] and "-target=all" in mimir["command"]
+    cfg = yaml.safe_load((INFRA / "mimir/mimir.yaml").read_text())
+    limits = cfg["limits"]
+    assert limits["max_global_exemplars_per_user"] > 0  # Mimir's default 0 keeps none
+    assert limits["out_of_order_time_window"] == "3h"
+    assert cfg["frontend"]["address"] == "127.0.0.1"
+    load = services["replayer-mimir"]["command"]
+    assert "--tenant=demo" in load
+    assert "--remote-write-url=http://mimir:9009/api/v1/push" in load
+    assert "--prometheus-url=http://mimir:9009/prometheus" in load
+    ds = yaml.safe_load((INFRA / "grafana/provisioning/datasources/datasources.yml").read_text())
+    mimir_ds = next(d for d in ds["datasources"] if d["uid"] == "mimir")
+    assert mimir_ds["url"] == "http://mimir:9009/prometheus"
+    assert mimir_ds["jsonData"]["httpHeaderName1"] == "X-Scope-OrgID"
+    assert mimir_ds["secureJsonData"]["httpHeaderValue1"] == "demo"
 
 
 def test_mounted_files_exist_and_ports_match_the_configs() -> None:
@@ -84,8 +174,12 @@ def test_mounted_files_exist_and_ports_match_the_configs() -> None:
                 assert (INFRA / src).exists(), f"{name} mounts missing {src}"
     ports = {name: {p.split(":")[0] for p in svc.get("ports", [])}
              for name, svc in services.items()}
+    assert ports["prometheus"] == {"127.0.0.1"}
+    ports = {name: {p.split(":")[1] for p in svc.get("ports", [])}
+             for name, svc in services.items()}
     assert ports["prometheus"] == {"9090"} and ports["loki"] == {"3100"}
     assert ports["tempo"] == {"3200", "4317", "4318"} and ports["grafana"] == {"3000"}
+    assert ports["mimir"] == {"9009"}
     loki = (INFRA / "loki/loki.yaml").read_text()
     assert "${LOKI_HTTP_PORT:-3100}" in loki
     tempo = (INFRA / "tempo/tempo.yaml").read_text()
@@ -108,7 +202,7 @@ def _dashboards() -> dict[str, dict]:
 def test_datasource_uids_used_by_dashboards_exist() -> None:
     ds = yaml.safe_load((INFRA / "grafana/provisioning/datasources/datasources.yml").read_text())
     uids = {d["uid"] for d in ds["datasources"]}
-    assert uids == {"prometheus", "loki", "tempo"}
+    assert uids == {"prometheus", "mimir", "loki", "tempo"}
     links = {d["uid"]: d.get("jsonData", {}) for d in ds["datasources"]}
     assert links["prometheus"]["exemplarTraceIdDestinations"][0]["datasourceUid"] == "tempo"
     assert links["loki"]["derivedFields"][0]["datasourceUid"] == "tempo"

@@ -378,3 +378,26 @@ def test_every_ground_truth_logql_finds_the_incident(tmp_path: Path, scenario: s
             assert got, (scenario, what, q)
             if "trace_id=" not in q:
                 assert min(got) >= onset - 60_000, (scenario, what, (min(got) - onset) / 1000)
+
+
+def test_the_compose_health_check_of_tempo_passes_on_a_ready_tempo(tmp_path: Path) -> None:
+    """The compose file checks Tempo with its own binary (its image has no wget): the
+    exact argv of that health check, pointed at a real Tempo, exits 0 once it is ready,
+    and 1 where nothing listens."""
+    import subprocess
+
+    import yaml
+
+    from .backends import ROOT, binary
+    from .prometheus_server import free_port
+
+    compose = yaml.safe_load((ROOT / "infra/docker-compose.yml").read_text())
+    form, program, *args = compose["services"]["tempo"]["healthcheck"]["test"]
+    assert (form, program) == ("CMD", "/tempo")
+    with running_tempo(tmp_path) as (_otlp, api):
+        argv = [binary("tempo")] + [a.replace("http://localhost:3200", api) for a in args]
+        ok = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        down = [a.replace(api, f"http://127.0.0.1:{free_port()}") for a in argv]
+        bad = subprocess.run(down, capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 1 and "Health check failed" in bad.stderr, bad.stderr
