@@ -217,8 +217,8 @@ class CardClient:
     still charges cards over HTTP."""
 
     def __init__(self, url: str, tel: object, embedded: object = None,
-                 timeout_s: float = 10.0) -> None:
-        self.url, self.embedded = url.rstrip("/"), embedded
+                 timeout_s: float = 10.0, token: str | None = None) -> None:
+        self.url, self.embedded, self.token = url.rstrip("/"), embedded, token
         self.client = httpx.Client(timeout=timeout_s, limits=httpx.Limits(
             max_connections=100, max_keepalive_connections=100))
         HTTPXClientInstrumentor.instrument_client(
@@ -228,14 +228,14 @@ class CardClient:
     @staticmethod
     def start(settings: Settings, tel: object) -> CardClient:
         if settings.card_processor_url:
-            return CardClient(settings.card_processor_url, tel)
+            return CardClient(settings.card_processor_url, tel, token=settings.incident_token)
         from .card_processor import CardSettings, EmbeddedCardProcessor
 
         embedded = EmbeddedCardProcessor(CardSettings(
             error_ratio=settings.error_ratio, otlp_endpoint=settings.otlp_traces_endpoint or
             settings.otlp_endpoint, otlp_protocol=settings.otlp_traces_protocol or
             settings.otlp_protocol, incident_token=settings.incident_token))
-        return CardClient(embedded.url, tel, embedded)
+        return CardClient(embedded.url, tel, embedded, token=settings.incident_token)
 
     def charge(self, amount: Decimal, currency: str, key: str) -> None:
         try:
@@ -251,7 +251,9 @@ class CardClient:
         """Put the card processor in the card side of ``mode`` (``normal`` for the others)."""
         card_mode = mode if mode in CARD_SIDE else "normal"
         try:  # an operator's call, not traffic: no client span, not in the client metrics
-            r = httpx.post(f"{self.url}/incident", json={"mode": card_mode}, timeout=10.0)
+            # across containers the processor sees payment-service's address, not loopback
+            r = httpx.post(f"{self.url}/incident", json={"mode": card_mode}, timeout=10.0,
+                           headers={"X-Incident-Token": self.token} if self.token else None)
         except httpx.HTTPError as exc:
             raise CardSwitchError(f"the card processor at {self.url} could not be switched "
                                   f"to {card_mode}: {exc}") from exc
@@ -276,10 +278,32 @@ def __getattr__(name: str) -> FastAPI:
     raise AttributeError(name)
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _host_name(request: Request) -> str:
+    """The name in the Host header, without its port (``[::1]:8000`` -> ``::1``)."""
+    host = request.headers.get("host", "")
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def switch_refused(request: Request, token: str | None, what: str) -> Response | None:
-    """403 unless a switch comes from loopback or carries the incident token (payment-service's
-    and card-processor's switches alike)."""
-    if _loopback(request) or (token and request.headers.get("X-Incident-Token") == token):
+    """403 unless a switch carries the incident token, or comes from loopback addressed to a
+    loopback name (payment-service's and card-processor's switches alike).
+
+    The Host check stops DNS rebinding: a web page whose name the attacker points at
+    127.0.0.1 reaches this port from the user's browser, from loopback, but with its own
+    name in Host."""
+    if token and request.headers.get("X-Incident-Token") == token:
         return None
+    if _loopback(request):
+        if _host_name(request).lower() in LOOPBACK_NAMES:
+            return None
+        return JSONResponse({"detail": f"switching {what} from loopback needs a loopback Host "
+                             f"(localhost, 127.0.0.1 or [::1]), not {request.headers.get('host')!r};"
+                             " or send the X-Incident-Token header matching INCIDENT_TOKEN"},
+                            status_code=403)
     return JSONResponse({"detail": f"switching {what} is allowed from loopback, or with the "
                          "X-Incident-Token header matching INCIDENT_TOKEN"}, status_code=403)

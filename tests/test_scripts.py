@@ -66,9 +66,22 @@ def test_trigger_incident(tmp_path: Path) -> None:
         bad = subprocess.run(["bash", str(ROOT / "scripts/trigger-incident.sh"), "boom"],
                              env=env, capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and "usage" in bad.stderr
+        # a wrong token does not matter from loopback with a loopback Host
+        local = subprocess.run(["bash", str(ROOT / "scripts/trigger-incident.sh"), "normal"],
+                                 env={**env, "LIVE_APP_URL": f"http://localhost:{port}",
+                                      "INCIDENT_TOKEN": "wrong"},
+                                 capture_output=True, text=True, timeout=60)
+        assert local.returncode == 0, local.stderr
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+    # nothing listening any more: not a bare curl error, but how to start live_app
+    gone = subprocess.run(["bash", str(ROOT / "scripts/trigger-incident.sh"), "normal"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 1
+    first = gone.stderr.splitlines()[0]
+    assert first.startswith(f"error: no live_app answers at http://127.0.0.1:{port}"), first
+    assert "python -m live_app" in gone.stderr and "LIVE_APP_URL" in gone.stderr
 
 
 def test_trigger_incident_offers_every_live_app_mode() -> None:

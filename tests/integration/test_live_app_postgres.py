@@ -37,7 +37,7 @@ def client(database_url: str) -> Iterator[TestClient]:
     settings = Settings(database_url=database_url, pool_size=2, max_overflow=1,
                         pool_timeout_s=0.5, seed_rows=SEED_ROWS, leak_ratio=1.0)
     with TestClient(create_app(settings), raise_server_exceptions=False,
-                    client=("127.0.0.1", 50000)) as c:
+                    client=("127.0.0.1", 50000), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -169,7 +169,7 @@ def test_too_many_clients_refuses_the_service_new_connections(database_url: str,
     settings = Settings(database_url=database_url, pool_size=2, max_overflow=1,
                         pool_timeout_s=0.5)
     with TestClient(create_app(settings), raise_server_exceptions=False,
-                    client=("127.0.0.1", 50000)) as c:
+                    client=("127.0.0.1", 50000), base_url="http://127.0.0.1") as c:
         assert c.post("/payment", json={"amount": 1}).status_code == 200  # one connection open
 
         assert c.post("/incident", json={"mode": "too_many_clients"}).status_code == 200
@@ -240,7 +240,7 @@ def test_other_clients_are_not_traced_as_the_service(database_url: str) -> None:
     app = create_app(Settings(database_url=database_url))
     spans = InMemorySpanExporter()
     app.state.telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    with TestClient(app, client=("127.0.0.1", 50000)):
+    with TestClient(app, client=("127.0.0.1", 50000), base_url="http://127.0.0.1"):
         engine = app.state.engine
 
         def connects() -> int:

@@ -12,7 +12,8 @@ from live_app.settings import Settings
 
 
 def client_for(settings: Settings, host: str = "127.0.0.1") -> TestClient:
-    return TestClient(create_app(settings), raise_server_exceptions=False, client=(host, 50000))
+    return TestClient(create_app(settings), raise_server_exceptions=False, client=(host, 50000),
+                      base_url=f"http://{host}")
 
 
 @pytest.fixture

@@ -196,3 +196,48 @@ def test_postgres_faults_are_refused_on_sqlite_and_match_the_generators_texts(
             r = c.post("/incident", json={"mode": mode})
             assert r.status_code == 422 and "postgresql DATABASE_URL" in r.json()["detail"]
         assert c.get("/incident").json()["mode"] == "normal"
+
+
+@pytest.mark.parametrize("host, allowed", [
+    ("127.0.0.1:8000", True), ("localhost", True), ("LOCALHOST:8000", True), ("[::1]:8000", True),
+    ("rebind.attacker.example", False), ("rebind.attacker.example:8000", False),
+    ("127.0.0.1.nip.io", False),
+])
+def test_loopback_switch_needs_a_loopback_host(settings: Settings, host: str,
+                                               allowed: bool) -> None:
+    """DNS rebinding: a page whose name resolves to 127.0.0.1 reaches the switch from the
+    user's browser, from loopback, with its own name in Host. Only the token gets past."""
+    with client_for(settings) as local:
+        r = local.post("/incident", json={"mode": "slow_query"}, headers={"Host": host})
+        assert (r.status_code == 200) is allowed, (r.status_code, r.text)
+        if not allowed:
+            detail = r.json()["detail"]
+            assert "loopback Host" in detail and host in detail and "X-Incident-Token" in detail
+            ok = local.post("/incident", json={"mode": "normal"},
+                            headers={"Host": host, "X-Incident-Token": "let-me-in"})
+            assert ok.status_code == 200
+
+
+def test_the_card_switch_forwards_the_incident_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In compose, card-processor sees payment-service's container address, not loopback:
+    the forwarded switch must carry INCIDENT_TOKEN or it is refused."""
+    import httpx
+
+    from live_app.app import CardClient
+
+    sent: list[dict] = []
+
+    def post(url: str, **kw: object) -> httpx.Response:
+        sent.append({"url": url, **kw})
+        return httpx.Response(200, json={"mode": "error_spike"})
+
+    class Tel:
+        tracer_provider = meter_provider = None
+
+    monkeypatch.setattr(httpx, "post", post)
+    CardClient("http://card-processor:8080", Tel(), token="s3cret").switch("error_spike")
+    CardClient("http://card-processor:8080", Tel()).switch("slow_query")
+    assert sent[0]["url"] == "http://card-processor:8080/incident"
+    assert sent[0]["headers"] == {"X-Incident-Token": "s3cret"}
+    assert sent[0]["json"] == {"mode": "error_spike"}
+    assert sent[1]["headers"] is None and sent[1]["json"] == {"mode": "normal"}

@@ -69,7 +69,7 @@ def test_bad_settings_name_the_variable() -> None:
 
 def test_charges_and_its_own_metrics() -> None:
     app = create_card_processor(CardSettings(p50_ms=1.0), random.Random(1))
-    with TestClient(app, client=("127.0.0.1", 50000)) as c:
+    with TestClient(app, client=("127.0.0.1", 50000), base_url="http://127.0.0.1") as c:
         r = c.post("/v1/charges", json={"amount": "12.50", "currency": "EUR"})
         assert r.status_code == 201 and r.json()["status"] == "succeeded"
         assert r.json()["amount"] == "12.50"
@@ -102,7 +102,7 @@ def _spans(app) -> InMemorySpanExporter:  # type: ignore[no-untyped-def]
 def test_a_payment_charges_over_http_in_one_trace(settings: Settings) -> None:
     app = create_app(settings)
     mem = _spans(app)
-    with TestClient(app, client=("127.0.0.1", 50000)) as c:
+    with TestClient(app, client=("127.0.0.1", 50000), base_url="http://127.0.0.1") as c:
         card_mem = _spans(app.state.card.embedded.app)  # type: ignore[attr-defined]
         assert c.post("/payment", json={"amount": "10.00"}).status_code == 200
         metrics = c.get("/metrics").text
