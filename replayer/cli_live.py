@@ -170,11 +170,16 @@ _data_dir_option = click.option(
 @click.option("--tempo-grpc-port", type=int, default=None,
               help="Tempo's internal gRPC port [9095 with the default --tempo-port, else a "
                    "free one].")
+@click.option("--scrape", "scrape", multiple=True, metavar="JOB=HOST:PORT",
+              help="Have Prometheus scrape this /metrics too, e.g. "
+                   "payment-service=127.0.0.1:8000 for a running live_app (repeatable).")
 def stack_up(data_dir: str | None, prometheus_port: int, loki_port: int, tempo_port: int,
              tempo_otlp_grpc_port: int, tempo_otlp_http_port: int, loki_grpc_port: int | None,
-             tempo_grpc_port: int | None) -> None:
+             tempo_grpc_port: int | None, scrape: tuple[str, ...]) -> None:
     """Start what is installed, wait until it is ready, print the URLs."""
-    from .stack import Ports, free_port, up
+    from .stack import Ports, free_port, parse_scrape, up
+
+    jobs = dict(parse_scrape(v) for v in scrape)
 
     def internal(given: int | None, http: int, default_http: int, default: int) -> int:
         # a second stack on other HTTP ports must not collide on the internal ones
@@ -184,9 +189,12 @@ def stack_up(data_dir: str | None, prometheus_port: int, loki_port: int, tempo_p
                   loki_grpc=internal(loki_grpc_port, loki_port, 3100, 9096),
                   tempo=tempo_port, tempo_grpc=internal(tempo_grpc_port, tempo_port, 3200, 9095),
                   tempo_otlp_grpc=tempo_otlp_grpc_port, tempo_otlp_http=tempo_otlp_http_port)
-    state = up(_data_dir(data_dir), ports, env=dict(os.environ))  # resolved here, at the edge
+    state = up(_data_dir(data_dir), ports, env=dict(os.environ),  # resolved here, at the edge
+               scrape=jobs)
     for s in state.services:
         click.echo(f"{s.name:<11} ready   {s.url}")
+    if jobs and any(s.name == "prometheus" for s in state.services):
+        click.echo("prometheus  scrapes " + ", ".join(f"{j} ({t})" for j, t in jobs.items()))
     for name, how in state.missing.items():
         click.echo(f"{name:<11} missing {how}")
     if not state.services:
@@ -201,8 +209,7 @@ def stack_down(data_dir: str | None, timeout: float) -> None:
     """Stop the local stack (bounded wait, then kill)."""
     from .stack import down
 
-    for line in down(_data_dir(data_dir), timeout):
-        click.echo(line)
+    down(_data_dir(data_dir), timeout, say=click.echo)
 
 
 @stack_group.command("status")

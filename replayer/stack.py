@@ -107,11 +107,40 @@ def find_binary(name: str, env: dict[str, str]) -> str | None:
     return env.get(f"{name.upper()}_BIN") or shutil.which(name)
 
 
-def _commands(data: Path, ports: Ports, env: dict[str, str]) -> dict[str, tuple[list[str],
-                                                                                 dict[str, str],
-                                                                                 str, str]]:
+def parse_scrape(value: str) -> tuple[str, str]:
+    """``JOB=HOST:PORT`` (as `stack up --scrape` takes it) -> (job, target)."""
+    job, sep, target = value.partition("=")
+    host, colon, port = target.rpartition(":")
+    if not sep or not job or not colon or not host or not port.isdigit() \
+            or not 0 < int(port) < 65536 or "/" in target:
+        raise UsageError(f"--scrape {value!r}: give JOB=HOST:PORT, e.g. "
+                         "payment-service=127.0.0.1:8000 (live_app's /metrics)")
+    return job, target
+
+
+def prometheus_config(data: Path, scrape: dict[str, str]) -> Path:
+    """infra/prometheus/prometheus.yml, plus a scrape job per ``scrape`` entry (a running
+    live_app, say), written into the stack's data directory."""
+    base = INFRA / "prometheus" / "prometheus.yml"
+    if not scrape:
+        return base
+    import yaml
+
+    cfg = yaml.safe_load(base.read_text())
+    cfg["scrape_configs"] = [{"job_name": job, "scrape_interval": "5s",
+                              "static_configs": [{"targets": [target]}]}
+                             for job, target in scrape.items()]
+    path = data / "prometheus.yml"
+    path.write_text("# written by `replayer stack up --scrape`, from " + str(base) + "\n" +
+                    yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _commands(data: Path, ports: Ports, env: dict[str, str],
+              scrape: dict[str, str] | None = None) -> dict[str, tuple[list[str],
+                                                                       dict[str, str], str, str]]:
     """name -> (argv without the binary, extra env, base URL, readiness URL)."""
-    prom_cfg = INFRA / "prometheus" / "prometheus.yml"
+    prom_cfg = prometheus_config(data, scrape or {})
     return {
         "prometheus": ([f"--config.file={prom_cfg}", f"--storage.tsdb.path={data / 'prometheus'}",
                         f"--web.listen-address=127.0.0.1:{ports.prometheus}",
@@ -179,8 +208,9 @@ def _alive(pid: int) -> bool:
 
 
 def up(data_dir: Path, ports: Ports, env: dict[str, str],
-       ready_timeout_s: float = 120.0) -> StackState:
-    """Start what ``env``'s PATH (or *_BIN) provides; ``env`` also goes to the servers."""
+       ready_timeout_s: float = 120.0, scrape: dict[str, str] | None = None) -> StackState:
+    """Start what ``env``'s PATH (or *_BIN) provides; ``env`` also goes to the servers.
+    ``scrape``: job -> host:port for Prometheus to scrape (live_app's /metrics)."""
     if not (INFRA / "prometheus" / "prometheus.yml").exists():
         raise UsageError(f"the stack configs are not at {INFRA}: `replayer stack` runs from a "
                          "clone of the repository (pip install -e .)")
@@ -194,7 +224,7 @@ def up(data_dir: Path, ports: Ports, env: dict[str, str],
     except UsageError as exc:
         if "already running" in str(exc):
             raise
-    commands = _commands(data_dir, ports, env)
+    commands = _commands(data_dir, ports, env, scrape)
     present = [name for name in commands if find_binary(name, env) is not None]
     taken = [(name, port) for name in present for port in PORTS_OF[name](ports)
              if not port_is_free(port)]
@@ -218,24 +248,40 @@ def up(data_dir: Path, ports: Ports, env: dict[str, str],
     return state
 
 
-def down(data_dir: Path, timeout_s: float = 60.0) -> list[str]:
-    """Stop every service; returns what happened to each."""
+STOPPING = {"tempo": "Tempo flushes its WAL and leaves its ring on TERM; about a minute"}
+
+
+def down(data_dir: Path, timeout_s: float = 60.0,
+         say: Callable[[str], None] = lambda line: None) -> list[str]:
+    """Stop every service; returns what happened to each, and ``say``s each step as it
+    happens (a stop can take a minute). The services stay listed, as stopped."""
     state = StackState.load(data_dir)
     report = []
     for s in state.services:
         if not _alive(s.pid):
-            report.append(f"{s.name}: not running")
+            line = f"{s.name}: not running"
+            report.append(line)
+            say(line)
             continue
         os.killpg(s.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s
         while _alive(s.pid) and time.monotonic() < deadline:
+            if time.monotonic() - t0 > 1.0 and not any(r.startswith(f"{s.name}: waiting")
+                                                      for r in report):
+                why = STOPPING.get(s.name, "it is shutting down")
+                line = (f"{s.name}: waiting for it to stop (pid {s.pid}; {why}); killed after "
+                        f"{timeout_s:.0f} s")
+                report.append(line)
+                say(line)
             time.sleep(0.2)
         if _alive(s.pid):
             os.killpg(s.pid, signal.SIGKILL)
-            report.append(f"{s.name}: killed after {timeout_s:.0f} s (it did not stop on TERM)")
+            line = f"{s.name}: killed after {timeout_s:.0f} s (it did not stop on TERM)"
         else:
-            report.append(f"{s.name}: stopped")
-    state.services = []
+            line = f"{s.name}: stopped ({time.monotonic() - t0:.1f} s)"
+        report.append(line)
+        say(line)
     state.save()
     return report
 
@@ -255,4 +301,6 @@ def status(data_dir: Path) -> list[tuple[str, str, str]]:
         out.append((s.name, s.url, "ready" if ok else "starting"))
     for name, how in state.missing.items():
         out.append((name, "-", f"missing: {how}"))
+    if not out:
+        out.append(("(none)", "-", "no service was started"))
     return out

@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from replayer.cli import cli
 from tests.conftest import cached_incident
 
+from .backends import eventually
 from .prometheus_server import free_port, prometheus_binary, query_range
 from .test_prometheus_load import iso
 
@@ -43,11 +45,21 @@ def test_stack_up_load_and_every_dashboard_query_returns_data(tmp_path: Path,
     port = free_port()
     data = tmp_path / "stack"
     runner = CliRunner()
+    # --scrape: Prometheus scrapes a running service too (here, itself, standing in for
+    # live_app, which nothing scraped without Docker)
     r = runner.invoke(cli, ["stack", "up", "--data-dir", str(data), "--prometheus-port",
-                            str(port)])
+                            str(port), "--scrape", f"self-check=127.0.0.1:{port}"])
     try:
         assert r.exit_code == 0, r.output
         assert f"prometheus  ready   http://127.0.0.1:{port}" in r.output
+        assert f"prometheus  scrapes self-check (127.0.0.1:{port})" in r.output
+        def targets() -> list[tuple[str, str]]:  # discovery hands targets over within ~5 s
+            got = requests.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=10).json()
+            return [(t["labels"]["job"], t["scrapeUrl"])
+                    for t in got["data"]["activeTargets"]]
+
+        assert eventually(targets, timeout_s=30, every_s=0.5) \
+            == [("self-check", f"http://127.0.0.1:{port}/metrics")]
         assert "loki        missing" in r.output and "grafana/loki Docker image" in r.output
         assert "tempo       missing" in r.output
         status = runner.invoke(cli, ["stack", "status", "--data-dir", str(data)])
@@ -71,9 +83,11 @@ def test_stack_up_load_and_every_dashboard_query_returns_data(tmp_path: Path,
         assert not empty, "panels without data:\n" + "\n".join(empty)
     finally:
         down = runner.invoke(cli, ["stack", "down", "--data-dir", str(data), "--timeout", "30"])
-    assert "prometheus: stopped" in down.output
+    assert "prometheus: stopped (" in down.output
     after = runner.invoke(cli, ["stack", "status", "--data-dir", str(data)])
-    assert after.exit_code == 0 and "prometheus" not in after.output.split("loki")[0]
+    # still listed after `down`, as stopped (it used to print a stray " -" only)
+    assert after.exit_code == 1
+    assert after.output.splitlines()[0] == f"prometheus  stopped   http://127.0.0.1:{port}"
 
 
 def test_stack_without_any_binary_says_what_to_install(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -98,7 +112,7 @@ def test_stack_on_other_ports_picks_free_internal_grpc_ports(tmp_path: Path,
 
     seen = {}
 
-    def fake_up(data_dir, ports, env):  # type: ignore[no-untyped-def]
+    def fake_up(data_dir, ports, env, scrape):  # type: ignore[no-untyped-def]
         seen["ports"] = ports
         return stack.StackState(str(data_dir))
 
@@ -148,3 +162,37 @@ def test_stack_up_refuses_a_port_another_program_answers_on(tmp_path: Path,
     assert r.exit_code == 3, r.output
     assert f"port {port} (prometheus) is in use by another program" in r.output
     assert "ready" not in r.output
+
+
+@pytest.mark.parametrize("value", ["live_app", "x=127.0.0.1", "=h:80", "x=h:99999",
+                                   "x=http://h:80/metrics", "x=h:port"])
+def test_stack_scrape_takes_job_equals_host_port(tmp_path: Path, value: str) -> None:
+    r = CliRunner().invoke(cli, ["stack", "up", "--data-dir", str(tmp_path), "--scrape", value])
+    assert r.exit_code == 2
+    assert f"--scrape {value!r}: give JOB=HOST:PORT" in r.output
+
+
+def test_stack_down_says_what_it_waits_for(tmp_path: Path) -> None:
+    """Tempo takes about a minute to stop on TERM: `down` says so as it starts waiting,
+    not a minute later."""
+    import subprocess
+
+    from replayer.stack import Service, StackState, down
+
+    # a process that ignores TERM for a while, like Tempo flushing
+    slow = subprocess.Popen(["bash", "-c", "trap '' TERM; echo ignoring; sleep 4"],
+                            start_new_session=True, stdout=subprocess.PIPE, text=True)
+    assert slow.stdout is not None and slow.stdout.readline() == "ignoring\n"
+    state = StackState(str(tmp_path), [Service("tempo", slow.pid, "http://127.0.0.1:1",
+                                               "http://127.0.0.1:1/ready", "")])
+    state.save()
+    said: list[tuple[float, str]] = []
+    t0 = time.monotonic()
+    report = down(tmp_path, timeout_s=2.0, say=lambda line: said.append(
+        (time.monotonic() - t0, line)))
+    slow.wait(timeout=10)
+    slow.stdout.close()
+    assert said[0][1].startswith(f"tempo: waiting for it to stop (pid {slow.pid}; Tempo flushes")
+    assert said[0][0] < 2.0  # said before the wait ended
+    assert said[-1][1] == "tempo: killed after 2 s (it did not stop on TERM)"
+    assert report == [line for _, line in said]
