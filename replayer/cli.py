@@ -24,6 +24,8 @@ from .recording import counts, truth_to_json, write_recording
 from .report import SignalReport
 from .shard import parse_shard
 from .traceids import salt_of
+from .whereto import lines as look_lines
+from .whereto import where_to_look
 from .transport import TargetConfig
 
 
@@ -270,6 +272,9 @@ def _progress_printer() -> object:
               help="Where remote-write requests go when not <prometheus-url>/api/v1/write "
                    "(Mimir: http://mimir:8080/api/v1/push, with --prometheus-url "
                    "http://mimir:8080/prometheus for the checks) [REMOTE_WRITE_URL].")
+@click.option("--grafana-url", envvar="GRAFANA_URL",
+              help="Grafana with this repository's datasources (infra/grafana): the summary "
+                   "adds an Explore link to the incident [GRAFANA_URL].")
 @click.option("--loki-url", envvar="LOKI_URL", default="http://localhost:3100",
               show_default=True, help="[LOKI_URL]")
 @click.option("--loki-format", type=click.Choice(["protobuf", "json"]), default="protobuf",
@@ -324,7 +329,7 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
              no_exemplars: bool, batch_samples: int, concurrency: int, instances: int,
              shard_spec: str,
              follow: bool, live_from: str | None, dry_run: bool, as_json: bool,
-             allow_future_end: bool) -> None:
+             allow_future_end: bool, grafana_url: str | None) -> None:
     """Replay SOURCE (a scenario or a recording) so its window ends at --end."""
     chosen = parse_signals(signals)
     extra = []
@@ -369,14 +374,23 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
                    f"{iso(result.end_ns)}" + (f", times {instances} copies of the service"
                                               if instances > 1 else "") + "; nothing sent")
         return
+    # the Prometheus UI only where the metrics went to a Prometheus (not a Mimir push URL)
+    look = where_to_look(result.incident, result.start_ns, result.end_ns,
+                         prometheus_url if "metrics" in chosen and not remote_write_url
+                         else None, grafana_url)
     if as_json:
-        click.echo(json.dumps({"window": {"start_ns": result.start_ns, "end_ns": result.end_ns},
+        click.echo(json.dumps({"window": {"start_ns": result.start_ns, "end_ns": result.end_ns,
+                                          "start": iso(result.start_ns),
+                                          "end": iso(result.end_ns)},
+                               "incident": look,
                                "signals": [r.as_dict() for r in result.reports]}, indent=2))
     else:
         click.echo(f"window {iso(result.start_ns)} .. {iso(result.end_ns)}")
         for r in result.reports:
             for line in r.lines():
                 click.echo(line)
+        for line in look_lines(look):
+            click.echo(line)
     if result.exit_code:
         click.echo("error: not everything was stored (see above)", err=True)
         sys.exit(result.exit_code)

@@ -58,6 +58,27 @@ def test_slow_query_appears_in_prometheus_with_every_sample(tmp_path: Path) -> N
         r = load(url, "slow_query", "--end", iso(end_ms))
         assert r.exit_code == 0, r.output
         assert f"accepted {inc.sample_count}" in r.output and "rejected 0" in r.output
+        # the incident in clock time, and a link that shows the ground truth's first query
+        # over exactly the loaded window (issue 18, defect 3)
+        from replayer.cli_common import iso as iso_ns
+
+        at = {k: iso_ns((start_ms + v) * 1_000_000) for k, v in (
+                  ("onset", inc.truth.onset_ms), ("peak", inc.truth.peak_ms),
+                  ("recovery", inc.truth.recovery_ms))}
+        assert (f"incident   onset {at['onset']}, peak {at['peak']}, recovery "
+                f"{at['recovery']} (root cause postgres / missing_index)") in r.output
+        link = next(line.split(None, 1)[1] for line in r.output.splitlines()
+                    if line.startswith("prometheus "))
+        from urllib.parse import parse_qs, urlsplit
+
+        parts = urlsplit(link)
+        assert f"{parts.scheme}://{parts.netloc}" == url and parts.path == "/graph"
+        q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        assert q["g0.expr"] == inc.truth.promql[0][1]
+        assert q["g0.range_input"] == f"{inc.duration_ms // 60_000}m"
+        assert q["g0.end_input"] == dt.datetime.fromtimestamp(
+            end_ms / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        assert requests.get(link, timeout=30).status_code == 200  # the UI serves it
 
         shifted = shift(inc, end_ms * 1_000_000)
         names = sorted({s.name for s in shifted.series})
