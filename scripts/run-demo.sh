@@ -16,6 +16,7 @@ fi
 
 if docker info >/dev/null 2>&1; then
   echo "Docker engine found: starting infra/docker-compose.yml"
+  signals=metrics,logs,traces
   docker compose -f infra/docker-compose.yml up -d --wait prometheus loki tempo grafana
   docker compose -f infra/docker-compose.yml run --rm --build replayer \
     replayer load "$SCENARIO" --prometheus-url=http://prometheus:9090 \
@@ -53,11 +54,15 @@ else
 fi
 
 echo
-echo "Three queries to try (ground truth of $SCENARIO):"
-"$REPLAYER" inspect "$SCENARIO" --json | python3 -c '
-import json, sys
+# only the queries of what was loaded: LogQL and TraceQL need Loki and Tempo
+echo "Queries to try (ground truth of $SCENARIO, signals $signals):"
+"$REPLAYER" inspect "$SCENARIO" --json | SIGNALS="$signals" python3 -c '
+import json, os, sys
 truth = json.load(sys.stdin)["truth"]
-picks = (truth["promql"][:1] + truth["logql"][:1] + truth["traceql"][:1])
-for kind, q in zip(("PromQL", "LogQL", "TraceQL"), picks):
-    print("  %-8s %s" % (kind, q["query"]))
+loaded = os.environ["SIGNALS"].split(",")
+for signal, kind, key in (("metrics", "PromQL", "promql"), ("logs", "LogQL", "logql"),
+                          ("traces", "TraceQL", "traceql")):
+    if signal in loaded:
+        for q in truth[key][:1]:
+            print("  %-8s %s" % (kind, q["query"]))
 '
