@@ -301,9 +301,10 @@ def switch_refused(request: Request, token: str | None, what: str) -> Response |
     if _loopback(request):
         if _host_name(request).lower() in LOOPBACK_NAMES:
             return None
+        given = request.headers.get("host")
         return JSONResponse({"detail": f"switching {what} from loopback needs a loopback Host "
-                             f"(localhost, 127.0.0.1 or [::1]), not {request.headers.get('host')!r};"
-                             " or send the X-Incident-Token header matching INCIDENT_TOKEN"},
+                             f"(localhost, 127.0.0.1 or [::1]), not {given!r}; or send the "
+                             "X-Incident-Token header matching INCIDENT_TOKEN"},
                             status_code=403)
     return JSONResponse({"detail": f"switching {what} is allowed from loopback, or with the "
                          "X-Incident-Token header matching INCIDENT_TOKEN"}, status_code=403)

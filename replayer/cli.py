@@ -24,9 +24,9 @@ from .recording import counts, truth_to_json, write_recording
 from .report import SignalReport
 from .shard import parse_shard
 from .traceids import salt_of
+from .transport import TargetConfig
 from .whereto import lines as look_lines
 from .whereto import where_to_look
-from .transport import TargetConfig
 
 
 class _Cli(click.Group):

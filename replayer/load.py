@@ -317,7 +317,10 @@ def _settle_overlap(transport: HttpTransport, incident: Incident, end_ns: int, i
                          end_ns // NS_PER_MS, incident.duration_ms)
     if again is not None and not again.identical:
         raise PreflightError(_overlap_message(earlier, incident.duration_ms, incident.step_ms))
-    notes.append(f"an earlier replay of these series ends at {earlier} ms; this load was "
+    from .cli_common import iso
+
+    notes.append(f"an earlier replay of these series ends at {iso(earlier * NS_PER_MS)}; this "
+                 "load was "
                  "laid onto it (same end) so nothing is stored twice; pass --label run=NAME "
                  "to load a separate copy ending now")
     return end_ns

@@ -136,11 +136,22 @@ def check_server(info: ServerInfo, url: str, send_exemplars: bool) -> list[str]:
     return notes
 
 
+def _iso_ms(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def window_fix(info: ServerInfo, start_ms: int, end_ms: int) -> str:
-    need_min = -(-(end_ms - start_ms) // 60_000) + 10
-    return (f"Prometheus accepts samples only down to {info.accepts_from_ms(end_ms)} ms "
+    """The refusal of a window reaching further back than the server takes, with the
+    out-of-order window that takes it: measured from the server's newest sample (its own
+    scrapes, or an earlier replay), not this load's end, or the advice is too short."""
+    head = max(info.head_max_ms or 0, end_ms)
+    need_min = -(-(head - start_ms) // 60_000) + 10
+    return (f"Prometheus accepts samples only from {_iso_ms(info.accepts_from_ms(end_ms))} on "
             f"(about {max(info.head_window_ms, info.ooo_window_ms or 0) // 60_000} min behind its "
-            f"newest sample), but this window starts at {start_ms} ms.\n"
+            f"newest sample, {_iso_ms(head)}), but this window starts at {_iso_ms(start_ms)}.\n"
             "  fix: allow backfill in prometheus.yml and restart Prometheus:\n"
             "    storage:\n      tsdb:\n"
             f"        out_of_order_time_window: {need_min}m\n"
@@ -288,6 +299,11 @@ def check_window(series: Sequence[Series], info: ServerInfo, options: PushOption
     kept, clipped = clip_series(series, accept_from + CLIP_MARGIN_MS)
     report.clipped += clipped
     report.notes.append(f"--clip: left out {clipped} samples older than what the server accepts")
+    if not any(len(s) for s in kept):
+        # nothing left to load is a loss, not a success: exit 1 with the fix
+        report.failed = ("--clip left out every sample: the whole window is older than the "
+                         "server accepts.\n" + window_fix(info, start_ms, newest_ms))
+        report.failure_code = 1
     return kept
 
 
@@ -364,6 +380,8 @@ def push_metrics(transport: HttpTransport, incident: Incident, info: ServerInfo,
                  progress: Callable[[SignalReport], None] | None = None) -> None:
     """Push ``incident``'s (already time-shifted) series: window check, metadata, samples."""
     series = check_window(incident.series, info, options, report, start_ms, end_ms)
+    if report.failed:
+        return  # --clip left nothing to send
     send_metadata(transport, incident, report, options.write_url)
     push_series(transport, series, info, options, report, progress)
 

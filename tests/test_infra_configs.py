@@ -91,7 +91,8 @@ def test_depends_on_waits_for_health_of_services_that_have_it() -> None:
                 assert svc.get("restart") == "no" and name.endswith("-ready"), (name, dep)
 
 
-IMAGES = json.loads((Path(__file__).parent / "data/container-images.json").read_text())["images"]
+IMAGES = json.loads((Path(__file__).parent / "data/compose/container-images.json")
+                    .read_text())["images"]
 
 
 def _program_in(image: str, program: str) -> bool:
@@ -103,12 +104,12 @@ def _program_in(image: str, program: str) -> bool:
 def test_health_checks_and_commands_run_programs_their_images_have() -> None:
     """Tempo 3.0.3's and Mimir 3.0.2's images are distroless: a `wget` health check there
     never passes and everything that waits on it never starts (the facts, with the
-    Dockerfiles they come from, are in tests/data/container-images.json)."""
+    Dockerfiles they come from, are in tests/data/compose/container-images.json)."""
     for name, svc in _compose()["services"].items():
         image = svc["image"]
         assert image in IMAGES, (
-            f"{name}: {image} has no entry in tests/data/container-images.json; read its "
-            "Dockerfile at that tag and record its shell and programs first")
+            f"{name}: {image} has no entry in tests/data/compose/container-images.json; read "
+            "its Dockerfile at that tag and record its shell and programs first")
         facts = IMAGES[image]
         test = svc.get("healthcheck", {}).get("test")
         if test:

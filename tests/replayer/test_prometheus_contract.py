@@ -167,6 +167,36 @@ def test_window_older_than_the_server_accepts_stops_before_sending() -> None:
 
 
 @responses.activate
+def test_the_advice_counts_from_the_servers_newest_sample() -> None:
+    """A window 3 h back on a server whose newest sample is its own scrape, now: the fix
+    must reach from now to the window's start (it said 40m, and after adding it, the same
+    refusal with the same advice). Times in RFC 3339, not raw milliseconds."""
+    rx = Receiver242(min_valid_ms=0, ooo=False)
+    newest = END_MS + 3 * 3_600_000  # the load's window ends 3 h before the server's head
+    info = ServerInfo("2.42.0", True, True, 40 * 60_000, newest, head_window_ms=3_600_000)
+    with pytest.raises(PreflightError) as err:
+        _push(rx, info)
+    text = str(err.value)
+    need = -(-(newest - (END_MS - 1_800_000)) // 60_000) + 10
+    assert f"out_of_order_time_window: {need}m" in text and need == 220
+    assert " ms" not in text and "newest sample, 20" in text
+    assert rx.requests == 0
+    # a server configured as advised takes the window
+    fixed = ServerInfo("2.42.0", True, True, need * 60_000, newest, head_window_ms=3_600_000)
+    assert fixed.accepts_from_ms(END_MS) <= END_MS - 1_800_000
+
+
+@responses.activate
+def test_clip_that_leaves_nothing_is_a_loss() -> None:
+    rx = Receiver242(min_valid_ms=0, ooo=False)
+    info = ServerInfo("2.42.0", True, True, 0, END_MS + 3_600_000, head_window_ms=600_000)
+    report, inc = _push(rx, info, clip=True)
+    assert report.clipped == inc.sample_count and report.accepted == 0
+    assert report.failed and report.failed.startswith("--clip left out every sample")
+    assert report.failure_code == 1 and rx.requests == 0
+
+
+@responses.activate
 def test_clip_loads_only_the_accepted_part_and_says_so() -> None:
     rx = Receiver242(min_valid_ms=END_MS - 600_000, ooo=False)
     info = ServerInfo("2.42.0", True, True, 0, END_MS, head_window_ms=600_000)
