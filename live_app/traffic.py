@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import requests
 
 MIX = (("POST", "/payment", 8.0), ("GET", "/payments/{id}", 5.0), ("GET", "/health", 0.2))
+END_GRACE_S = 1.0  # how long after --duration an answer is still waited for
 
 
 @dataclass
@@ -28,15 +29,32 @@ class TrafficResult:
     statuses: Counter = field(default_factory=Counter)  # "200", "500", "error: ..."
     elapsed_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
+    target_rps: float = 0.0
+    concurrency: int = 0
+    not_sent: int = 0  # due before the end, but every slot was still busy
+    cut_at_end: int = 0  # still unanswered when the duration (plus a grace) ran out
 
     @property
     def achieved_rps(self) -> float:
         return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def short(self) -> bool:
+        """The app answered too slowly for the asked rate with this many in flight."""
+        return bool(self.target_rps) and self.achieved_rps < 0.9 * self.target_rps
+
     def summary(self) -> str:
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items()))
-        return (f"sent {self.sent} requests in {self.elapsed_s:.1f} s "
-                f"({self.achieved_rps:.1f}/s); {counts}")
+        out = (f"sent {self.sent} requests in {self.elapsed_s:.1f} s "
+               f"({self.achieved_rps:.1f}/s); {counts}")
+        if self.short:
+            out += (f"\nwarning: {self.achieved_rps:.1f}/s of the {self.target_rps:g}/s asked "
+                    f"({self.not_sent} requests not sent): all {self.concurrency} slots were busy "
+                    "with slow answers; raise --concurrency, or lower --rps")
+        if self.cut_at_end:
+            out += (f"\nnote: {self.cut_at_end} requests still unanswered at the end were "
+                    "given up (counted as errors)")
+        return out
 
 
 def offsets(rps: float, total: int, seed: int = 1, poisson: bool = False) -> list[float]:
@@ -59,7 +77,11 @@ def run_traffic(url: str, rps: float, duration_s: float | None = None,
                 poisson: bool = False) -> TrafficResult:
     """Sends the requests on a fixed schedule (evenly spaced, or with ``poisson`` at
     exponential gaps of the same mean, as independent users arrive), whatever the answers
-    take, with at most ``concurrency`` in flight."""
+    take, with at most ``concurrency`` in flight.
+
+    With ``duration_s`` it stops at the duration: a request due while every slot is busy
+    at the end is not sent, and one still unanswered a second after the end is given up,
+    so a slow app cannot stretch a 10 s run to a minute."""
     if rps <= 0:
         raise ValueError("--rps must be greater than 0")
     if duration_s is None and requests_total is None:
@@ -69,7 +91,8 @@ def run_traffic(url: str, rps: float, duration_s: float | None = None,
     weights = [w for _, _, w in MIX]
     created: list[int] = []
     lock = threading.Lock()
-    result = TrafficResult()
+    result = TrafficResult(target_rps=rps, concurrency=concurrency)
+    deadline: float | None = None  # set once the clock starts, with duration_s
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=concurrency)
     session.mount("http://", adapter)
@@ -79,14 +102,21 @@ def run_traffic(url: str, rps: float, duration_s: float | None = None,
 
     def one(method: str, path: str, payload: dict | None) -> None:
         started = time.perf_counter()
+        wait_s = timeout_s
+        if deadline is not None:  # answered by the end (and a grace second), or given up
+            wait_s = max(0.2, min(timeout_s, deadline + END_GRACE_S - clock()))
         try:
-            r = session.request(method, base + path, json=payload, timeout=timeout_s)
+            r = session.request(method, base + path, json=payload, timeout=wait_s)
             key = str(r.status_code)
             if method == "POST" and r.status_code == 200:
                 with lock:
                     created.append(int(r.json()["id"]))
         except requests.RequestException as exc:
             key = f"error: {type(exc).__name__}"
+            if deadline is not None and wait_s < timeout_s and isinstance(
+                    exc, requests.Timeout):
+                with lock:
+                    result.cut_at_end += 1
         finally:
             slots.release()
         with lock:
@@ -94,13 +124,21 @@ def run_traffic(url: str, rps: float, duration_s: float | None = None,
             result.latencies_s.append(time.perf_counter() - started)
 
     start = clock()
+    if duration_s is not None:
+        deadline = start + float(duration_s)
     schedule = offsets(rps, total, seed, poisson)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for offset in schedule:
+        for n, offset in enumerate(schedule):
             due = start + offset
             wait = due - clock()
             if wait > 0:
                 sleep(wait)
+            if deadline is not None:
+                # a free slot before the end, or the run is over
+                if not slots.acquire(timeout=max(0.0, deadline - clock())):
+                    result.not_sent = len(schedule) - n
+                    break
+                slots.release()
             method, path, _ = rng.choices(MIX, weights)[0]
             payload = None
             if path == "/payment":
@@ -112,7 +150,7 @@ def run_traffic(url: str, rps: float, duration_s: float | None = None,
             slots.acquire()  # bounded concurrency: wait for a free slot
             pool.submit(one, method, path, payload)
             result.sent += 1
-    result.elapsed_s = clock() - start
+        result.elapsed_s = clock() - start  # the rate is of the sending, not the last answer
     session.close()
     return result
 

@@ -59,3 +59,48 @@ def test_poisson_arrivals_keep_the_mean_rate_with_uneven_gaps() -> None:
     assert min(gaps) >= 0 and abs(statistics.mean(gaps) - 0.02) < 0.002
     # exponential: the spread is about the mean (even spacing has none)
     assert 0.9 < statistics.stdev(gaps) / statistics.mean(gaps) < 1.1
+
+
+def test_a_slow_app_neither_stretches_the_run_nor_hides_the_shortfall() -> None:
+    """`--rps 10 --duration 10s` against a slow app ran 59 s at 1.7/s without a word. A
+    server that answers after 1.5 s, two slots: the run stops at its duration (plus the
+    grace second) and says the rate fell short, and why."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Slow(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            time.sleep(1.5)
+            body = b'{"id": 1}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        t0 = time.monotonic()
+        result = run_traffic(url, rps=10, duration_s=2.0, concurrency=2)
+        took = time.monotonic() - t0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert took < 2.0 + 1.0 + 1.0, took  # the duration, the grace, and slack for a busy CI
+    assert result.sent <= 4 and result.not_sent >= 15
+    assert result.short and result.achieved_rps < 3
+    text = result.summary()
+    assert f"warning: {result.achieved_rps:.1f}/s of the 10/s asked ({result.not_sent} " \
+           "requests not sent): all 2 slots were busy" in text
+    assert sum(result.statuses.values()) == result.sent
+    # what was still unanswered at the end is said, not silently waited for
+    assert result.cut_at_end == result.statuses.get("error: ReadTimeout", 0) >= 1
