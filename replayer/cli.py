@@ -182,14 +182,21 @@ def inspect_cmd(source: str, seed: int, duration: str | None, step: str | None,
 @click.argument("source")
 @source_options
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--end", help="Label the x axis with clock time (UTC) for a window ending here "
+                            "(RFC 3339, or 'now' floored to the step, as `load` lays it).")
 def plot_cmd(source: str, seed: int, duration: str | None, step: str | None,
-             knobs: tuple[str, ...], output: str) -> None:
+             knobs: tuple[str, ...], output: str, end: str | None) -> None:
     """Plot latency quantiles, rates, pool and DB activity with the phases shaded."""
     from .plot import plot_incident
+    from .timeshift import parse_end
 
     incident = resolve_source(source, seed, duration_ms(duration, "--duration"),
                               duration_ms(step, "--step"), dict(parse_knobs(knobs)))
-    plot_incident(incident, Path(output))
+    import time
+
+    # the CLI is the edge: the clock is read here, never in the generator
+    end_ns = None if end is None else parse_end(end, time.time_ns(), incident.step_ms)[0]
+    plot_incident(incident, Path(output), end_ns)
     click.echo(f"wrote {output}")
 
 

@@ -64,40 +64,83 @@ def summed_buckets(incident: Incident, name: str, **match: str) -> list[Series]:
     return out
 
 
-def plot_incident(incident: Incident, output: Path) -> None:
+def build_figure(incident: Incident, end_ns: int | None = None):  # type: ignore[no-untyped-def]
+    """The figure `replayer plot` writes. With ``end_ns`` (the --end a load used) the x axis
+    is UTC clock time, as Prometheus and Grafana show it; else minutes into the window."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
+        import matplotlib.dates as mdates
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError:
         raise UsageError("plot needs matplotlib: pip install 'telemetry-replayer[plot]'") from None
+    start_ms = None if end_ns is None else end_ns // 1_000_000 - incident.duration_ms
+
+    def x(t_ms: np.ndarray | float) -> np.ndarray:
+        t = np.asarray(t_ms, dtype=float)
+        if start_ms is None:
+            return t / 60000.0
+        # matplotlib's date numbers: days since 1970-01-01 (UTC)
+        return (start_ms + t) / 86_400_000.0
+
     name = "http_server_request_duration_seconds"
     buckets = summed_buckets(incident, name, http_route="/payment", http_request_method="POST")
-    minutes = buckets[0].t_ms / 60000.0
     fig, axes = plt.subplots(4, 1, figsize=(11, 11), sharex=True)
     ax = axes[0]
     for q in (0.5, 0.9, 0.99):
-        ax.plot(minutes, histogram_quantile(q, buckets), label=f"p{int(q * 100)}")
+        ax.plot(x(buckets[0].t_ms), histogram_quantile(q, buckets), label=f"p{int(q * 100)}")
+    top = max(float(b.label("le")) for b in buckets if b.label("le") != "+Inf")
+    # histogram_quantile cannot go past the top finite bucket: a flat line there means
+    # "at least this", not a measured latency
+    ax.axhline(top, color="grey", linestyle=":", lw=1,
+               label=f"top bucket ({top:g} s): a quantile above it reads {top:g} s")
     ax.set_yscale("log")
     ax.set_ylabel("POST /payment latency (s)")
-    ax.legend(loc="upper left")
-    _rates(axes[1], incident, minutes)
+    shades = [Patch(facecolor=c, alpha=0.5, label=f"{n} phase")
+              for n, c in PHASE_COLOURS.items()
+              if any(p.name == n for p in incident.truth.phases)]
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=handles + shades, loc="upper left", fontsize=8)
+    _rates(axes[1], incident, x)
+    pool = axes[2]
     for s in incident.iter_series("db_client_connections_usage_connections"):
-        axes[2].plot(s.t_ms / 60000.0, s.values, label=f"pool {s.label('state')}")
-    for s in incident.iter_series("db_client_connection_pending_requests"):
-        axes[2].plot(s.t_ms / 60000.0, s.values, label="pending", linestyle="--")
-    axes[2].set_ylabel("connections")
-    axes[2].legend(loc="upper left")
-    _db(axes[3], incident, minutes)
+        pool.plot(x(s.t_ms), s.values, label=f"pool {s.label('state')}")
+    pool.set_ylabel("connections (used / idle)")
+    pending = [s for s in incident.iter_series("db_client_connection_pending_requests")]
+    lines, labels = pool.get_legend_handles_labels()
+    if pending:
+        # waiters reach hundreds where used / idle stay within the pool's 15: own axis
+        right = pool.twinx()
+        for s in pending:
+            right.plot(x(s.t_ms), s.values, label="pending (right axis)", linestyle="--",
+                       color="black")
+        right.set_ylabel("requests waiting for a connection")
+        more, more_labels = right.get_legend_handles_labels()
+        lines, labels = lines + more, labels + more_labels
+    pool.legend(lines, labels, loc="upper left", fontsize=8)
+    _db(axes[3], incident, x)
     for a in axes:
         for p in incident.truth.phases:
             if p.name in PHASE_COLOURS:
-                a.axvspan(p.start_ms / 60000, p.end_ms / 60000, color=PHASE_COLOURS[p.name],
+                a.axvspan(float(x(p.start_ms)), float(x(p.end_ms)), color=PHASE_COLOURS[p.name],
                           alpha=0.5, lw=0)
-    axes[-1].set_xlabel("minutes into the window")
+    if start_ms is None:
+        axes[-1].set_xlabel("minutes into the window")
+    else:
+        axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=mdates.UTC))
+        day = mdates.num2date(float(x(0)), tz=mdates.UTC).strftime("%Y-%m-%d")
+        axes[-1].set_xlabel(f"time (UTC), {day}")
     fig.suptitle(f"{incident.scenario} (seed {incident.seed}): {incident.truth.root_cause_kind}")
     fig.tight_layout()
+    return fig
+
+
+def plot_incident(incident: Incident, output: Path, end_ns: int | None = None) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = build_figure(incident, end_ns)
     fig.savefig(output, dpi=90)
     plt.close(fig)
 
@@ -106,32 +149,34 @@ def _per_second(values: np.ndarray, t_ms: np.ndarray) -> np.ndarray:
     return np.concatenate([[np.nan], np.diff(values) / (np.diff(t_ms) / 1000.0)])
 
 
-def _rates(ax, incident: Incident, minutes: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def _rates(ax, incident: Incident, x) -> None:  # type: ignore[no-untyped-def]
     counts = [s for s in incident.iter_series("http_server_request_duration_seconds_count")
               if s.label("job") != "card-processor"]  # the service's requests, not its upstream's
     if not counts:
         raise UsageError("the incident has no http_server_request_duration_seconds_count")
     t, total = summed(counts)
-    ax.plot(t / 60000.0, _per_second(total, t), label="requests/s")
+    ax.plot(x(t), _per_second(total, t), label="requests/s")
     errors = [s for s in counts if s.label("http_response_status_code").startswith("5")]
     if errors:
         te, err = summed(errors)
-        ax.plot(te / 60000.0, _per_second(err, te), label="5xx/s", color="red")
+        ax.plot(x(te), _per_second(err, te), label="5xx/s", color="red")
     ax.set_ylabel("rate")
     ax.legend(loc="upper left")
 
 
-def _db(ax, incident: Incident, minutes: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def _db(ax, incident: Incident, x) -> None:  # type: ignore[no-untyped-def]
     for s in incident.iter_series("pg_stat_activity_count"):
         if s.label("datname") == "payments" and s.values.max() > 0:
             tag = s.label("state") + (f" ({s.label('wait_event')})" if s.label("wait_event")
                                       else "")
-            ax.plot(s.t_ms / 60000.0, s.values, label=tag)
+            if s.label("application_name"):  # whose sessions: several apps share a state
+                tag = f"{s.label('application_name')}: {tag}"
+            ax.plot(x(s.t_ms), s.values, label=tag)
     for s in incident.iter_series("pg_stat_user_tables_seq_scan"):
-        ax.plot(s.t_ms / 60000.0, _per_second(s.values, s.t_ms), label="seq scans/s",
+        ax.plot(x(s.t_ms), _per_second(s.values, s.t_ms), label="seq scans/s",
                 linestyle=":")
     for s in incident.iter_series("db_client_connection_wait_time_seconds_count"):
-        ax.plot(s.t_ms / 60000.0, _per_second(s.values, s.t_ms), label="checkouts/s",
+        ax.plot(x(s.t_ms), _per_second(s.values, s.t_ms), label="checkouts/s",
                 linestyle="--")
     ax.set_ylabel("PostgreSQL")
     ax.legend(loc="upper left", fontsize=8)

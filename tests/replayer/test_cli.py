@@ -96,6 +96,45 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_reads_as_the_user_needs(tmp_path: Path) -> None:
+    """Issue 18, defect 8: the phase shading has a legend; with --end the x axis is clock
+    time; pending (hundreds) has its own axis beside used / idle (0-15); the flat line at
+    the top bucket is named."""
+    import matplotlib.dates as mdates
+
+    from replayer.plot import build_figure
+    from tests.conftest import cached_incident
+
+    inc = cached_incident("pool_exhaustion")
+    end_ns = 1_795_000_000_000_000_000  # 2026-11-18T11:06:40Z
+    fig = build_figure(inc, end_ns)
+    top, _, pool, _ = fig.axes[:4]
+    legend = [t.get_text() for t in top.get_legend().get_texts()]
+    assert {"onset phase", "peak phase", "recovery phase"} <= set(legend)
+    assert "top bucket (10 s): a quantile above it reads 10 s" in legend
+    # x in clock time: the window's first and last instants
+    lo, hi = fig.axes[3].get_xlim()
+    first = mdates.num2date(min(line.get_xdata()[0] for line in fig.axes[3].get_lines()),
+                            tz=mdates.UTC)
+    assert first.strftime("%Y-%m-%dT%H:%M") == "2026-11-18T10:36"
+    assert "time (UTC), 2026-11-18" in fig.axes[3].get_xlabel() and lo < hi
+    pending_axes = [a for a in fig.axes if any(
+        line.get_label() == "pending (right axis)" for line in a.get_lines())]
+    assert len(pending_axes) == 1 and pending_axes[0] is not pool
+    used = max(max(line.get_ydata()) for line in pool.get_lines())
+    assert used <= 15 and pool.get_ylim()[1] < 40  # not flattened under the waiters
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    plain = build_figure(inc)
+    assert plain.axes[3].get_xlabel() == "minutes into the window"
+    plt.close(plain)
+    out = tmp_path / "p.png"
+    r = run("plot", "slow_query", "--duration", "20m", "--end", "2026-11-18T11:00:00Z",
+            "-o", str(out))
+    assert r.exit_code == 0 and out.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_load_dry_run_sends_nothing_and_says_what_it_would() -> None:
     r = run("load", "slow_query", "--dry-run", "--end", "2026-01-02T03:04:05Z",
             "--prometheus-url", "http://127.0.0.1:9")
