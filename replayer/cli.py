@@ -253,13 +253,22 @@ def compare_cmd(a: str, b: str, seed: int, as_json: bool, defaults: bool) -> Non
 
 
 def _progress_printer() -> object:
-    state = {"last": 0}
+    """Progress lines on stderr, about one per tenth of each signal. Lanes report from
+    their own threads: one lock, and a count per signal that only goes up, so the lines
+    come in order (they came out of order, and a second signal's were held back behind
+    the first's count)."""
+    import threading
+
+    last: dict[str, int] = {}
+    lock = threading.Lock()
 
     def show(report: SignalReport) -> None:
-        done = report.accepted + report.rejected_total
-        if report.sent and done - state["last"] >= max(report.sent // 10, 1):
-            state["last"] = done
-            click.echo(f"  {report.signal}: {done}/{report.sent} {report.unit}", err=True)
+        with lock:
+            done = report.accepted + report.rejected_total
+            before = last.get(report.signal, 0)
+            if report.sent and done > before and done - before >= max(report.sent // 10, 1):
+                last[report.signal] = done
+                click.echo(f"  {report.signal}: {done}/{report.sent} {report.unit}", err=True)
 
     return show
 

@@ -41,6 +41,15 @@ _TARGETS = (("prometheus-url", "PROMETHEUS_URL", "http://localhost:9090"),
 RUN_LABEL = "replayer_run"
 
 
+def for_plugin(reason: str) -> str:
+    """A reason written for the CLI, with this plugin's options in place of the CLI's
+    (``--prometheus-url`` -> ``--replayer-prometheus-url``, ``--signals`` ->
+    ``--replayer-signals``)."""
+    import re
+
+    return re.sub(r"(?<![\w-])--(prometheus-url|loki-url|tempo-url|signals)\b",
+                  r"--replayer-\1", reason)
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("replayer", "telemetry-replayer: replayed incidents")
     for name, env, default in _TARGETS:
@@ -115,7 +124,9 @@ def replayed_incident(request: pytest.FixtureRequest) -> Iterator[LoadReport]:
                       trace_id_salt=run_id(request.node.nodeid))
     except ReplayerError as exc:
         pytest.fail(f"replayed_incident: {exc}", pytrace=False)
-    unreachable = {n: why for n, (code, why) in report.failures.items() if code == 4}
+    # the reasons are written for the CLI: name this plugin's options instead
+    unreachable = {n: for_plugin(why) for n, (code, why) in report.failures.items()
+                   if code == 4}
     if unreachable:
         reason = "; ".join(f"{n}: {why}" for n, why in unreachable.items())
         if skip:

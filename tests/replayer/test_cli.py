@@ -204,3 +204,51 @@ def test_nothing_listening_says_nothing_was_sent_and_how_to_start_one() -> None:
     assert f"metrics: nothing sent ({n} samples not sent), accepted 0; 0 requests" in r.output
     assert "`replayer stack up` starts a local one" in r.output
     assert f"sent {n} samples" not in r.output
+
+
+def test_progress_lines_come_in_order_for_every_signal(capsys: pytest.CaptureFixture) -> None:
+    """Lanes report from their own threads; the lines must climb, per signal, and a second
+    signal must not wait behind the first one's count (issue 18, defect 9)."""
+    import threading
+
+    from replayer.cli import _progress_printer
+    from replayer.report import SignalReport
+
+    show = _progress_printer()
+    metrics = SignalReport("metrics", "samples", sent=40_000)
+    logs = SignalReport("logs", "lines", sent=1_000)
+
+    def lane() -> None:
+        for _ in range(500):
+            metrics.add(accepted=20)
+            show(metrics)  # type: ignore[operator]
+
+    threads = [threading.Thread(target=lane) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for _ in range(10):
+        logs.add(accepted=100)
+        show(logs)  # type: ignore[operator]
+    err = capsys.readouterr().err.splitlines()
+    seen: dict[str, list[int]] = {}
+    for line in err:
+        signal, _, rest = line.strip().partition(": ")
+        seen.setdefault(signal, []).append(int(rest.split("/")[0]))
+    assert seen["metrics"] == sorted(seen["metrics"]) and len(seen["metrics"]) >= 5
+    assert seen["logs"] == [100 * i for i in range(1, 11)]
+
+
+def test_no_tracked_file_is_ignored() -> None:
+    """.gitignore once listed infra/docker-compose.yml and infra/live_app.Dockerfile:
+    an edit to them would not show in `git status` on a fresh clone."""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(["git", "ls-files", "-ci", "--exclude-standard"], cwd=root,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == "", out.stdout

@@ -75,6 +75,10 @@ def test_unreachable_target_is_an_error_with_the_reason(pytester: pytest.Pyteste
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*replayed_incident: unreachable target*cannot reach "
                                  "Prometheus*--replayer-skip-unreachable*"])
+    # the plugin's own options, not the CLI's (issue 18, defect 9)
+    text = result.stdout.str()
+    assert "--replayer-prometheus-url / PROMETHEUS_URL" in text
+    assert " --prometheus-url" not in text
     skipped = pytester.runpytest("-p", "no:cacheprovider", f"--replayer-prometheus-url={dead}",
                                  "--replayer-signals=metrics", "--replayer-skip-unreachable",
                                  "-rs")
@@ -110,3 +114,11 @@ def test_fixture_takes_a_scenario_file_or_a_parsed_one(pytester: pytest.Pytester
         result = pytester.runpytest("-p", "no:cacheprovider", f"--replayer-prometheus-url={url}",
                                     "--replayer-signals=metrics")
     result.assert_outcomes(passed=2)
+
+
+def test_cli_options_in_reasons_become_the_plugins() -> None:
+    from replayer.pytest_plugin import for_plugin
+
+    assert for_plugin("point --prometheus-url / PROMETHEUS_URL at it, or --signals logs") == \
+        "point --replayer-prometheus-url / PROMETHEUS_URL at it, or --replayer-signals logs"
+    assert for_plugin("--replayer-loki-url stays") == "--replayer-loki-url stays"
