@@ -26,7 +26,8 @@ def test_run_demo_without_docker(tmp_path: Path) -> None:
     os.symlink(prom, bin_dir / "prometheus")
     os.symlink(replayer, bin_dir / "replayer")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PROMETHEUS_PORT": str(free_port()),
-           "REPLAYER_STACK_DIR": str(tmp_path / "stack"), "HOME": str(tmp_path)}
+           "REPLAYER_STACK_DIR": str(tmp_path / "stack"), "HOME": str(tmp_path),
+           "REPLAYER": "replayer"}
     try:
         out = subprocess.run(["bash", str(ROOT / "scripts/run-demo.sh")], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=300)
@@ -41,6 +42,38 @@ def test_run_demo_without_docker(tmp_path: Path) -> None:
     finally:
         subprocess.run([str(bin_dir / "replayer"), "stack", "down"], env=env, cwd=ROOT,
                        capture_output=True, timeout=120)
+
+
+@pytest.mark.integration
+def test_run_demo_from_a_fresh_clone_installs_what_it_needs(tmp_path: Path) -> None:
+    """The README's first command on a fresh clone (committed files only), on a machine
+    with Python and Debian's prometheus but nothing else: it makes .venv, installs the
+    replayer, starts Prometheus, loads the incident, and says how to stop it."""
+    prom = prometheus_binary()
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(prom, bin_dir / "prometheus")
+    # the interpreter this venv was made from: a machine's own python3
+    os.symlink(getattr(sys, "_base_executable", sys.executable), bin_dir / "python3")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PROMETHEUS_PORT": str(free_port()),
+           "REPLAYER_STACK_DIR": str(tmp_path / "stack"), "HOME": str(tmp_path),
+           "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR",
+                                           str(Path.home() / ".cache" / "pip"))}
+    try:
+        out = subprocess.run(["bash", "scripts/run-demo.sh"], env=env, cwd=clone,
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        text = out.stdout
+        assert text.startswith(f"Installing the replayer into {clone}/.venv")
+        assert (clone / ".venv/bin/replayer").exists()
+        assert "prometheus  ready" in text and "rejected 0" in text
+        assert "incident   onset 20" in text and "\nprometheus http://127.0.0.1:" in text
+        assert f"Stop it:    {clone}/.venv/bin/replayer stack down" in text
+    finally:
+        subprocess.run([str(clone / ".venv/bin/replayer"), "stack", "down"], env=env,
+                       cwd=clone, capture_output=True, timeout=120)
 
 
 def test_trigger_incident(tmp_path: Path) -> None:
