@@ -54,6 +54,21 @@ def running_tempo(tmp: Path) -> Iterator[tuple[str, str]]:
         yield f"http://127.0.0.1:{otlp_g}", api
 
 
+@contextmanager
+def running_mimir(tmp: Path) -> Iterator[str]:
+    """Mimir 3.x, monolithic, with infra/mimir/mimir.yaml on free loopback ports; yields its
+    base URL (push at /api/v1/push, the Prometheus API under /prometheus)."""
+    http, grpc, gossip = free_port(), free_port(), free_port()
+    env = {"MIMIR_DATA": str(tmp / "mimir"), "MIMIR_LISTEN": "127.0.0.1",
+           "MIMIR_HTTP_PORT": str(http), "MIMIR_GRPC_PORT": str(grpc),
+           "MIMIR_MEMBERLIST_PORT": str(gossip)}
+    url = f"http://127.0.0.1:{http}"
+    with run_server([binary("mimir"), f"-config.file={ROOT / 'infra/mimir/mimir.yaml'}",
+                     "-config.expand-env=true"], env, f"{url}/ready", tmp / "mimir.log",
+                    stop_timeout_s=10):
+        yield url
+
+
 def eventually(probe, timeout_s: float = 90.0, every_s: float = 1.0):  # type: ignore[no-untyped-def]
     """Poll an eventually-consistent server until ``probe()`` is truthy (bounded)."""
     deadline = time.monotonic() + timeout_s

@@ -1,0 +1,87 @@
+"""`load` into a real Grafana Mimir (monolithic, infra/mimir/mimir.yaml), as the compose
+stack's "scale" profile runs it: everything stored, exemplars kept, tenants apart, and two
+shards store what one load stores.
+
+Skipped with the reason when no `mimir` binary is on PATH (or MIMIR_BIN): there is no
+Debian package; users get it as the grafana/mimir Docker image named in infra/.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from click.testing import CliRunner
+
+from replayer.cli import cli
+from tests.conftest import cached_incident
+
+from .backends import ROOT, running_mimir
+from .test_prometheus_load import fixed_end_ms, iso
+
+pytestmark = pytest.mark.integration
+
+
+def _compose_load_args(url: str, tenant: str) -> list[str]:
+    """The compose file's replayer-mimir command, pointed at this Mimir and tenant."""
+    compose = yaml.safe_load((ROOT / "infra/docker-compose.yml").read_text())
+    argv = compose["services"]["replayer-mimir"]["command"]
+    assert argv[:3] == ["replayer", "load", "slow_query"]
+    return [a.replace("http://mimir:9009", url).replace("--tenant=demo", f"--tenant={tenant}")
+            for a in argv[1:]]
+
+
+def _stored(url: str, tenant: str, end_ms: int, window_ms: int) -> dict[tuple, dict]:
+    """Every raw sample the tenant holds in the window (the range is left-open: one second
+    more takes the first step)."""
+    r = requests.get(f"{url}/prometheus/api/v1/query", headers={"X-Scope-OrgID": tenant},
+                     params={"query": f'{{__name__=~".+"}}[{window_ms // 1000 + 1}s]',
+                             "time": end_ms / 1000}, timeout=120)
+    r.raise_for_status()
+    return {tuple(sorted(s["metric"].items())): {t: v for t, v in s["values"]}
+            for s in r.json()["data"]["result"]}
+
+
+def _exemplars(url: str, tenant: str, start_ms: int, end_ms: int) -> int:
+    r = requests.get(f"{url}/prometheus/api/v1/query_exemplars",
+                     headers={"X-Scope-OrgID": tenant},
+                     params={"query": "http_server_request_duration_seconds_bucket",
+                             "start": start_ms / 1000, "end": end_ms / 1000}, timeout=60)
+    r.raise_for_status()
+    return sum(len(g["exemplars"]) for g in r.json()["data"])
+
+
+def test_load_and_two_shards_into_mimir_store_the_same_incident(tmp_path: Path) -> None:
+    inc = cached_incident("slow_query")
+    end_ms = fixed_end_ms()
+    start_ms = end_ms - inc.duration_ms
+    with running_mimir(tmp_path) as url:
+        whole = CliRunner().invoke(cli, [*_compose_load_args(url, "whole"), "--end",
+                                         iso(end_ms)])
+        assert whole.exit_code == 0, whole.output
+        assert (f"metrics: sent {inc.sample_count} samples, accepted {inc.sample_count}, "
+                "rejected 0") in whole.output
+        assert f"exemplars: sent {inc.exemplar_count}, accepted {inc.exemplar_count}" \
+            in whole.output
+        # two processes at once, each its shard, into another tenant
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "replayer.cli", *_compose_load_args(url, "sharded"),
+             "--end", iso(end_ms), "--shard", f"{k}/2"], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True) for k in (0, 1)]
+        outs = [p.communicate(timeout=300) for p in procs]
+        for p, (out, err) in zip(procs, outs):
+            assert p.returncode == 0, out + err
+        sent = [int(out.split("metrics: sent ")[1].split()[0]) for out, _ in outs]
+        assert sum(sent) == inc.sample_count and min(sent) > 0
+        whole_stored = _stored(url, "whole", end_ms, inc.duration_ms)
+        assert sum(len(v) for v in whole_stored.values()) == inc.sample_count
+        assert len(whole_stored) == len(inc.series)
+        assert _stored(url, "sharded", end_ms, inc.duration_ms) == whole_stored
+        assert _exemplars(url, "whole", start_ms, end_ms) == inc.exemplar_count
+        assert _exemplars(url, "sharded", start_ms, end_ms) == inc.exemplar_count
+        # tenants are apart: one that was never loaded holds nothing
+        assert _stored(url, "nobody", end_ms, inc.duration_ms) == {}
