@@ -252,6 +252,15 @@ def compare_cmd(a: str, b: str, seed: int, as_json: bool, defaults: bool) -> Non
         raise SystemExit(1)
 
 
+def _retry_for(text: str) -> float:
+    from .prometheus import parse_prom_duration
+
+    try:
+        return parse_prom_duration(text) / 1000
+    except ValueError:
+        raise UsageError(f"--retry-for {text!r} is not a duration like 60s, 5m or 0s") from None
+
+
 def _progress_printer() -> object:
     """Progress lines on stderr, about one per tenth of each signal. Lanes report from
     their own threads: one lock, and a count per signal that only goes up, so the lines
@@ -288,6 +297,9 @@ def _progress_printer() -> object:
               help="Where remote-write requests go when not <prometheus-url>/api/v1/write "
                    "(Mimir: http://mimir:8080/api/v1/push, with --prometheus-url "
                    "http://mimir:8080/prometheus for the checks) [REMOTE_WRITE_URL].")
+@click.option("--retry-for", default="60s", show_default=True,
+              help="Keep retrying a failing request this long (a server restarting), with "
+                   "backoff and a line on stderr while waiting; 0s: no retries.")
 @click.option("--grafana-url", envvar="GRAFANA_URL",
               help="Grafana with this repository's datasources (infra/grafana): the summary "
                    "adds an Explore link to the incident [GRAFANA_URL].")
@@ -345,7 +357,7 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
              no_exemplars: bool, batch_samples: int, concurrency: int, instances: int,
              shard_spec: str,
              follow: bool, live_from: str | None, dry_run: bool, as_json: bool,
-             allow_future_end: bool, grafana_url: str | None) -> None:
+             allow_future_end: bool, grafana_url: str | None, retry_for: str) -> None:
     """Replay SOURCE (a scenario or a recording) so its window ends at --end."""
     chosen = parse_signals(signals)
     extra = []
@@ -379,7 +391,9 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         allow_future_end=allow_future_end,
         live_from_ms=duration_ms(live_from, "--live-from"), shard=parse_shard(shard_spec),
         instances=instances,
-        trace_salt=salt_of(trace_id_salt) if trace_id_salt else None)
+        trace_salt=salt_of(trace_id_salt) if trace_id_salt else None,
+        retry_for_s=_retry_for(retry_for),
+        on_wait=None if as_json else lambda line: click.echo(f"  waiting: {line}", err=True))
     result = run_load(req, progress=None if as_json else _progress_printer())  # type: ignore
     if dry_run:
         c = counts(result.incident)

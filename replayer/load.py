@@ -38,7 +38,7 @@ from .shard import shard
 from .slicing import slice_logs, slice_series, slice_spans
 from .timeshift import NS_PER_MS, parse_end, shift, start_ns_for
 from .traceids import salt_trace_ids
-from .transport import HttpTransport, TargetConfig
+from .transport import HttpTransport, RetryPolicy, TargetConfig
 
 SIGNALS = ("metrics", "logs", "traces")
 UNITS = {"metrics": "samples", "logs": "lines", "traces": "spans"}
@@ -73,6 +73,8 @@ class LoadRequest:
     shard: tuple[int, int] = (0, 1)  # (K, N): this process pushes part K of N
     instances: int = 1  # N copies of the service (scale tests), generated one at a time
     trace_salt: bytes | None = None  # give this load its own trace IDs (see traceids.py)
+    retry_for_s: float = 60.0  # how long a failing request is retried (a server's restart)
+    on_wait: Callable[[str], None] | None = None  # hears why a retrying request waits
 
 
 @dataclass
@@ -126,13 +128,16 @@ class _Session:
     def __init__(self, req: LoadRequest, prometheus: HttpTransport | None) -> None:
         self.req = req
         self.own_prometheus = prometheus is None
+        policy = RetryPolicy(deadline_s=req.retry_for_s)
         self.prometheus = prometheus or HttpTransport(
-            req.targets.prometheus, pool_size=req.push.concurrency + 1)
-        self.loki = HttpTransport(req.targets.loki)
+            req.targets.prometheus, pool_size=req.push.concurrency + 1, policy=policy,
+            notify=req.on_wait)
+        self.loki = HttpTransport(req.targets.loki, policy=policy, notify=req.on_wait)
         t = req.targets
         self.tempo: GrpcTraces | HttpTraces = (
-            GrpcTraces(t.tempo) if t.tempo_protocol == "grpc"
-            else HttpTraces(HttpTransport(t.tempo)))
+            GrpcTraces(t.tempo, policy=policy, notify=req.on_wait)
+            if t.tempo_protocol == "grpc"
+            else HttpTraces(HttpTransport(t.tempo, policy=policy, notify=req.on_wait)))
 
     def close(self) -> None:
         if self.own_prometheus:

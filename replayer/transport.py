@@ -1,8 +1,10 @@
 """HTTP transport: bytes in, a plain response out. Knows nothing of metrics or logs.
 
-Retry policy (written once, per protocol spec): retry 5xx and 429 with exponential backoff
-and jitter, honouring ``Retry-After``, within one deadline; never other 4xx. A protocol can
-mark some 5xx answers as final (Prometheus 2.42 answers "too old sample" with 500).
+Retry policy (written once, per protocol spec): retry 5xx, 429 and failed connections with
+exponential backoff and jitter, honouring ``Retry-After``, for up to a time budget
+(``--retry-for``, a minute by default: long enough for a server's restart); never other
+4xx. A protocol can mark some 5xx answers as final (Prometheus 2.42 answers "too old
+sample" with 500). While a request waits, ``notify`` hears why, every few seconds.
 """
 
 from __future__ import annotations
@@ -64,10 +66,17 @@ class Response:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 6
+    """Retry until ``deadline_s`` has passed since the first attempt (and, when set, at most
+    ``max_attempts`` times in all)."""
+
+    max_attempts: int | None = None
     initial_backoff_s: float = 0.25
-    max_backoff_s: float = 10.0
-    deadline_s: float = 120.0
+    max_backoff_s: float = 5.0
+    deadline_s: float = 60.0
+
+    def more(self, attempt: int) -> bool:
+        """Whether attempt number ``attempt + 1`` (0-based ``attempt`` just failed) may go."""
+        return self.max_attempts is None or attempt + 1 < self.max_attempts
 
     def backoff(self, attempt: int, retry_after: str | None, rng: random.Random) -> float:
         if retry_after:
@@ -90,9 +99,11 @@ class HttpTransport:
                  policy: RetryPolicy | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 notify: Callable[[str], None] | None = None) -> None:
         self.target = target
         self.policy = policy or RetryPolicy()
+        self.waiting = WaitNotices(notify, clock)
         self.sleep, self.clock = sleep, clock
         self.rng = rng or random.Random()
         self.session = requests.Session()
@@ -161,13 +172,46 @@ class HttpTransport:
                 # re-sending is safe (every backend takes an identical entry twice as once)
                 resp = Response(0, f"the answer broke off: {type(exc).__name__}: {exc}")
             retry = (resp.status == 0 or is_retryable(resp.status)) and not final(resp)
-            if not retry or attempt + 1 >= self.policy.max_attempts:
+            if not retry or not self.policy.more(attempt):
                 return resp, attempt
             wait = self.policy.backoff(attempt, resp.headers.get("Retry-After"), self.rng)
-            if self.clock() - started + wait > self.policy.deadline_s:
+            left = self.policy.deadline_s - (self.clock() - started)
+            if wait > left:
                 return resp, attempt
+            self.waiting.say(self.target.url, _why(resp), left)
             self.sleep(wait)
             attempt += 1
 
     def close(self) -> None:
         self.session.close()
+
+
+def _why(resp: Response) -> str:
+    if resp.status == 0:
+        return resp.body.split(":", 1)[0] if resp.body.startswith("connection failed") \
+            else resp.body[:120]
+    return f"HTTP {resp.status}"
+
+
+class WaitNotices:
+    """What a retrying request says while it waits: the first time after the first retry,
+    then at most every ``every_s`` seconds per target (lanes retry at once; one line is
+    enough)."""
+
+    def __init__(self, notify: Callable[[str], None] | None,
+                 clock: Callable[[], float] = time.monotonic, every_s: float = 5.0) -> None:
+        self.notify, self.clock, self.every_s = notify, clock, every_s
+        self.last: float | None = None
+        import threading
+
+        self.lock = threading.Lock()
+
+    def say(self, where: str, why: str, left_s: float) -> None:
+        if self.notify is None:
+            return
+        with self.lock:
+            now = self.clock()
+            if self.last is not None and now - self.last < self.every_s:
+                return
+            self.last = now
+        self.notify(f"{where}: {why}; retrying for up to {left_s:.0f} s more (--retry-for)")

@@ -23,7 +23,7 @@ from generator.model import SpanTable
 from ..errors import TransportError, UsageError
 from ..pipeline import one_ahead
 from ..report import SignalReport
-from ..transport import HttpTransport, RetryPolicy, TargetConfig
+from ..transport import HttpTransport, RetryPolicy, TargetConfig, WaitNotices
 from ..wire import read_fields
 from .encode import HTTP_HEADERS, SpanBatch, TraceEncoder, plan_batches
 
@@ -55,7 +55,9 @@ class GrpcTraces:
 
     def __init__(self, target: TargetConfig, policy: RetryPolicy | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 notify: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         url = urlparse(target.url if "://" in target.url else "http://" + target.url)
         if not url.hostname or not url.port:
             raise UsageError(f"--tempo-url {target.url!r}: gRPC needs host:port, e.g. "
@@ -79,6 +81,8 @@ class GrpcTraces:
             self.metadata.append(("authorization", f"Basic {token}"))
         self.target = target
         self.policy = policy or RetryPolicy()
+        self.clock = clock
+        self.waiting = WaitNotices(notify, clock)
         self.sleep, self.rng = sleep, rng or random.Random()
 
     def check(self, timeout_s: float = 5.0) -> None:
@@ -92,13 +96,17 @@ class GrpcTraces:
 
     def export(self, body: bytes) -> Answer:
         attempt = 0
+        started = self.clock()
         while True:
             try:
                 answer = self.call(body, metadata=self.metadata, timeout=self.target.timeout_s)
             except grpc.RpcError as err:
                 code = err.code()
-                if code in RETRY_CODES and attempt + 1 < self.policy.max_attempts:
-                    self.sleep(self.policy.backoff(attempt, None, self.rng))
+                wait = self.policy.backoff(attempt, None, self.rng)
+                left = self.policy.deadline_s - (self.clock() - started)
+                if code in RETRY_CODES and self.policy.more(attempt) and wait <= left:
+                    self.waiting.say(self.target.url, f"gRPC {code.name}", left)
+                    self.sleep(wait)
                     attempt += 1
                     continue
                 return Answer(False, 0, f"gRPC {code.name}: {err.details()}", attempt)

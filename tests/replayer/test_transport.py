@@ -3,6 +3,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import requests
 import responses
 
 from replayer.errors import TransportError
@@ -107,3 +108,41 @@ def test_credentials_in_a_url_become_basic_auth_and_leave_the_url() -> None:
     with pytest.raises(TransportError) as err:  # nothing listens: the message has no secret
         HttpTransport(TargetConfig("http://admin:hunter2@127.0.0.1:1")).get("x")
     assert "hunter2" not in str(err.value) and "127.0.0.1:1" in str(err.value)
+
+
+@responses.activate
+def test_retries_for_the_time_budget_not_a_count() -> None:
+    """A restart that takes 29 s lost the load (about 6 attempts, 4-8 s in all): the budget
+    is time (--retry-for, 60 s by default), and the wait is said, every few seconds."""
+    now = [0.0]
+    said: list[str] = []
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    for _ in range(15):
+        responses.post(f"{URL}/api/v1/write", body=requests.ConnectionError("refused"))
+    responses.post(f"{URL}/api/v1/write", status=204)
+    t = HttpTransport(TargetConfig(URL), policy=RetryPolicy(deadline_s=60.0), sleep=sleep,
+                      clock=lambda: now[0], rng=random.Random(1), notify=said.append)
+    resp, retries = t.post("api/v1/write", b"x", {})
+    assert (resp.status, retries) == (204, 15)
+    assert 25 < now[0] < 60  # waited through what a restart takes
+    assert said[0] == f"{URL}: connection failed; retrying for up to 60 s more (--retry-for)"
+    gaps = [float(line.split("up to ")[1].split()[0]) for line in said]
+    assert all(a - b >= 4.5 for a, b in zip(gaps, gaps[1:]))  # at most one line per 5 s
+    assert 3 <= len(said) <= 13
+
+
+@responses.activate
+def test_a_short_budget_gives_up_in_time() -> None:
+    now = [0.0]
+    responses.post(f"{URL}/api/v1/write", status=503)
+    t = HttpTransport(TargetConfig(URL), policy=RetryPolicy(deadline_s=5.0),
+                      sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0],
+                      rng=random.Random(1))
+    resp, retries = t.post("api/v1/write", b"x", {})
+    assert resp.status == 503 and retries >= 3 and now[0] <= 5.0
+    no_retry = HttpTransport(TargetConfig(URL), policy=RetryPolicy(deadline_s=0.0),
+                             sleep=lambda s: None, clock=lambda: 0.0)
+    assert no_retry.post("api/v1/write", b"x", {})[1] == 0

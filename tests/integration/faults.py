@@ -1,0 +1,93 @@
+"""A loopback HTTP proxy in front of a real server that injects faults on cue: for the
+fault tests (the replayer must survive a server's outage, a reset, a slow answer)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
+
+# (method, path, proxy) -> None to forward, or a fault: "drop" (close without answering)
+Rule = Callable[[str, str, "FaultProxy"], str | None]
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, rule: Rule) -> None:
+        self.upstream, self.rule = upstream.rstrip("/"), rule
+        self.lock = threading.Lock()
+        self.started: float | None = None  # when the first fault was injected
+        self.faults = 0
+        self.forwarded: list[tuple[str, str, int]] = []
+
+    def outage(self, path: str, seconds: float) -> Rule:
+        """A rule: from the first request to ``path`` on, drop every request (any path)
+        for ``seconds`` — a server restarting."""
+        def rule(method: str, got: str, proxy: FaultProxy) -> str | None:
+            with proxy.lock:
+                if proxy.started is None and got.startswith(path):
+                    proxy.started = time.monotonic()
+                if proxy.started is not None and time.monotonic() - proxy.started < seconds:
+                    proxy.faults += 1
+                    return "drop"
+            return None
+        return rule
+
+
+def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
+    session = requests.Session()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _any(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if proxy.rule(self.command, self.path, proxy) == "drop":
+                self.close_connection = True
+                self.connection.close()  # no answer: the client sees the connection go
+                return
+            skip = {"host", "content-length", "connection", "transfer-encoding"}
+            r = session.request(self.command, proxy.upstream + self.path, data=body,
+                                headers={k: v for k, v in self.headers.items()
+                                         if k.lower() not in skip}, timeout=60)
+            with proxy.lock:
+                proxy.forwarded.append((self.command, self.path, r.status_code))
+            self.send_response(r.status_code)
+            for k, v in r.headers.items():
+                if k.lower() not in skip | {"content-encoding"}:
+                    self.send_header(k, v)
+            if r.headers.get("Content-Encoding"):
+                # requests decoded it: pass the decoded bytes
+                pass
+            self.send_header("Content-Length", str(len(r.content)))
+            self.end_headers()
+            self.wfile.write(r.content)
+
+        do_GET = do_POST = _any  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@contextmanager
+def fault_proxy(upstream: str, rule: Rule | None = None,
+                make_rule: Callable[[FaultProxy], Rule] | None = None) -> Iterator[tuple[str,
+                                                                                    FaultProxy]]:
+    proxy = FaultProxy(upstream, rule or (lambda m, p, x: None))
+    if make_rule is not None:
+        proxy.rule = make_rule(proxy)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", proxy
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,60 @@
+"""Server faults during a load, injected by a loopback proxy in front of a real Prometheus
+(issue 17): each checks the exit code, the summary's first line, no traceback, and that
+the summary equals what the server stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from replayer.cli import cli
+from tests.conftest import cached_incident
+
+from .faults import fault_proxy
+from .prometheus_server import query, running_prometheus
+from .test_prometheus_load import fixed_end_ms, iso
+
+pytestmark = pytest.mark.integration
+
+
+def _stored_samples(url: str, end_ms: int, window_ms: int) -> int:
+    """Every raw sample of the window (the range is left-open: a second more takes the
+    first step)."""
+    got = query(url, f'{{__name__=~".+"}}[{window_ms // 1000 + 1}s]', end_ms / 1000)
+    return sum(len(s["values"]) for s in got)
+
+
+def test_a_restart_within_the_retry_budget_loses_nothing(tmp_path: Path) -> None:
+    """Prometheus gone for 12 s in the middle of a load (a restart: every request dropped)
+    was lost past ~6 s; within --retry-for (60 s) the load waits, says so, and stores all."""
+    inc = cached_incident("slow_query")
+    end_ms = fixed_end_ms()
+    with running_prometheus(tmp_path) as url, \
+            fault_proxy(url, make_rule=lambda p: p.outage("/api/v1/write", 12.0)) as (via, px):
+        r = CliRunner().invoke(cli, [
+            "load", "slow_query", "--signals", "metrics", "--end", iso(end_ms),
+            "--prometheus-url", via])
+        assert r.exit_code == 0, r.output + r.stderr
+        assert r.exception is None or isinstance(r.exception, SystemExit)
+        assert px.faults > 0
+        assert f"metrics: sent {inc.sample_count} samples, accepted {inc.sample_count}, " \
+               "rejected 0" in r.output
+        assert f"waiting: {via}: connection failed; retrying for up to " in r.stderr
+        assert _stored_samples(url, end_ms, inc.duration_ms) == inc.sample_count
+
+
+def test_an_outage_past_the_budget_is_reported_as_loss(tmp_path: Path) -> None:
+    inc = cached_incident("slow_query")
+    end_ms = fixed_end_ms()
+    with running_prometheus(tmp_path) as url, \
+            fault_proxy(url, make_rule=lambda p: p.outage("/api/v1/write", 600.0)) as (via, px):
+        r = CliRunner().invoke(cli, [
+            "load", "slow_query", "--signals", "metrics", "--end", iso(end_ms),
+            "--prometheus-url", via, "--retry-for", "3s"])
+        assert r.exit_code != 0 and "Traceback" not in r.output + r.stderr
+        stored = _stored_samples(url, end_ms, inc.duration_ms)
+        accepted = int(r.output.split("accepted ")[1].split(",")[0])
+        assert accepted == stored  # never more than the server holds
+        assert "not sent" in r.output or "rejected" in r.output
