@@ -225,6 +225,10 @@ def _parse_knob(key: str, raw: object) -> float:
         value = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ScenarioError(f"knob {key!r} needs a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        low, high = _RANGES[key]
+        raise ScenarioError(f"knob {key!r} needs a finite number in [{low}, {high}], "
+                            f"got {raw!r}")
     if key in _INT_KNOBS:
         if value != int(value):
             raise ScenarioError(f"knob {key!r} needs a whole number, got {raw!r}")

@@ -393,7 +393,10 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         instances=instances,
         trace_salt=salt_of(trace_id_salt) if trace_id_salt else None,
         retry_for_s=_retry_for(retry_for),
-        on_wait=None if as_json else lambda line: click.echo(f"  waiting: {line}", err=True))
+        say=None if as_json else lambda line: click.echo(f"  {line}", err=True))
+    if insecure_skip_verify:
+        click.echo("warning: --insecure-skip-verify: the servers' TLS certificates are not "
+                   "checked", err=True)
     result = run_load(req, progress=None if as_json else _progress_printer())  # type: ignore
     if dry_run:
         c = counts(result.incident)
@@ -419,8 +422,9 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         for r in result.reports:
             for line in r.lines():
                 click.echo(line)
-        for line in look_lines(look):
-            click.echo(line)
+        if any(r.accepted for r in result.reports):  # where to look, once something is there
+            for line in look_lines(look):
+                click.echo(line)
     if result.exit_code:
         click.echo("error: not everything was stored (see above)", err=True)
         sys.exit(result.exit_code)

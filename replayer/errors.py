@@ -35,3 +35,13 @@ class DataLossError(ReplayerError):
     """Something was not accepted; the summary says what and why."""
 
     exit_code = 1
+
+
+class AuthError(TransportError):
+    """The server answered 401 or 403: credentials or the tenant are missing or wrong."""
+
+    exit_code = 5
+
+
+class TlsError(TransportError):
+    """The TLS handshake failed (a certificate that cannot be verified, most often)."""

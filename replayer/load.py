@@ -74,7 +74,8 @@ class LoadRequest:
     instances: int = 1  # N copies of the service (scale tests), generated one at a time
     trace_salt: bytes | None = None  # give this load its own trace IDs (see traceids.py)
     retry_for_s: float = 60.0  # how long a failing request is retried (a server's restart)
-    on_wait: Callable[[str], None] | None = None  # hears why a retrying request waits
+    # hears what the load waits for: a retrying request, a slow preflight
+    say: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -131,13 +132,13 @@ class _Session:
         policy = RetryPolicy(deadline_s=req.retry_for_s)
         self.prometheus = prometheus or HttpTransport(
             req.targets.prometheus, pool_size=req.push.concurrency + 1, policy=policy,
-            notify=req.on_wait)
-        self.loki = HttpTransport(req.targets.loki, policy=policy, notify=req.on_wait)
+            notify=req.say)
+        self.loki = HttpTransport(req.targets.loki, policy=policy, notify=req.say)
         t = req.targets
         self.tempo: GrpcTraces | HttpTraces = (
-            GrpcTraces(t.tempo, policy=policy, notify=req.on_wait)
+            GrpcTraces(t.tempo, policy=policy, notify=req.say)
             if t.tempo_protocol == "grpc"
-            else HttpTraces(HttpTransport(t.tempo, policy=policy, notify=req.on_wait)))
+            else HttpTraces(HttpTransport(t.tempo, policy=policy, notify=req.say)))
 
     def close(self) -> None:
         if self.own_prometheus:
@@ -292,6 +293,8 @@ def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
     req = session.req
     transport = session.prometheus
     try:
+        if req.say:  # a slow server kept the user waiting without a word
+            req.say(f"asking {req.targets.prometheus.url} what it accepts")
         info = preflight(transport)
         notes += check_server(info, req.targets.prometheus.url, req.push.send_exemplars)
         end_ns = _settle_overlap(transport, incident, end_ns, is_now, req, notes)
@@ -335,6 +338,8 @@ def _logs(session: _Session, shifted: Incident, start_ns: int, now: int, report:
           progress: Callable[[SignalReport], None] | None) -> None:
     req = session.req
     try:
+        if req.say:
+            req.say(f"asking {req.targets.loki.url} what it accepts")
         info = preflight_loki(session.loki)
         uses_metadata = any(m for s in shifted.log_streams for m in s.metadata)
         check_loki(info, req.targets.loki.url, start_ns, now, uses_metadata)

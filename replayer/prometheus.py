@@ -20,7 +20,7 @@ import numpy as np
 
 from generator.model import Exemplars, Incident, Series, frozen_array
 
-from .errors import PreflightError, TransportError
+from .errors import AuthError, PreflightError, TlsError, TransportError
 from .remote_write.encode import (
     HEADERS,
     Piece,
@@ -91,6 +91,8 @@ def preflight(transport: HttpTransport) -> ServerInfo:
     """Ask the server what it accepts. Unreachable servers raise :class:`TransportError`."""
     try:
         build = _json_data(transport.get("api/v1/status/buildinfo"))
+    except (AuthError, TlsError):
+        raise  # reached, but refused: its own message says the fix
     except TransportError as exc:
         raise TransportError(f"cannot reach Prometheus at {transport.target.url} ({exc}); start "
                              "it (`replayer stack up` starts a local one), or point "
@@ -309,7 +311,9 @@ def check_window(series: Sequence[Series], info: ServerInfo, options: PushOption
 
 def send_metadata(transport: HttpTransport, incident: Incident, report: SignalReport,
                   write_url: str = WRITE_PATH) -> None:
-    meta, _ = transport.post(write_url, compress(metadata_request(incident.families)), HEADERS)
+    meta, retries = transport.post(write_url, compress(metadata_request(incident.families)),
+                                   HEADERS)
+    report.count_request(retries)  # a request like the others, and its retries with them
     if not 200 <= meta.status < 300:
         report.notes.append(f"metadata not accepted: {_reason(meta)}")
 

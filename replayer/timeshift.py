@@ -43,6 +43,9 @@ def parse_end(value: str, now_ns: int, step_ms: int) -> tuple[int, bool]:
     if when.tzinfo is None:
         raise UsageError(f"--end {value!r} has no time zone; add Z or an offset like +01:00")
     seconds = when.timestamp()
+    if not 0 < seconds < 2**32:  # 1970 .. 2106: what nanosecond timestamps hold
+        raise UsageError(f"--end {value!r} is outside 1970-2106, which the backends' "
+                         "nanosecond timestamps hold; give a time near now")
     return int(round(seconds * 1e3)) * NS_PER_MS, False
 
 

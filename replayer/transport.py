@@ -18,7 +18,19 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import TransportError
+from .errors import AuthError, TlsError, TransportError
+
+AUTH_FIX = ("  fix: pass the credentials the server expects (--basic-auth USER:PASSWORD, "
+            "--bearer-token, --header 'Name: value'), or the tenant (--tenant, sent as "
+            "X-Scope-OrgID: Mimir, Loki and Tempo in multi-tenant mode answer 401 without it)")
+TLS_FIX = ("  fix: --tls-ca FILE with the CA that signed the server's certificate (or "
+           "--insecure-skip-verify to not check it, for a test server only)")
+
+
+def auth_error(method: str, url: str, status: int, body: str) -> AuthError:
+    word = "Unauthorized" if status == 401 else "Forbidden"
+    return AuthError(f"{method} {url}: HTTP {status} {word} ({body.strip()[:200]}): the "
+                     "server wants authentication.\n" + AUTH_FIX)
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,7 @@ class HttpTransport:
             self.session.auth = target.basic_auth
         if target.insecure_skip_verify:
             self.session.verify = False
+            _quiet_insecure_warnings()
         elif target.ca_file:
             self.session.verify = target.ca_file
         if target.client_cert:
@@ -139,6 +152,9 @@ class HttpTransport:
         try:
             r = self.session.request(method, self.url(path), timeout=self.target.timeout_s,
                                      **kw)  # type: ignore[arg-type]
+        except requests.exceptions.SSLError as exc:
+            raise TlsError(f"{method} {self.url(path)}: TLS failed: {_tls_reason(exc)}"
+                                 f"\n{TLS_FIX}") from None
         except requests.ConnectionError:
             raise TransportError(f"{method} {self.url(path)}: cannot connect (refused or "
                                  "unreachable)") from None
@@ -147,6 +163,8 @@ class HttpTransport:
                                  f"{self.target.timeout_s:g} s") from None
         except requests.RequestException as exc:
             raise TransportError(f"{method} {self.url(path)} failed: {exc}") from None
+        if r.status_code in (401, 403):
+            raise auth_error(method, self.url(path), r.status_code, r.text)
         return Response(r.status_code, r.text, dict(r.headers), r.content)
 
     def post(self, path: str, body: bytes, headers: Mapping[str, str],
@@ -162,6 +180,10 @@ class HttpTransport:
                 r = self.session.post(self.url(path), data=body, headers=dict(headers),
                                       timeout=self.target.timeout_s)
                 resp = Response(r.status_code, r.text, dict(r.headers), r.content)
+            except requests.exceptions.SSLError as exc:
+                # not worth retrying: the certificate will not change in a minute
+                raise TlsError(f"POST {self.url(path)}: TLS failed: {_tls_reason(exc)}"
+                                     f"\n{TLS_FIX}") from None
             except requests.ConnectionError as exc:
                 resp = Response(0, f"connection failed: {exc}")
             except requests.Timeout:
@@ -171,6 +193,8 @@ class HttpTransport:
                 # or could not be decoded: the server may or may not have stored the batch;
                 # re-sending is safe (every backend takes an identical entry twice as once)
                 resp = Response(0, f"the answer broke off: {type(exc).__name__}: {exc}")
+            if resp.status in (401, 403):
+                raise auth_error("POST", self.url(path), resp.status, resp.body)
             retry = (resp.status == 0 or is_retryable(resp.status)) and not final(resp)
             if not retry or not self.policy.more(attempt):
                 return resp, attempt
@@ -184,6 +208,24 @@ class HttpTransport:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _tls_reason(exc: Exception) -> str:
+    text = str(exc)
+    for known in ("certificate verify failed", "hostname mismatch", "wrong version number",
+                  "self-signed certificate", "certificate has expired"):
+        if known in text:
+            start = text.index(known)
+            return text[start:].split("')")[0].split("(_ssl")[0].strip(" :")
+    return text[:200]
+
+
+def _quiet_insecure_warnings() -> None:
+    """urllib3 warns on every unverified request (ten lines for one load): the user asked
+    for it, and the CLI says it once instead."""
+    import urllib3
+
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
 def _why(resp: Response) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from generator.model import LogStream
 
-from ..errors import PreflightError, TransportError
+from ..errors import AuthError, PreflightError, TlsError, TransportError
 from ..pipeline import one_ahead
 from ..prometheus import parse_prom_duration
 from ..report import SignalReport
@@ -86,6 +86,8 @@ def _config_value(yaml: str, key: str) -> str | None:
 def preflight(transport: HttpTransport) -> LokiInfo:
     try:
         ready = transport.get("ready")
+    except (AuthError, TlsError):
+        raise  # reached, but refused: its own message says the fix
     except TransportError as exc:
         raise TransportError(f"cannot reach Loki at {transport.target.url} ({exc}); start it, "
                              "point --loki-url / LOKI_URL at it, or leave logs out with "

@@ -20,10 +20,10 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from generator.model import SpanTable
 
-from ..errors import TransportError, UsageError
+from ..errors import AuthError, TransportError, UsageError
 from ..pipeline import one_ahead
 from ..report import SignalReport
-from ..transport import HttpTransport, RetryPolicy, TargetConfig, WaitNotices
+from ..transport import AUTH_FIX, HttpTransport, RetryPolicy, TargetConfig, WaitNotices
 from ..wire import read_fields
 from .encode import HTTP_HEADERS, SpanBatch, TraceEncoder, plan_batches
 
@@ -109,6 +109,10 @@ class GrpcTraces:
                     self.sleep(wait)
                     attempt += 1
                     continue
+                if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    raise AuthError(f"OTLP gRPC {self.target.url}: {code.name} "
+                                    f"({err.details()}): the server wants authentication.\n"
+                                    + AUTH_FIX) from None
                 return Answer(False, 0, f"gRPC {code.name}: {err.details()}", attempt)
             rejected, message = _partial(answer)
             return Answer(True, rejected, message, attempt)

@@ -41,7 +41,7 @@ def test_a_restart_within_the_retry_budget_loses_nothing(tmp_path: Path) -> None
         assert px.faults > 0
         assert f"metrics: sent {inc.sample_count} samples, accepted {inc.sample_count}, " \
                "rejected 0" in r.output
-        assert f"waiting: {via}: connection failed; retrying for up to " in r.stderr
+        assert f"  {via}: connection failed; retrying for up to " in r.stderr
         assert _stored_samples(url, end_ms, inc.duration_ms) == inc.sample_count
 
 
