@@ -189,6 +189,18 @@ def _final(resp: Response) -> bool:
                                    or "native histograms are disabled" in body)
 
 
+# words of answers about particular samples or series: those can succeed in part, so a
+# request refused for them is split until the refused part is alone
+_PER_ITEM = ("sample", "series", "label", "bounds", "timestamp", "exemplar", "{", "metadata",
+             "histogram")
+
+
+def _blanket(whole: Response, halves: Sequence[Response]) -> bool:
+    reason = _reason(whole)
+    return (all(not 200 <= h.status < 300 and _reason(h) == reason for h in halves)
+            and not any(w in whole.body.lower() for w in _PER_ITEM))
+
+
 class Pusher:
     """Sends pieces of series; splits rejected requests until the bad part is alone."""
 
@@ -220,6 +232,32 @@ class Pusher:
             return
         isolatable = resp.status in (400, 500) and (resp.status == 400 or _final(resp))
         if not isolatable:
+            self._reject(pieces, f"{_reason(resp)} (gave up after retries)")
+            return
+        if len(pieces) > 1:
+            mid = len(pieces) // 2
+            halves = (pieces[:mid], pieces[mid:])
+            answers = [self._post(h) for h in halves]
+            if _blanket(resp, answers):
+                # both halves refused exactly as the whole, for a reason that names no
+                # sample or series: the server refuses every request alike, and splitting
+                # down to single pieces would only multiply the requests (74x seen)
+                self._reject(pieces, f"{_reason(resp)} (every request refused alike: "
+                                     "not split further)")
+                return
+            for half, answer in zip(halves, answers):
+                self._answered(half, answer, depth)
+            return
+        self._split_piece(pieces[0], resp, depth)
+
+    def _answered(self, pieces: Sequence[Piece], resp: Response, depth: int) -> None:
+        """Account ``pieces`` that were posted and answered ``resp``; split on rejection."""
+        if 200 <= resp.status < 300:
+            self.report.add(accepted=sum(p.samples for p in pieces),
+                            exemplars=sum(p.exemplars for p in pieces),
+                            exemplars_ok=self.exemplars_kept)
+            return
+        if not (resp.status == 400 or _final(resp)):
             self._reject(pieces, f"{_reason(resp)} (gave up after retries)")
             return
         if len(pieces) > 1:

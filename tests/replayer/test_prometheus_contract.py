@@ -304,3 +304,28 @@ def test_lane_batches_keep_each_series_in_one_lane_in_order_and_cover_everything
         assert sent == [p for p in pieces if p.series % 4 == lane]  # planned order kept
     big = [Piece(0, 0, 500)]  # a piece over the limit still goes, alone
     assert list(lane_batches(iter(big), 2, 100)) == [(0, big)]
+
+
+@responses.activate
+def test_a_blanket_refusal_is_not_split_into_a_request_per_piece() -> None:
+    """A proxy that answers 400 to every write made the splitter send 74x the requests:
+    when both halves are refused exactly as the whole, for a reason about no sample or
+    series, the batch is refused as it is."""
+    calls = []
+
+    def refuse(request):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return 400, {}, "Bad Request: request refused by the gateway\n"
+
+    responses.add_callback(responses.POST, f"{URL}/api/v1/write", callback=refuse)
+    inc = shift(cached_incident("slow_query"), END_MS * 1_000_000)
+    report = SignalReport("metrics", "samples")
+    push_metrics(_transport(), inc, ServerInfo("2.42.0", True, True, 7_200_000, END_MS),
+                 PushOptions(max_samples=4000, concurrency=2), report,
+                 END_MS - inc.duration_ms, END_MS)
+    batches = -(-inc.sample_count // 4000) + 2  # what the lanes' partly filled batches add
+    assert len(calls) <= 1 + 3 * batches, len(calls)  # metadata, then 3 per batch at most
+    assert report.accepted == 0 and report.rejected_total == inc.sample_count
+    (reason,) = report.rejected
+    assert reason == ("HTTP 400: Bad Request: request refused by the gateway (every request "
+                      "refused alike: not split further)")
