@@ -114,13 +114,10 @@ def resolve_source(source: str | Incident, seed: int, duration_ms: int | None,
     return generate(source, seed=seed, duration_ms=duration_ms, step_ms=step_ms, knobs=knobs)
 
 
-def _fail(report: SignalReport, exc: ReplayerError, items: int) -> None:
-    report.failed = str(exc)
-    report.failure_code = exc.exit_code
-    unsent = items - report.accepted - report.rejected_total
-    if unsent > 0:
-        report.sent = max(report.sent, items)
-        report.add(rejected=unsent, reason="not sent (the backend failed, below)")
+def _fail(report: SignalReport, exc: ReplayerError, items: int,
+          mark: tuple[int, int] = (0, 0)) -> None:
+    """An attempt at ``items`` failed (begun at ``report.mark()``); see SignalReport.fail."""
+    report.fail(str(exc), exc.exit_code, items, mark)
 
 
 class _Session:
@@ -272,13 +269,15 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
             last = None  # only one copy is alive at a time
             inc = first if first is not None else copy(i)
             first = None
-            if "metrics" in reports and not reports["metrics"].failed:
+            # every copy is tried, after a failure too: a server back within the retry
+            # budget takes the next copies, and a copy that fails is counted as not sent
+            if "metrics" in reports:
                 end_ns = _metrics(session, inc, end_ns, is_now and i == 0, reports["metrics"],
                                   [] if i else notes, progress)
             last = shift(inc, end_ns, dict(req.extra_labels))
-            if "logs" in reports and not reports["logs"].failed:
+            if "logs" in reports:
                 _logs(session, last, end_ns - duration_ns, now_ns(), reports["logs"], progress)
-            if "traces" in reports and not reports["traces"].failed:
+            if "traces" in reports:
                 _traces(session, last, reports["traces"], progress)
     finally:
         session.close()
@@ -292,6 +291,7 @@ def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
     """Push the metrics; returns the end actually used (an overlap can re-lay it)."""
     req = session.req
     transport = session.prometheus
+    mark, clipped = report.mark(), report.clipped
     try:
         if req.say:  # a slow server kept the user waiting without a word
             req.say(f"asking {req.targets.prometheus.url} what it accepts")
@@ -303,7 +303,7 @@ def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
         push_metrics(transport, shifted, info, req.push, report, start_ms,
                      end_ns // NS_PER_MS, progress)
     except (PreflightError, TransportError) as exc:
-        _fail(report, exc, incident.sample_count)
+        _fail(report, exc, incident.sample_count - (report.clipped - clipped), mark)
     report.notes.extend(n for n in notes if n not in report.notes)
     return end_ns
 
@@ -337,6 +337,7 @@ def _settle_overlap(transport: HttpTransport, incident: Incident, end_ns: int, i
 def _logs(session: _Session, shifted: Incident, start_ns: int, now: int, report: SignalReport,
           progress: Callable[[SignalReport], None] | None) -> None:
     req = session.req
+    mark = report.mark()
     try:
         if req.say:
             req.say(f"asking {req.targets.loki.url} what it accepts")
@@ -345,16 +346,17 @@ def _logs(session: _Session, shifted: Incident, start_ns: int, now: int, report:
         check_loki(info, req.targets.loki.url, start_ns, now, uses_metadata)
         push_logs(session.loki, shifted.log_streams, req.loki, info, report, progress=progress)
     except (PreflightError, TransportError) as exc:
-        _fail(report, exc, shifted.log_line_count)
+        _fail(report, exc, shifted.log_line_count, mark)
 
 
 def _traces(session: _Session, shifted: Incident, report: SignalReport,
             progress: Callable[[SignalReport], None] | None) -> None:
+    mark = report.mark()
     try:
         session.tempo.check()
         push_traces(session.tempo, shifted.span_tables, report, progress=progress)
     except (PreflightError, TransportError) as exc:
-        _fail(report, exc, shifted.span_count)
+        _fail(report, exc, shifted.span_count, mark)
 
 
 def _overlap_message(earlier_ms: int | None, duration_ms: int, step_ms: int) -> str:
@@ -396,6 +398,7 @@ class _Live:
         for signal, report in self.reports.items():
             if report.failed:
                 continue
+            mark = report.mark()
             try:
                 if signal == "metrics" and self.metrics_info is not None:
                     push_series(self.session.prometheus,
@@ -409,7 +412,7 @@ class _Live:
                     push_traces(self.session.tempo, slice_spans(
                         self.shifted.span_tables, lo_ms * NS_PER_MS, hi_ms * NS_PER_MS), report)
             except (PreflightError, TransportError) as exc:
-                _fail(report, exc, report.sent)
+                _fail(report, exc, report.sent - mark[0], mark)
 
 
 def _follow(req: LoadRequest, incident: Incident, now_ns: Callable[[], int],

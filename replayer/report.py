@@ -15,6 +15,7 @@ class SignalReport:
     accepted: int = 0
     rejected: Counter = field(default_factory=Counter)  # reason -> count
     clipped: int = 0  # left out on purpose (--clip), not lost
+    not_sent: int = 0  # never sent (or sent without an answer): the backend failed
     exemplars_sent: int = 0
     exemplars_accepted: int = 0
     exemplars_dropped: Counter = field(default_factory=Counter)
@@ -32,7 +33,25 @@ class SignalReport:
     @property
     def lost(self) -> bool:
         return bool(self.rejected_total or sum(self.exemplars_dropped.values())
-                    or self.accepted + self.rejected_total < self.sent)
+                    or self.not_sent or self.accepted + self.rejected_total < self.sent)
+
+    def mark(self) -> tuple[int, int]:
+        """(sent, answered) now: what a failed attempt is measured from."""
+        with self._lock:
+            return self.sent, self.accepted + self.rejected_total
+
+    def fail(self, reason: str, code: int, items: int, mark: tuple[int, int]) -> None:
+        """An attempt at ``items`` (begun at ``mark``) failed: what got no answer is not
+        sent, and "sent" keeps only what was answered. The first failure's reason is kept;
+        the exit code is the worst."""
+        with self._lock:
+            sent0, done0 = mark
+            answered = self.accepted + self.rejected_total - done0
+            self.not_sent += max(items - answered, 0)
+            self.sent = sent0 + answered
+            if not self.failed:
+                self.failed = reason
+            self.failure_code = max(self.failure_code, code)
 
     def add(self, accepted: int = 0, rejected: int = 0, reason: str = "",
             exemplars: int = 0, exemplars_ok: bool = True) -> None:
@@ -51,11 +70,12 @@ class SignalReport:
     def lines(self) -> list[str]:
         if self.failed and self.requests == 0 and self.accepted == 0:
             # the backend failed before any request: nothing went out, whatever was planned
-            out = [f"{self.signal}: nothing sent ({self.sent} {self.unit} not sent), accepted "
-                   f"0; 0 requests"]
+            out = [f"{self.signal}: nothing sent ({self.not_sent} {self.unit} not sent), "
+                   "accepted 0; 0 requests"]
         else:
+            unsent = f", not sent {self.not_sent}" if self.not_sent else ""
             out = [f"{self.signal}: sent {self.sent} {self.unit}, accepted {self.accepted}, "
-                   f"rejected {self.rejected_total}, clipped {self.clipped}; "
+                   f"rejected {self.rejected_total}, clipped {self.clipped}{unsent}; "
                    f"{self.requests} requests, {self.retries} retries"]
         if self.exemplars_sent:
             out.append(f"  exemplars: sent {self.exemplars_sent}, accepted "
@@ -72,7 +92,8 @@ class SignalReport:
     def as_dict(self) -> dict[str, object]:
         return {"signal": self.signal, "unit": self.unit, "sent": self.sent,
                 "accepted": self.accepted, "rejected": dict(self.rejected),
-                "clipped": self.clipped, "exemplars_sent": self.exemplars_sent,
+                "clipped": self.clipped, "not_sent": self.not_sent,
+                "exemplars_sent": self.exemplars_sent,
                 "exemplars_accepted": self.exemplars_accepted,
                 "exemplars_dropped": dict(self.exemplars_dropped),
                 "requests": self.requests, "retries": self.retries, "notes": list(self.notes),

@@ -116,6 +116,10 @@ class HttpTransport:
         self.target = target
         self.policy = policy or RetryPolicy()
         self.waiting = WaitNotices(notify, clock)
+        # set when a request spent the whole budget failing: the next ones try once, not
+        # another budget each (a dead server would cost a minute per batch); any answer
+        # that is not a failure clears it
+        self.gave_up = False
         self.sleep, self.clock = sleep, clock
         self.rng = rng or random.Random()
         self.session = requests.Session()
@@ -196,11 +200,15 @@ class HttpTransport:
             if resp.status in (401, 403):
                 raise auth_error("POST", self.url(path), resp.status, resp.body)
             retry = (resp.status == 0 or is_retryable(resp.status)) and not final(resp)
-            if not retry or not self.policy.more(attempt):
+            if not retry:
+                self.gave_up = False
+                return resp, attempt
+            if not self.policy.more(attempt):
                 return resp, attempt
             wait = self.policy.backoff(attempt, resp.headers.get("Retry-After"), self.rng)
             left = self.policy.deadline_s - (self.clock() - started)
-            if wait > left:
+            if wait > left or self.gave_up:
+                self.gave_up = True
                 return resp, attempt
             self.waiting.say(self.target.url, _why(resp), left)
             self.sleep(wait)

@@ -23,13 +23,17 @@ class FaultProxy:
         self.faults = 0
         self.forwarded: list[tuple[str, str, int]] = []
 
-    def outage(self, path: str, seconds: float) -> Rule:
-        """A rule: from the first request to ``path`` on, drop every request (any path)
-        for ``seconds`` — a server restarting."""
+    def outage(self, path: str, seconds: float, after: int = 0) -> Rule:
+        """A rule: from the request to ``path`` that follows ``after`` others to it on, drop
+        every request (any path) for ``seconds`` — a server restarting, or gone."""
+        seen = [0]
+
         def rule(method: str, got: str, proxy: FaultProxy) -> str | None:
             with proxy.lock:
                 if proxy.started is None and got.startswith(path):
-                    proxy.started = time.monotonic()
+                    seen[0] += 1
+                    if seen[0] > after:
+                        proxy.started = time.monotonic()
                 if proxy.started is not None and time.monotonic() - proxy.started < seconds:
                     proxy.faults += 1
                     return "drop"
@@ -60,9 +64,6 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             for k, v in r.headers.items():
                 if k.lower() not in skip | {"content-encoding"}:
                     self.send_header(k, v)
-            if r.headers.get("Content-Encoding"):
-                # requests decoded it: pass the decoded bytes
-                pass
             self.send_header("Content-Length", str(len(r.content)))
             self.end_headers()
             self.wfile.write(r.content)

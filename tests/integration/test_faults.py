@@ -58,3 +58,57 @@ def test_an_outage_past_the_budget_is_reported_as_loss(tmp_path: Path) -> None:
         accepted = int(r.output.split("accepted ")[1].split(",")[0])
         assert accepted == stored  # never more than the server holds
         assert "not sent" in r.output or "rejected" in r.output
+
+
+def _copies(n: int, duration: str) -> list[int]:
+    """Samples of each copy `--instances n` loads (copy i is seed 1 + i)."""
+    from generator import generate
+    from replayer.cli_common import duration_ms
+
+    return [generate("slow_query", seed=1 + i, duration_ms=duration_ms(duration, "d"),
+                     signals=("metrics",)).sample_count for i in range(n)]
+
+
+def test_instances_count_every_copy_that_was_not_sent(tmp_path: Path) -> None:
+    """Prometheus gone from the second copy on: the summary said "sent 3,138,498, accepted
+    3,138,498" and the other copies appeared nowhere. Every copy not sent is counted as not
+    sent, and what is claimed is what the server holds."""
+    sizes = _copies(3, "10m")
+    end_ms = fixed_end_ms()
+    with running_prometheus(tmp_path) as url, fault_proxy(url, make_rule=lambda p: p.outage(
+            "/api/v1/write", 3600.0, after=5)) as (via, _px):
+        r = CliRunner().invoke(cli, [
+            "load", "slow_query", "--signals", "metrics", "--duration", "10m", "--end",
+            iso(end_ms), "--prometheus-url", via, "--instances", "3", "--retry-for", "2s",
+            "--batch-samples", "1000000"])
+        assert r.exit_code == 4, r.output
+        assert "Traceback" not in r.output
+        line = next(x for x in r.output.splitlines() if x.startswith("metrics: "))
+        import re
+
+        sent, accepted, rejected, not_sent = map(int, re.match(
+            r"metrics: sent (\d+) samples, accepted (\d+), rejected (\d+), clipped 0, "
+            r"not sent (\d+); ", line).groups())  # type: ignore[union-attr]
+        # copy 1 went whole before the outage; copy 2's batches met it (sent, refused by
+        # the dropped connections); copy 3 never got past the preflight (not sent)
+        assert accepted == sizes[0] == _stored_samples(url, end_ms, 600_000)
+        assert accepted + rejected + not_sent == sum(sizes) and sent == accepted + rejected
+        assert not_sent >= sizes[2] and "connection failed" in r.output
+
+
+def test_instances_pick_a_server_up_again_after_its_restart(tmp_path: Path) -> None:
+    """Prometheus restarting for 8 s during the second copy: it comes back within the
+    retry budget, and every copy is stored."""
+    sizes = _copies(3, "10m")
+    end_ms = fixed_end_ms()
+    with running_prometheus(tmp_path) as url, fault_proxy(url, make_rule=lambda p: p.outage(
+            "/api/v1/write", 8.0, after=2)) as (via, px):
+        r = CliRunner().invoke(cli, [
+            "load", "slow_query", "--signals", "metrics", "--duration", "10m", "--end",
+            iso(end_ms), "--prometheus-url", via, "--instances", "3",
+            "--batch-samples", "1000000"])
+        assert r.exit_code == 0, r.output
+        assert px.faults > 0
+        total = sum(sizes)
+        assert f"metrics: sent {total} samples, accepted {total}, rejected 0" in r.output
+        assert _stored_samples(url, end_ms, 600_000) == total
