@@ -26,6 +26,7 @@ from .prometheus import (
     ServerInfo,
     check_server,
     check_window,
+    exemplar_note,
     find_overlap,
     preflight,
     push_metrics,
@@ -297,6 +298,12 @@ def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
             req.say(f"asking {req.targets.prometheus.url} what it accepts")
         info = preflight(transport)
         notes += check_server(info, req.targets.prometheus.url, req.push.send_exemplars)
+        warn = exemplar_note(info, incident.exemplar_count) if req.push.send_exemplars \
+            and info.exemplar_storage is not False else None
+        if warn:
+            notes.append(warn.split("\n")[0])
+            if req.say:  # before sending, not only in the summary
+                req.say(warn)
         end_ns = _settle_overlap(transport, incident, end_ns, is_now, req, notes)
         shifted = shift(incident, end_ns, dict(req.extra_labels))
         start_ms = start_ns_for(incident, end_ns) // NS_PER_MS

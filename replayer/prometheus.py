@@ -47,6 +47,8 @@ class ServerInfo:
     ooo_window_ms: int | None
     head_max_ms: int | None
     head_window_ms: int = HEAD_WINDOW_MS  # half the minimum block duration
+    # storage.exemplars.max_exemplars: a ring of this many, over all series (None: unknown)
+    max_exemplars: int | None = None
 
     def accepts_from_ms(self, end_ms: int) -> int:
         head = max(self.head_max_ms or 0, end_ms)
@@ -110,16 +112,18 @@ def preflight(transport: HttpTransport) -> ServerInfo:
         receiver = (flags.get("web.enable-remote-write-receiver") == "true"
                     or "remote-write-receiver" in features)
         exemplars = "exemplar-storage" in features
-    ooo = None
+    ooo = max_exemplars = None
     if isinstance(config, dict):
         m = re.search(r"^\s*out_of_order_time_window:\s*(\S+)\s*$", config.get("yaml", ""), re.M)
         ooo = parse_prom_duration(m.group(1)) if m else 0
+        m = re.search(r"^\s*max_exemplars:\s*(\d+)\s*$", config.get("yaml", ""), re.M)
+        max_exemplars = int(m.group(1)) if m else None
     head = None
     if isinstance(tsdb, dict):
         max_t = (tsdb.get("headStats") or {}).get("maxTime")
         # an empty head reports math.MinInt64
         head = int(max_t) if isinstance(max_t, int) and max_t > 0 else None
-    return ServerInfo(version, receiver, exemplars, ooo, head, head_window)
+    return ServerInfo(version, receiver, exemplars, ooo, head, head_window, max_exemplars)
 
 
 def check_server(info: ServerInfo, url: str, send_exemplars: bool) -> list[str]:
@@ -364,11 +368,17 @@ def push_series(transport: HttpTransport, series: Sequence[Series], info: Server
         series = tuple(replace(s, exemplars=Exemplars.empty()) for s in series)
     exemplars = sum(len(s.exemplars) for s in series)
     report.sent += sum(len(s) for s in series)
+    before = report.exemplars_sent  # earlier copies and slices fill the same ring
     report.exemplars_sent += exemplars
     exemplars_kept = info.exemplar_storage is not False
     if not exemplars_kept and exemplars:
         report.exemplars_dropped["server has exemplar storage off "
                                  "(--enable-feature=exemplar-storage)"] += exemplars
+    over = (exemplar_overflow(info, before + exemplars) - exemplar_overflow(info, before)
+            if exemplars_kept else 0)
+    if over:
+        # a ring: the server answers 204 for every one and keeps only the newest
+        report.exemplars_dropped[_overflow_reason(info)] += over
     pusher = Pusher(transport, series, report, bool(info.ooo_window_ms), exemplars_kept,
                     options.write_url)
     batches = lane_batches(iter_pieces(series, options.max_samples), options.concurrency,
@@ -376,6 +386,32 @@ def push_series(transport: HttpTransport, series: Sequence[Series], info: Server
 
     send_lanes(batches, options.concurrency, pusher.encode, pusher.send,
                progress and (lambda: progress(report)))
+    if over:
+        report.exemplars_accepted = max(report.exemplars_accepted - over, 0)
+
+
+def exemplar_overflow(info: ServerInfo, exemplars: int) -> int:
+    """How many of ``exemplars`` the server cannot keep: its exemplar storage is a ring of
+    ``max_exemplars`` over every series (100,000 by default), the oldest overwritten."""
+    if info.max_exemplars is None or exemplars <= info.max_exemplars:
+        return 0
+    return exemplars - info.max_exemplars
+
+
+def _overflow_reason(info: ServerInfo) -> str:
+    return (f"Prometheus keeps at most {info.max_exemplars} exemplars "
+            "(storage.exemplars.max_exemplars); the oldest are overwritten")
+
+
+def exemplar_note(info: ServerInfo, exemplars: int) -> str | None:
+    """Said before sending: what cannot be kept, and the fix."""
+    over = exemplar_overflow(info, exemplars)
+    if not over:
+        return None
+    return (f"this load has {exemplars} exemplars and Prometheus keeps at most "
+            f"{info.max_exemplars}: the oldest {over} will be overwritten.\n  fix: raise "
+            f"storage.exemplars.max_exemplars in prometheus.yml to {exemplars} or more (and "
+            "restart), or pass --no-exemplars")
 
 
 def send_lanes(batches: Iterable[tuple[int, list[Piece]]], lanes: int,

@@ -29,14 +29,19 @@ def prometheus_binary() -> str:
 
 @contextmanager
 def running_prometheus(tmp: Path, receiver: bool = True, exemplars: bool = True,
-                       ooo_window: str | None = "2h") -> Iterator[str]:
+                       ooo_window: str | None = "2h",
+                       max_exemplars: int | None = None) -> Iterator[str]:
     binary = prometheus_binary()
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = tmp / "prometheus.yml"
     lines = ["global:", "  scrape_interval: 15s"]
+    if ooo_window or max_exemplars:
+        lines += ["storage:"]
     if ooo_window:
-        lines += ["storage:", "  tsdb:", f"    out_of_order_time_window: {ooo_window}"]
+        lines += ["  tsdb:", f"    out_of_order_time_window: {ooo_window}"]
+    if max_exemplars:
+        lines += ["  exemplars:", f"    max_exemplars: {max_exemplars}"]
     config.write_text("\n".join(lines) + "\n")
     args = [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]

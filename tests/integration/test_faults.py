@@ -112,3 +112,30 @@ def test_instances_pick_a_server_up_again_after_its_restart(tmp_path: Path) -> N
         total = sum(sizes)
         assert f"metrics: sent {total} samples, accepted {total}, rejected 0" in r.output
         assert _stored_samples(url, end_ms, 600_000) == total
+
+
+def test_exemplars_beyond_the_servers_limit_are_reported_before_and_after(
+        tmp_path: Path) -> None:
+    """A load of 118,118 exemplars reported all accepted; Prometheus keeps 100,000 (a ring
+    over every series). The limit is read in the preflight: said before sending, counted
+    as dropped in the summary, and the claim equals what the server holds."""
+    import requests
+
+    inc = cached_incident("slow_query")
+    end_ms = fixed_end_ms()
+    limit = 500
+    with running_prometheus(tmp_path, max_exemplars=limit) as url:
+        r = CliRunner().invoke(cli, ["load", "slow_query", "--signals", "metrics", "--end",
+                                     iso(end_ms), "--prometheus-url", url])
+        assert r.exit_code == 1, r.output
+        over = inc.exemplar_count - limit
+        assert (f"this load has {inc.exemplar_count} exemplars and Prometheus keeps at most "
+                f"{limit}: the oldest {over} will be overwritten") in r.stderr
+        assert f"exemplars: sent {inc.exemplar_count}, accepted {limit}" in r.stdout
+        assert f"dropped {over} exemplars: Prometheus keeps at most {limit}" in r.stdout
+        got = requests.get(f"{url}/api/v1/query_exemplars", params={
+            "query": '{__name__=~".+"}', "start": (end_ms - inc.duration_ms) / 1000,
+            "end": end_ms / 1000}, timeout=30).json()["data"]
+        assert sum(len(g["exemplars"]) for g in got) == limit
+        # every sample is still stored: only exemplars were lost
+        assert _stored_samples(url, end_ms, inc.duration_ms) == inc.sample_count

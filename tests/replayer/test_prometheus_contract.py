@@ -84,7 +84,7 @@ def test_preflight_reads_the_real_status_answers() -> None:
         _get(name)
     responses.get(f"{URL}/api/v1/status/tsdb", status=404)
     info = preflight(_transport())
-    assert info == ServerInfo("2.42.0+ds", True, True, 2 * 3_600_000, None, 3_600_000)
+    assert info == ServerInfo("2.42.0+ds", True, True, 2 * 3_600_000, None, 3_600_000, 100_000)
     assert check_server(info, URL, send_exemplars=True) == []
 
 
