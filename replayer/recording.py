@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import io
 import json
 import math
@@ -191,9 +192,15 @@ def counts(incident: Incident) -> dict[str, int]:
 
 
 def _write_lines(records: Iterable[dict[str, Any]], out: IO[bytes] | gzip.GzipFile) -> None:
+    """One JSON line per record; the 'end' record carries the SHA-256 of every line before
+    it, so a file altered afterwards (a flipped digit in a value) is detected on reading."""
+    digest = hashlib.sha256()
     for rec in records:
-        out.write(_dumps(rec).encode("utf-8"))
-        out.write(b"\n")
+        if rec.get("kind") == "end":
+            rec = {**rec, "sha256": digest.hexdigest()}
+        line = _dumps(rec).encode("utf-8") + b"\n"
+        digest.update(line)
+        out.write(line)
 
 
 def write_records(records: Iterable[dict[str, Any]], path: str | Path) -> None:
@@ -238,8 +245,11 @@ def _open_read(path: Path) -> Iterator[IO[bytes] | gzip.GzipFile]:
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line number, record)``; a malformed line raises :class:`RecordingError`."""
+    """Yield ``(line number, record)``; a malformed line raises :class:`RecordingError`,
+    and so does an 'end' record whose SHA-256 does not match the lines before it (files
+    written before the digest have none, and are read as they are)."""
     path = Path(path)
+    digest = hashlib.sha256()
     with _open_read(path) as f:
         try:
             for lineno, line in enumerate(f, 1):
@@ -250,6 +260,13 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 if not isinstance(rec, dict) or "kind" not in rec:
                     raise RecordingError(
                         f"{path}:{lineno}: a record must be an object with 'kind'")
+                if rec["kind"] == "end" and "sha256" in rec \
+                        and rec["sha256"] != digest.hexdigest():
+                    raise RecordingError(
+                        f"{path}:{lineno}: the file was altered after it was written (its "
+                        "SHA-256 does not match the one in the 'end' record); re-create or "
+                        "re-download it")
+                digest.update(line)
                 yield lineno, rec
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise RecordingError(f"{path}: damaged file ({exc}); re-create or re-download it"
@@ -265,9 +282,10 @@ def read_recording(path: str | Path) -> Incident:
             reader.take(lineno, rec)
         except RecordingError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise RecordingError(f"{path}:{lineno}: malformed {rec.get('kind')!r} record: "
-                                 f"{exc!r}") from None
+                                 f"{what}") from None
     return reader.finish()
 
 
@@ -292,8 +310,10 @@ class _Assembler:
         elif kind == "series":
             self.series.append(_series(rec, self.grids))
         elif kind == "log_stream":
+            _check_times(rec["t_ns"], "t_ns")
             self._merge(self.logs, rec, ("labels", "time_prefix"), ("t_ns", "lines", "metadata"))
         elif kind == "spans":
+            _check_spans(rec["spans"])
             self._merge(self.spans, rec, ("resource", "scope"), ("spans",))
         elif kind == "end":
             self.end = rec
@@ -310,6 +330,14 @@ class _Assembler:
             raise RecordingError(f"{self.path}:{lineno}: format version {rec.get('version')!r} "
                                  f"is not supported (this replayer reads "
                                  f"{', '.join(map(str, READABLE_VERSIONS))})")
+        for key, low in (("seed", 0), ("duration_ms", 1), ("step_ms", 1)):
+            value = rec.get(key)
+            if type(value) is not int or value < low:
+                raise RecordingError(f"{self.path}:{lineno}: header field {key!r} must be a "
+                                     f"whole number >= {low}, got {value!r}")
+        if rec["step_ms"] > rec["duration_ms"]:
+            raise RecordingError(f"{self.path}:{lineno}: header step_ms {rec['step_ms']} is "
+                                 f"longer than duration_ms {rec['duration_ms']}")
         self.header = rec
 
     @staticmethod
@@ -327,8 +355,22 @@ class _Assembler:
         if self.end is None:
             raise RecordingError(f"{self.path}: truncated: no 'end' record (the file was cut "
                                  "short); re-create it")
+        try:
+            incident = self._incident()
+        except RecordingError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
+            raise RecordingError(f"{self.path}: malformed header or records: {exc!r}") from None
+        got, want = counts(incident), self.end.get("counts", {})
+        if got != want:
+            raise RecordingError(f"{self.path}: counts {got} do not match the end record "
+                                 f"{want}; the file is damaged")
+        return incident
+
+    def _incident(self) -> Incident:
         h = self.header
-        incident = Incident(
+        assert h is not None
+        return Incident(
             scenario=h["scenario"], seed=int(h["seed"]), duration_ms=int(h["duration_ms"]),
             step_ms=int(h["step_ms"]),
             families=tuple(MetricFamily(f["name"], f["type"], f["help"], f.get("unit", ""))
@@ -339,11 +381,6 @@ class _Assembler:
             generator_version=h.get("generator_version", ""),
             source=tuple(sorted(h.get("source", {}).items())),
         )
-        got, want = counts(incident), self.end.get("counts", {})
-        if got != want:
-            raise RecordingError(f"{self.path}: counts {got} do not match the end record "
-                                 f"{want}; the file is damaged")
-        return incident
 
 
 def truth_from_json(t: dict[str, Any]) -> GroundTruth:
@@ -373,7 +410,13 @@ def _series(rec: dict[str, Any], grids: dict[bytes, np.ndarray]) -> Series:
     labels = tuple(sorted((str(k), str(v)) for k, v in rec["labels"].items()))
     if "__name__" not in rec["labels"]:
         raise ValueError("series labels need __name__")
+    _check_times(rec["t_ms"], "t_ms")
     t_ms = frozen_array(rec["t_ms"], np.int64)
+    if t_ms.shape[0] > 1 and not bool(np.all(np.diff(t_ms) > 0)):
+        at = int(np.flatnonzero(np.diff(t_ms) <= 0)[0])
+        raise ValueError(f"series t_ms must increase: {int(t_ms[at + 1])} follows "
+                         f"{int(t_ms[at])} (a sample would be lost: a series holds one "
+                         "value a timestamp)")
     t_ms = grids.setdefault(t_ms.tobytes(), t_ms)
     values = frozen_array(_unfloats(rec["values"]), np.float64)
     if t_ms.shape != values.shape:
@@ -386,6 +429,45 @@ def _series(rec: dict[str, Any], grids: dict[bytes, np.ndarray]) -> Series:
                        frozen_array(_unhex(e["trace_id"], 16), np.uint8),
                        frozen_array(_unhex(e["span_id"], 8), np.uint8))
     return Series(labels, t_ms, values, ex)
+
+
+_MAX_TIME = 2**62  # |ns| from the window start: far past any window, well inside int64
+
+
+def _check_times(values: list[Any], field: str) -> None:
+    """Whole numbers within +-2**62 (times are from the window's start, and a line or span
+    may begin before it): a string ("soon"), a float (1e30) or a bool would fail deep in
+    numpy or wrap around silently."""
+    if not values:
+        return
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iu" or arr.ndim != 1 or any(type(v) is bool for v in values[:1]):
+        bad = next((v for v in values if type(v) is not int), values[0])
+        raise ValueError(f"field {field!r}: {bad!r} is not a whole number of time units")
+    if int(arr.min()) <= -_MAX_TIME or int(arr.max()) >= _MAX_TIME:
+        raise ValueError(f"field {field!r}: {int(arr.max())} is out of range")
+
+
+_SPAN_KINDS = range(0, 6)  # OTLP SpanKind: UNSPECIFIED .. CONSUMER
+_STATUS_CODES = range(0, 3)  # OTLP Status: UNSET, OK, ERROR
+
+
+def _check_spans(spans: list[dict[str, Any]]) -> None:
+    for field, allowed in (("kind", _SPAN_KINDS), ("status_code", _STATUS_CODES)):
+        values = [sp[field] for sp in spans]
+        arr = np.asarray(values)
+        if values and (arr.dtype.kind not in "iu" or int(arr.min()) < allowed.start
+                       or int(arr.max()) >= allowed.stop):
+            i = next(i for i, v in enumerate(values) if type(v) is not int or v not in allowed)
+            raise ValueError(f"span {i}: field {field!r} must be {allowed.start}-"
+                             f"{allowed.stop - 1} (OTLP), got {values[i]!r}")
+    starts = [sp["start_ns"] for sp in spans]
+    ends = [sp["end_ns"] for sp in spans]
+    _check_times(starts, "start_ns")
+    _check_times(ends, "end_ns")
+    if spans and bool(np.any(np.asarray(ends) < np.asarray(starts))):
+        i = int(np.flatnonzero(np.asarray(ends) < np.asarray(starts))[0])
+        raise ValueError(f"span {i}: end_ns {ends[i]} before start_ns {starts[i]}")
 
 
 def _stream(rec: dict[str, Any]) -> LogStream:

@@ -50,6 +50,8 @@ def test_version_1_recordings_still_read(tmp_path: Path) -> None:
             del rec["scope"]["schema_url"]
             for span in rec["spans"]:
                 del span["flags"]
+        if rec["kind"] == "end":
+            del rec["sha256"]  # nor a digest
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     back = read_recording(path)
     assert back.span_count == cached_incident("error_spike").span_count
@@ -104,7 +106,7 @@ def test_truncated_file_is_reported(tmp_path: Path) -> None:
     lines = (tmp_path / "a.jsonl").read_text().splitlines()
     with pytest.raises(RecordingError, match="truncated"):
         read_recording(_write_lines(tmp_path / "cut.jsonl", lines[:-1]))
-    with pytest.raises(RecordingError, match="damaged"):
+    with pytest.raises(RecordingError, match="altered after it was written"):
         read_recording(_write_lines(tmp_path / "gap.jsonl", lines[:3] + lines[4:]))
 
 
@@ -140,3 +142,79 @@ def test_series_with_equal_timestamps_share_one_array_when_read(tmp_path: Path) 
     assert len({id(s.t_ms) for s in back.series}) == len({s.t_ms.tobytes()
                                                           for s in inc.series})
     assert all((a.t_ms == b.t_ms).all() for a, b in zip(inc.series, back.series))
+
+
+def _small(tmp_path: Path) -> list[dict]:
+    inc = generate("slow_query", duration_ms=600_000)
+    write_recording(inc, tmp_path / "a.jsonl")
+    return [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+
+
+def _first(recs: list[dict], kind: str) -> int:
+    return next(i for i, r in enumerate(recs) if r["kind"] == kind)
+
+
+def _mutate(kind: str, change):  # type: ignore[no-untyped-def]
+    def apply(recs: list[dict]) -> int:
+        i = _first(recs, kind)
+        change(recs[i])
+        return i + 1
+    return apply
+
+
+def _dup(rec: dict) -> None:
+    rec["t_ms"][3] = rec["t_ms"][2]
+
+
+@pytest.mark.parametrize("mutation, message", [
+    (_mutate("header", lambda r: r.update(step_ms=0)),
+     "header field 'step_ms' must be a whole number >= 1, got 0"),
+    (_mutate("header", lambda r: r.update(seed="abc")),
+     "header field 'seed' must be a whole number >= 0, got 'abc'"),
+    (_mutate("spans", lambda r: r["spans"][0].update(kind=300)),
+     "malformed 'spans' record: span 0: field 'kind' must be 0-5 (OTLP), got 300"),
+    (_mutate("spans", lambda r: r["spans"][0].update(start_ns="soon")),
+     "malformed 'spans' record: field 'start_ns': 'soon' is not a whole number"),
+    (_mutate("log_stream", lambda r: r["t_ns"].__setitem__(0, 1e30)),
+     "malformed 'log_stream' record: field 't_ns': 1e+30 is not a whole number"),
+    (_mutate("series", _dup), "malformed 'series' record: series t_ms must increase"),
+])
+def test_every_malformed_recording_is_exit_2_with_line_and_field(
+        tmp_path: Path, mutation, message: str) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17, defect 8: these gave tracebacks and exit 1, or (a duplicated timestamp)
+    loaded with a sample silently lost."""
+    from click.testing import CliRunner
+
+    from replayer.cli import cli
+
+    recs = _small(tmp_path)
+    line = mutation(recs)
+    path = _write_lines(tmp_path / "bad.jsonl", [json.dumps(r) for r in recs])
+    r = CliRunner().invoke(cli, ["load", str(path), "--dry-run"])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and not isinstance(r.exception, (TypeError, ValueError))
+    first = r.output.splitlines()[0]
+    assert first.startswith(f"error: {path}:{line}: "), first
+    assert message in first, first
+
+
+def test_an_altered_value_is_detected_by_the_digest(tmp_path: Path) -> None:
+    """A flipped digit in a value loaded silently: the end record's SHA-256 catches it."""
+    write_recording(generate("baseline", duration_ms=600_000), tmp_path / "a.jsonl.gz")
+    text = gzip.decompress((tmp_path / "a.jsonl.gz").read_bytes()).decode()
+    lines = text.splitlines()
+    end = json.loads(lines[-1])
+    assert len(end["sha256"]) == 64
+    rec = json.loads(lines[1])
+    i = next(i for i, v in enumerate(rec["values"]) if isinstance(v, float) and v > 1)
+    rec["values"][i] = rec["values"][i] + 1  # one digit off, still a valid file otherwise
+    lines[1] = json.dumps(rec, sort_keys=True, separators=(",", ":"))
+    bad = _write_lines(tmp_path / "bad.jsonl", lines)
+    with pytest.raises(RecordingError, match=rf"{len(lines)}: the file was altered after it"):
+        read_recording(bad)
+    # untouched, it reads; and files from before the digest (none in 'end') still read
+    assert read_recording(tmp_path / "a.jsonl.gz").sample_count > 0
+    del end["sha256"]
+    lines[1] = text.splitlines()[1]
+    lines[-1] = json.dumps(end)
+    assert read_recording(_write_lines(tmp_path / "old.jsonl", lines)).sample_count > 0
