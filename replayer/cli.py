@@ -397,7 +397,11 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
     if insecure_skip_verify:
         click.echo("warning: --insecure-skip-verify: the servers' TLS certificates are not "
                    "checked", err=True)
-    result = run_load(req, progress=None if as_json else _progress_printer())  # type: ignore
+    try:
+        result = run_load(req, progress=None if as_json else _progress_printer())  # type: ignore
+    except KeyboardInterrupt:  # before any backend was begun (generating, reading)
+        click.echo("error: stopped by Ctrl-C before anything was sent", err=True)
+        sys.exit(130)
     if dry_run:
         c = counts(result.incident)
         click.echo(f"dry run: would push {c['series']} series, {c['samples']} samples, "

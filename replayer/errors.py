@@ -45,3 +45,9 @@ class AuthError(TransportError):
 
 class TlsError(TransportError):
     """The TLS handshake failed (a certificate that cannot be verified, most often)."""
+
+
+class Interrupted(ReplayerError):
+    """Stopped by Ctrl-C: what was sent is in the summary; the rest is not sent."""
+
+    exit_code = 130

@@ -16,7 +16,7 @@ from pathlib import Path
 from generator import generate
 from generator.model import Incident
 
-from .errors import PreflightError, ReplayerError, TransportError, UsageError
+from .errors import Interrupted, PreflightError, ReplayerError, TransportError, UsageError
 from .loki.push import LokiOptions, Pacer, push_logs
 from .loki.push import check as check_loki
 from .loki.push import preflight as preflight_loki
@@ -115,6 +115,10 @@ def resolve_source(source: str | Incident, seed: int, duration_ms: int | None,
     return generate(source, seed=seed, duration_ms=duration_ms, step_ms=step_ms, knobs=knobs)
 
 
+STOPPED = Interrupted("stopped by Ctrl-C: what was sent before is counted; the rest was "
+                      "not sent")
+
+
 def _fail(report: SignalReport, exc: ReplayerError, items: int,
           mark: tuple[int, int] = (0, 0)) -> None:
     """An attempt at ``items`` failed (begun at ``report.mark()``); see SignalReport.fail."""
@@ -211,6 +215,14 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
                   progress)
         if "traces" in reports:
             _traces(session, shifted, reports["traces"], progress)
+    except KeyboardInterrupt:
+        # Ctrl-C: the signal in hand counted what it sent; the ones not begun, all of theirs
+        planned = {"metrics": incident.sample_count, "logs": incident.log_line_count,
+                   "traces": incident.span_count}
+        for name, r in reports.items():
+            if not r.failed and r.requests == 0 and r.sent == 0:
+                r.fail("not begun: stopped by Ctrl-C", STOPPED.exit_code, planned[name],
+                       (0, 0))
     finally:
         session.close()
     return LoadResult(shifted, start_ns_for(incident, end_ns), end_ns, list(reports.values()),
@@ -311,6 +323,9 @@ def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
                      end_ns // NS_PER_MS, progress)
     except (PreflightError, TransportError) as exc:
         _fail(report, exc, incident.sample_count - (report.clipped - clipped), mark)
+    except KeyboardInterrupt:
+        _fail(report, STOPPED, incident.sample_count - (report.clipped - clipped), mark)
+        raise
     report.notes.extend(n for n in notes if n not in report.notes)
     return end_ns
 
@@ -354,6 +369,9 @@ def _logs(session: _Session, shifted: Incident, start_ns: int, now: int, report:
         push_logs(session.loki, shifted.log_streams, req.loki, info, report, progress=progress)
     except (PreflightError, TransportError) as exc:
         _fail(report, exc, shifted.log_line_count, mark)
+    except KeyboardInterrupt:
+        _fail(report, STOPPED, shifted.log_line_count, mark)
+        raise
 
 
 def _traces(session: _Session, shifted: Incident, report: SignalReport,
@@ -364,6 +382,9 @@ def _traces(session: _Session, shifted: Incident, report: SignalReport,
         push_traces(session.tempo, shifted.span_tables, report, progress=progress)
     except (PreflightError, TransportError) as exc:
         _fail(report, exc, shifted.span_count, mark)
+    except KeyboardInterrupt:
+        _fail(report, STOPPED, shifted.span_count, mark)
+        raise
 
 
 def _overlap_message(earlier_ms: int | None, duration_ms: int, step_ms: int) -> str:

@@ -10,6 +10,7 @@ sample" with 500). While a request waits, ``notify`` hears why, every few second
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -120,6 +121,8 @@ class HttpTransport:
         # another budget each (a dead server would cost a minute per batch); any answer
         # that is not a failure clears it
         self.gave_up = False
+        # set on Ctrl-C: a waiting request stops waiting, no new attempt starts
+        self.cancelled = threading.Event()
         self.sleep, self.clock = sleep, clock
         self.rng = rng or random.Random()
         self.session = requests.Session()
@@ -210,9 +213,18 @@ class HttpTransport:
             if wait > left or self.gave_up:
                 self.gave_up = True
                 return resp, attempt
+            if self.cancelled.is_set():
+                return resp, attempt
             self.waiting.say(self.target.url, _why(resp), left)
-            self.sleep(wait)
+            if self.sleep is time.sleep:
+                if self.cancelled.wait(wait):  # Ctrl-C ends the wait at once
+                    return resp, attempt
+            else:
+                self.sleep(wait)
             attempt += 1
+
+    def cancel(self) -> None:
+        self.cancelled.set()
 
     def close(self) -> None:
         self.session.close()

@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import requests
 
 # (method, path, proxy) -> None to forward, or a fault: "drop" (close without answering)
-Rule = Callable[[str, str, "FaultProxy"], str | None]
+# or ("delay", seconds) (answer late)
+Rule = Callable[[str, str, "FaultProxy"], object]
 
 
 class FaultProxy:
@@ -28,7 +29,7 @@ class FaultProxy:
         every request (any path) for ``seconds`` — a server restarting, or gone."""
         seen = [0]
 
-        def rule(method: str, got: str, proxy: FaultProxy) -> str | None:
+        def rule(method: str, got: str, proxy: FaultProxy) -> object:
             with proxy.lock:
                 if proxy.started is None and got.startswith(path):
                     seen[0] += 1
@@ -50,10 +51,13 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         def _any(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            if proxy.rule(self.command, self.path, proxy) == "drop":
+            fault = proxy.rule(self.command, self.path, proxy)
+            if fault == "drop":
                 self.close_connection = True
                 self.connection.close()  # no answer: the client sees the connection go
                 return
+            if isinstance(fault, tuple) and fault[0] == "delay":
+                time.sleep(fault[1])  # a slow server: then the real answer
             skip = {"host", "content-length", "connection", "transfer-encoding"}
             r = session.request(self.command, proxy.upstream + self.path, data=body,
                                 headers={k: v for k, v in self.headers.items()

@@ -139,3 +139,44 @@ def test_exemplars_beyond_the_servers_limit_are_reported_before_and_after(
         assert sum(len(g["exemplars"]) for g in got) == limit
         # every sample is still stored: only exemplars were lost
         assert _stored_samples(url, end_ms, inc.duration_ms) == inc.sample_count
+
+
+def test_ctrl_c_stops_within_seconds_with_the_summary(tmp_path: Path) -> None:
+    """SIGINT during a load printed "Aborted!", exit 1, no summary (and 1 run in 19 hung).
+    Now: the requests in hand end, nothing more is sent, the per-signal summary says what
+    was stored and what was not sent, exit 130."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    inc = cached_incident("slow_query")
+    end_ms = fixed_end_ms()
+    slow = lambda m, path, p: ("delay", 0.2) if path.startswith("/api/v1/write") else None  # noqa: E731
+    with running_prometheus(tmp_path) as url, fault_proxy(url, slow) as (via, _px):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "replayer.cli", "load", "slow_query", "--signals",
+             "metrics", "--end", iso(end_ms), "--prometheus-url", via, "--batch-samples",
+             "500", "--concurrency", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the first progress line: batches are being stored
+            if line.startswith("  metrics: "):
+                break
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+        assert proc.returncode == 130, out + err
+        assert took < 3.0, took
+        assert "Traceback" not in err and "Aborted!" not in err
+        m = re.search(r"metrics: sent (\d+) samples, accepted (\d+), rejected 0, clipped 0, "
+                      r"not sent (\d+); ", out)
+        assert m, out
+        sent, accepted, not_sent = map(int, m.groups())
+        assert sent == accepted and accepted + not_sent == inc.sample_count
+        assert 0 < accepted < inc.sample_count
+        assert "stopped by Ctrl-C" in out
+        assert _stored_samples(url, end_ms, inc.duration_ms) == accepted
