@@ -252,6 +252,14 @@ def compare_cmd(a: str, b: str, seed: int, as_json: bool, defaults: bool) -> Non
         raise SystemExit(1)
 
 
+def _tempo_api(otlp_url: str) -> str:
+    """Tempo's HTTP API beside its OTLP receiver: the same host, port 3200."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(otlp_url if "://" in otlp_url else "http://" + otlp_url)
+    return f"{parts.scheme}://{parts.hostname}:3200"
+
+
 def _retry_for(text: str) -> float:
     from .prometheus import parse_prom_duration
 
@@ -297,6 +305,12 @@ def _progress_printer() -> object:
               help="Where remote-write requests go when not <prometheus-url>/api/v1/write "
                    "(Mimir: http://mimir:8080/api/v1/push, with --prometheus-url "
                    "http://mimir:8080/prometheus for the checks) [REMOTE_WRITE_URL].")
+@click.option("--verify", is_flag=True,
+              help="After the load, count back what each backend stored for the window "
+                   "(traces: a sample of IDs through Tempo's API); a shortfall is a loss.")
+@click.option("--tempo-api-url", envvar="TEMPO_API_URL",
+              help="Tempo's query API for --verify [TEMPO_API_URL] (default: the OTLP "
+                   "host on port 3200).")
 @click.option("--retry-for", default="60s", show_default=True,
               help="Keep retrying a failing request this long (a server restarting), with "
                    "backoff and a line on stderr while waiting; 0s: no retries.")
@@ -357,7 +371,8 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
              no_exemplars: bool, batch_samples: int, concurrency: int, instances: int,
              shard_spec: str,
              follow: bool, live_from: str | None, dry_run: bool, as_json: bool,
-             allow_future_end: bool, grafana_url: str | None, retry_for: str) -> None:
+             allow_future_end: bool, grafana_url: str | None, retry_for: str,
+             verify: bool, tempo_api_url: str | None) -> None:
     """Replay SOURCE (a scenario or a recording) so its window ends at --end."""
     chosen = parse_signals(signals)
     extra = []
@@ -392,7 +407,8 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         live_from_ms=duration_ms(live_from, "--live-from"), shard=parse_shard(shard_spec),
         instances=instances,
         trace_salt=salt_of(trace_id_salt) if trace_id_salt else None,
-        retry_for_s=_retry_for(retry_for),
+        retry_for_s=_retry_for(retry_for), verify=verify,
+        tempo_api=target(tempo_api_url or _tempo_api(tempo_url)) if verify else None,
         say=None if as_json else lambda line: click.echo(f"  {line}", err=True))
     if insecure_skip_verify:
         click.echo("warning: --insecure-skip-verify: the servers' TLS certificates are not "

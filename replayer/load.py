@@ -77,6 +77,8 @@ class LoadRequest:
     retry_for_s: float = 60.0  # how long a failing request is retried (a server's restart)
     # hears what the load waits for: a retrying request, a slow preflight
     say: Callable[[str], None] | None = None
+    verify: bool = False  # read back what each backend stored; a shortfall is a loss
+    tempo_api: TargetConfig | None = None  # Tempo's query API, for --verify of traces
 
 
 @dataclass
@@ -215,6 +217,8 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
                   progress)
         if "traces" in reports:
             _traces(session, shifted, reports["traces"], progress)
+        if req.verify:
+            _verify(session, reports, shifted, end_ns)
     except KeyboardInterrupt:
         # Ctrl-C: the signal in hand counted what it sent; the ones not begun, all of theirs
         planned = {"metrics": incident.sample_count, "logs": incident.log_line_count,
@@ -227,6 +231,21 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
         session.close()
     return LoadResult(shifted, start_ns_for(incident, end_ns), end_ns, list(reports.values()),
                       notes)
+
+
+def _verify(session: _Session, reports: dict[str, SignalReport], shifted: Incident,
+            end_ns: int) -> None:
+    from .verify import verify_all
+
+    req = session.req
+    tempo = HttpTransport(req.tempo_api) if req.tempo_api else None
+    try:
+        verify_all(reports, shifted, end_ns, dict(req.extra_labels),
+                   {"metrics": session.prometheus, "logs": session.loki, "traces": tempo},
+                   req.say)
+    finally:
+        if tempo:
+            tempo.close()
 
 
 def relabel_instance(incident: Incident, index: int) -> Incident:
@@ -257,6 +276,8 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
         raise UsageError("--instances needs a scenario name (it generates each copy)")
     if req.follow:
         raise UsageError("--instances and --follow do not go together")
+    if req.verify:
+        raise UsageError("--verify reads back one load; not with --instances (yet)")
 
     def copy(i: int) -> Incident:
         inc = generate(str(req.source), seed=req.seed + i, duration_ms=req.duration_ms,
@@ -450,6 +471,8 @@ def _follow(req: LoadRequest, incident: Incident, now_ns: Callable[[], int],
     ends or Ctrl-C."""
     if req.end != "now":
         raise UsageError("--follow lays the window itself (now sits at --live-from); drop --end")
+    if req.verify:
+        raise UsageError("--verify reads back a finished load; not with --follow (yet)")
     step = incident.step_ms
     live_from = default_live_from(incident) if req.live_from_ms is None else req.live_from_ms
     if not 0 <= live_from < incident.duration_ms:

@@ -16,6 +16,8 @@ class SignalReport:
     rejected: Counter = field(default_factory=Counter)  # reason -> count
     clipped: int = 0  # left out on purpose (--clip), not lost
     not_sent: int = 0  # never sent (or sent without an answer): the backend failed
+    lost_after_accept: int = 0  # --verify: accepted, then not found on the server
+    unverified: bool = False  # --verify could not read the backend back
     exemplars_sent: int = 0
     exemplars_accepted: int = 0
     exemplars_dropped: Counter = field(default_factory=Counter)
@@ -33,7 +35,8 @@ class SignalReport:
     @property
     def lost(self) -> bool:
         return bool(self.rejected_total or sum(self.exemplars_dropped.values())
-                    or self.not_sent or self.accepted + self.rejected_total < self.sent)
+                    or self.not_sent or self.lost_after_accept
+                    or self.accepted + self.rejected_total < self.sent)
 
     def mark(self) -> tuple[int, int]:
         """(sent, answered) now: what a failed attempt is measured from."""
@@ -93,6 +96,7 @@ class SignalReport:
         return {"signal": self.signal, "unit": self.unit, "sent": self.sent,
                 "accepted": self.accepted, "rejected": dict(self.rejected),
                 "clipped": self.clipped, "not_sent": self.not_sent,
+                "lost_after_accept": self.lost_after_accept, "unverified": self.unverified,
                 "exemplars_sent": self.exemplars_sent,
                 "exemplars_accepted": self.exemplars_accepted,
                 "exemplars_dropped": dict(self.exemplars_dropped),

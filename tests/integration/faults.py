@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import requests
 
 # (method, path, proxy) -> None to forward, or a fault: "drop" (close without answering)
-# or ("delay", seconds) (answer late)
+# or "swallow" (answer 204, store nothing), or ("delay", seconds) (answer late)
 Rule = Callable[[str, str, "FaultProxy"], object]
 
 
@@ -55,6 +55,13 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if fault == "drop":
                 self.close_connection = True
                 self.connection.close()  # no answer: the client sees the connection go
+                return
+            if fault == "swallow":  # says it stored what it never did
+                with proxy.lock:
+                    proxy.faults += 1
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             if isinstance(fault, tuple) and fault[0] == "delay":
                 time.sleep(fault[1])  # a slow server: then the real answer

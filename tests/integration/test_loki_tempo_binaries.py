@@ -401,3 +401,21 @@ def test_the_compose_health_check_of_tempo_passes_on_a_ready_tempo(tmp_path: Pat
         down = [a.replace(api, f"http://127.0.0.1:{free_port()}") for a in argv]
         bad = subprocess.run(down, capture_output=True, text=True, timeout=30)
         assert bad.returncode == 1 and "Health check failed" in bad.stderr, bad.stderr
+
+
+def test_verify_reads_back_loki_and_tempo(tmp_path: Path) -> None:
+    """--verify against real Loki and Tempo: every line counted back by LogQL, and a sample
+    of traces fetched by ID with all their spans."""
+    from generator import generate
+
+    inc = generate("slow_query", seed=1, duration_ms=600_000)
+    end_ms = fixed_end_ms()
+    with running_loki(tmp_path) as loki, running_tempo(tmp_path) as (otlp, api):
+        r = CliRunner().invoke(cli, [
+            "load", "slow_query", "--duration", "10m", "--signals", "logs,traces", "--end",
+            iso(end_ms), "--loki-url", loki, "--tempo-url", otlp, "--tempo-api-url", api,
+            "--verify"])
+        assert r.exit_code == 0, r.output
+        assert f"note: verify: the server holds all {inc.log_line_count} lines" in r.output
+        assert "note: verify: the server holds all " in r.output.split("traces:")[1]
+        assert "spans of 25 sampled traces" in r.output
