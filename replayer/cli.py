@@ -420,12 +420,24 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         sys.exit(130)
     if dry_run:
         c = counts(result.incident)
-        click.echo(f"dry run: would push {c['series']} series, {c['samples']} samples, "
-                   f"{c['exemplars']} exemplars, {c['log_lines']} log lines in "
-                   f"{c['log_streams']} streams and {c['spans']} spans "
+        parts = {"metrics": f"{c['series']} series, {c['samples']} samples, "
+                            f"{c['exemplars']} exemplars",
+                 "logs": f"{c['log_lines']} log lines in {c['log_streams']} streams",
+                 "traces": f"{c['spans']} spans"}
+        would = {"metrics": {k: c[k] for k in ("series", "samples", "exemplars")},
+                 "logs": {k: c[k] for k in ("log_lines", "log_streams")},
+                 "traces": {"spans": c["spans"]}}
+        copies = f", times {instances} copies of the service (each its own seed: counts " \
+                 "are the first copy's)" if instances > 1 else ""
+        if as_json:
+            click.echo(json.dumps({"dry_run": True, "window": {
+                "start": iso(result.start_ns), "end": iso(result.end_ns)},
+                "instances": instances, "would_send": {s: would[s] for s in chosen}},
+                indent=2))
+            return
+        click.echo(f"dry run: would push {', '.join(parts[s] for s in chosen)} "
                    f"({', '.join(chosen)}) for the window {iso(result.start_ns)} .. "
-                   f"{iso(result.end_ns)}" + (f", times {instances} copies of the service"
-                                              if instances > 1 else "") + "; nothing sent")
+                   f"{iso(result.end_ns)}{copies}; nothing sent")
         return
     # the Prometheus UI only where the metrics went to a Prometheus (not a Mimir push URL)
     look = where_to_look(result.incident, result.start_ns, result.end_ns,

@@ -102,19 +102,22 @@ class LoadResult:
 
 
 def resolve_source(source: str | Incident, seed: int, duration_ms: int | None,
-                   step_ms: int | None, knobs: dict[str, str]) -> Incident:
-    """A scenario name, a path to a recording file, or an incident as it is."""
+                   step_ms: int | None, knobs: dict[str, str],
+                   signals: tuple[str, ...] = SIGNALS) -> Incident:
+    """A scenario name, a path to a recording file, or an incident as it is. A generated
+    one has only ``signals`` built (a metrics-only load formats no log line)."""
     if isinstance(source, Incident):
         return source
     path = Path(source)
     if path.suffix == ".toml":  # a scenario file
         return generate(source, seed=seed, duration_ms=duration_ms, step_ms=step_ms,
-                        knobs=knobs)
+                        knobs=knobs, signals=signals)
     if path.suffix in (".gz", ".jsonl") or path.exists():
         if knobs or duration_ms or step_ms:
             raise UsageError("--set, --duration and --step apply to scenarios, not recordings")
         return read_recording(path)
-    return generate(source, seed=seed, duration_ms=duration_ms, step_ms=step_ms, knobs=knobs)
+    return generate(source, seed=seed, duration_ms=duration_ms, step_ms=step_ms, knobs=knobs,
+                    signals=signals)
 
 
 STOPPED = Interrupted("stopped by Ctrl-C: what was sent before is counted; the rest was "
@@ -193,7 +196,7 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
     if req.instances > 1:
         return _load_instances(req, now_ns, progress, transport)
     incident = shard(resolve_source(req.source, req.seed, req.duration_ms, req.step_ms,
-                                    dict(req.knobs)), *req.shard)
+                                    dict(req.knobs), req.signals), *req.shard)
     check_extra_labels(req.extra_labels, incident)
     if req.trace_salt:
         incident = salt_trace_ids(incident, req.trace_salt)

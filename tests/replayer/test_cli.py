@@ -144,6 +144,25 @@ def test_load_dry_run_sends_nothing_and_says_what_it_would() -> None:
     assert f"would push {n} series" in r.output and "2026-01-02T02:34:05.000Z" in r.output
 
 
+def test_dry_run_counts_only_the_signals_asked_for_and_speaks_json() -> None:
+    """Issue 22, item 7: `--dry-run --signals metrics` counted log lines and spans, and
+    --json had no effect on a dry run."""
+    inc = cached_incident("slow_query")
+    r = run("load", "slow_query", "--dry-run", "--signals", "metrics", "--end",
+            "2026-01-02T03:04:05Z")
+    assert r.exit_code == 0, r.output
+    assert (f"would push {len(inc.series)} series, {inc.sample_count} samples, "
+            f"{inc.exemplar_count} exemplars (metrics) for the window") in r.output
+    assert "log lines" not in r.output and "spans" not in r.output
+    j = run("load", "slow_query", "--dry-run", "--signals", "logs,traces", "--json", "--end",
+            "2026-01-02T03:04:05Z")
+    body = json.loads(j.output)
+    assert body["dry_run"] is True and body["window"]["end"] == "2026-01-02T03:04:05.000Z"
+    assert body["would_send"] == {"logs": {"log_lines": inc.log_line_count,
+                                           "log_streams": len(inc.log_streams)},
+                                  "traces": {"spans": inc.span_count}}
+
+
 def test_load_rejects_bad_flags_before_any_io() -> None:
     for args, fragment in (
         (["--end", "yesterday"], "RFC 3339"),
