@@ -252,6 +252,57 @@ def compare_cmd(a: str, b: str, seed: int, as_json: bool, defaults: bool) -> Non
         raise SystemExit(1)
 
 
+def _bytes(text: str) -> int:
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.I)
+    if not m:
+        raise UsageError(f"--max-memory {text!r} is not a size like 4GB or 500MB")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
+
+
+def _available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(source: str, duration: str | None, step: str | None,
+                 knobs: tuple[str, ...], max_memory: str | None) -> None:
+    """Refuse, before generating, a window the generator cannot hold: it simulates the
+    whole window at once (100 days of metrics were killed by the kernel at 23 GB)."""
+    from generator import estimate_memory
+
+    path = Path(source)
+    if source.endswith((".jsonl", ".gz")) or (path.exists() and path.suffix != ".toml"):
+        return  # a recording: its size is its own
+    limit = _bytes(max_memory) if max_memory else None
+    if limit is None:
+        available = _available_bytes()
+        if available is None:
+            return
+        limit = int(available * 0.8)
+    need, requests, steps = estimate_memory(source, duration_ms(duration, "--duration"),
+                                            duration_ms(step, "--step"),
+                                            dict(parse_knobs(knobs)))
+    if need <= limit:
+        return
+    allowed = "--max-memory" if max_memory else "80 % of the memory available now"
+    raise UsageError(
+        f"generating {source} for this window needs about {need / 2**30:.1f} GiB of memory "
+        f"({requests:,} simulated requests over {steps:,} steps, held at once), more than "
+        f"the {limit / 2**30:.1f} GiB allowed ({allowed}).\n"
+        "  fix: a shorter --duration (load a long window as several, each with its own "
+        "--end), a larger --step, lower rps_* knobs; for more traffic, --instances N (one copy "
+        "in memory at a time)")
+
+
 def _tempo_api(otlp_url: str) -> str:
     """Tempo's HTTP API beside its OTLP receiver: the same host, port 3200."""
     from urllib.parse import urlsplit
@@ -305,6 +356,8 @@ def _progress_printer() -> object:
               help="Where remote-write requests go when not <prometheus-url>/api/v1/write "
                    "(Mimir: http://mimir:8080/api/v1/push, with --prometheus-url "
                    "http://mimir:8080/prometheus for the checks) [REMOTE_WRITE_URL].")
+@click.option("--max-memory", help="Refuse a generated incident estimated to need more "
+              "memory than this, e.g. 4GB (default: 80 %% of the memory available now).")
 @click.option("--verify", is_flag=True,
               help="After the load, count back what each backend stored for the window "
                    "(traces: a sample of IDs through Tempo's API); a shortfall is a loss.")
@@ -372,7 +425,7 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
              shard_spec: str,
              follow: bool, live_from: str | None, dry_run: bool, as_json: bool,
              allow_future_end: bool, grafana_url: str | None, retry_for: str,
-             verify: bool, tempo_api_url: str | None) -> None:
+             verify: bool, tempo_api_url: str | None, max_memory: str | None) -> None:
     """Replay SOURCE (a scenario or a recording) so its window ends at --end."""
     chosen = parse_signals(signals)
     extra = []
@@ -410,6 +463,7 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         retry_for_s=_retry_for(retry_for), verify=verify,
         tempo_api=target(tempo_api_url or _tempo_api(tempo_url)) if verify else None,
         say=None if as_json else lambda line: click.echo(f"  {line}", err=True))
+    check_memory(source, duration, step, knobs, max_memory)
     if insecure_skip_verify:
         click.echo("warning: --insecure-skip-verify: the servers' TLS certificates are not "
                    "checked", err=True)

@@ -133,3 +133,40 @@ def test_a_certificate_it_cannot_verify_says_tls_and_tls_ca(self_signed) -> None
     assert "TLS failed" not in skipped.output
     assert skipped.output.count("certificates are not checked") == 1
     assert "InsecureRequestWarning" not in skipped.output
+
+
+@pytest.mark.parametrize("args, need", [
+    (["--duration", "100d", "--signals", "metrics"], "372.4 GiB"),
+    (["--set", "rps_post_payment=5000", "--set", "rps_get_payment=5000"], "50.5 GiB"),
+    (["--duration", "8h", "--max-memory", "1GB"], "1.4 GiB"),
+])
+def test_a_window_the_generator_cannot_hold_is_refused_with_the_estimate(
+        args: list[str], need: str) -> None:
+    """Issue 17, defect 9: 100 days of metrics were killed by the kernel at 23 GB, two rps
+    knobs at their maximum reached 9.6 GB in 120 s. Refused up front (the estimate needs no
+    simulation), with the estimate and the fixes."""
+    import time
+
+    t0 = time.monotonic()
+    r = run("load", "slow_query", "--dry-run", *args, "--max-memory",
+            args[-1] if args[-2] == "--max-memory" else "16GB")
+    assert time.monotonic() - t0 < 10
+    assert r.exit_code == 2, r.output
+    line = first_error_line(r)
+    assert line.startswith(f"error: generating slow_query for this window needs about {need}")
+    assert "a shorter --duration" in r.output
+
+
+def test_the_estimate_bounds_what_generation_really_takes() -> None:
+    """The estimate errs high: a real 2 h generation stays below it (peak RSS of this
+    process grows by less than the estimate)."""
+    import resource
+
+    from generator import estimate_memory, generate
+
+    need, _, _ = estimate_memory("slow_query", 7_200_000)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    inc = generate("slow_query", duration_ms=7_200_000)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert inc.sample_count > 0
+    assert after - before < need
