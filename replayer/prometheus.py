@@ -29,13 +29,17 @@ from .remote_write.encode import (
     iter_pieces,
     metadata_request,
 )
-from .report import SignalReport
+from .report import SignalReport, group_reason
 from .transport import HttpTransport, Response
 
 WRITE_PATH = "api/v1/write"
 HEAD_WINDOW_MS = 3_600_000  # chunkRange/2 of the default 2 h block: how far back 2.42 accepts
 CLIP_MARGIN_MS = 120_000  # the head keeps moving while we load
-_MONOTONE = ("too old sample", "out of bounds", "out of order sample")
+# rejections that hold for every sample older than some time: a piece is bisected in time
+# (Prometheus 2.42's phrases, and Mimir's documented error IDs)
+_MONOTONE = ("too old sample", "out of bounds", "out of order sample",
+             "err-mimir-sample-timestamp-too-old", "err-mimir-sample-out-of-order",
+             "err-mimir-too-far-in-past")
 MAX_SPLIT_DEPTH = 6
 
 
@@ -49,6 +53,25 @@ class ServerInfo:
     head_window_ms: int = HEAD_WINDOW_MS  # half the minimum block duration
     # storage.exemplars.max_exemplars: a ring of this many, over all series (None: unknown)
     max_exemplars: int | None = None
+    application: str | None = None  # buildinfo's "application" (Mimir names itself)
+    # Mimir: the tenant's limits from /api/v1/user_limits (None: not readable)
+    tenant_limits: dict | None = None
+
+    @property
+    def mimir(self) -> bool:
+        return bool(self.application and "Mimir" in self.application)
+
+    @property
+    def exemplars_off_reason(self) -> str:
+        if self.mimir:
+            return ("Mimir keeps no exemplars for this tenant "
+                    "(limits.max_global_exemplars_per_user is 0, Mimir's default)")
+        return "server has exemplar storage off (--enable-feature=exemplar-storage)"
+
+    @property
+    def stores_out_of_order(self) -> bool:
+        """Whether a newer sample may go before an older one (a window, or Mimir)."""
+        return bool(self.ooo_window_ms) or self.mimir
 
     def accepts_from_ms(self, end_ms: int) -> int:
         head = max(self.head_max_ms or 0, end_ms)
@@ -123,7 +146,35 @@ def preflight(transport: HttpTransport) -> ServerInfo:
         max_t = (tsdb.get("headStats") or {}).get("maxTime")
         # an empty head reports math.MinInt64
         head = int(max_t) if isinstance(max_t, int) and max_t > 0 else None
-    return ServerInfo(version, receiver, exemplars, ooo, head, head_window, max_exemplars)
+    application = build.get("application") if isinstance(build, dict) else None
+    limits = None
+    if application and "Mimir" in application:
+        # Mimir 3.x: no flags, config or tsdb status; the tenant's limits are at the root
+        # (/api/v1/user_limits, registered when runtime_config is set), a 401 without
+        # a tenant
+        receiver = True
+        limits = _json_body(transport.get(_root(transport.target.url) + "/api/v1/user_limits"))
+        if isinstance(limits, dict) and "max_global_exemplars_per_user" in limits:
+            max_exemplars = int(limits["max_global_exemplars_per_user"])
+            exemplars = max_exemplars > 0
+            max_exemplars = max_exemplars or None
+    return ServerInfo(version, receiver, exemplars, ooo, head, head_window, max_exemplars,
+                      application, limits if isinstance(limits, dict) else None)
+
+
+def _root(url: str) -> str:
+    """Mimir's root below its Prometheus API prefix (``http://m:9009/prometheus``)."""
+    url = url.rstrip("/")
+    return url[: -len("/prometheus")] if url.endswith("/prometheus") else url
+
+
+def _json_body(resp: Response) -> object | None:
+    if resp.status != 200:
+        return None
+    try:
+        return json.loads(resp.body)
+    except ValueError:
+        return None
 
 
 def check_server(info: ServerInfo, url: str, send_exemplars: bool) -> list[str]:
@@ -134,6 +185,20 @@ def check_server(info: ServerInfo, url: str, send_exemplars: bool) -> list[str]:
             "  fix: start it with --web.enable-remote-write-receiver "
             "(and --enable-feature=exemplar-storage for exemplars)")
     notes = []
+    if info.mimir:
+        limits = "its tenant's limits read" if info.tenant_limits is not None else (
+            "its tenant's limits not readable (/api/v1/user_limits answers only where "
+            "runtime_config is set)")
+        notes.append(f"{info.application} {info.version}: {limits}; Mimir does not show its "
+                     "out-of-order window to a tenant, so the window is not checked before "
+                     "sending: pass --verify to count back what it stored")
+        if send_exemplars and info.exemplar_storage is False:
+            notes.append("Mimir keeps no exemplars for this tenant (its default): set "
+                         "max_global_exemplars_per_user in Mimir's runtime config, e.g.\n"
+                         "    overrides:\n      <tenant>:\n"
+                         "        max_global_exemplars_per_user: 100000\n"
+                         "  or pass --no-exemplars")
+        return notes
     if info.receiver is None:
         notes.append("the server did not describe itself (not Prometheus?); limits unchecked")
     if send_exemplars and info.exemplar_storage is False:
@@ -310,7 +375,8 @@ class Pusher:
         lost = sum(p.exemplars for p in pieces)
         if lost:
             with self.report._lock:
-                self.report.exemplars_dropped[f"with their samples: {reason}"] += lost
+                key = group_reason(reason)[0]
+                self.report.exemplars_dropped[f"with their samples: {key}"] += lost
 
 
 def lane_batches(pieces: Iterable[Piece], lanes: int,
@@ -372,14 +438,13 @@ def push_series(transport: HttpTransport, series: Sequence[Series], info: Server
     report.exemplars_sent += exemplars
     exemplars_kept = info.exemplar_storage is not False
     if not exemplars_kept and exemplars:
-        report.exemplars_dropped["server has exemplar storage off "
-                                 "(--enable-feature=exemplar-storage)"] += exemplars
+        report.exemplars_dropped[info.exemplars_off_reason] += exemplars
     over = (exemplar_overflow(info, before + exemplars) - exemplar_overflow(info, before)
             if exemplars_kept else 0)
     if over:
         # a ring: the server answers 204 for every one and keeps only the newest
         report.exemplars_dropped[_overflow_reason(info)] += over
-    pusher = Pusher(transport, series, report, bool(info.ooo_window_ms), exemplars_kept,
+    pusher = Pusher(transport, series, report, info.stores_out_of_order, exemplars_kept,
                     options.write_url)
     batches = lane_batches(iter_pieces(series, options.max_samples), options.concurrency,
                            options.max_samples)
@@ -399,6 +464,9 @@ def exemplar_overflow(info: ServerInfo, exemplars: int) -> int:
 
 
 def _overflow_reason(info: ServerInfo) -> str:
+    if info.mimir:
+        return (f"Mimir keeps at most {info.max_exemplars} exemplars for this tenant "
+                "(max_global_exemplars_per_user); the oldest are overwritten")
     return (f"Prometheus keeps at most {info.max_exemplars} exemplars "
             "(storage.exemplars.max_exemplars); the oldest are overwritten")
 
@@ -408,10 +476,13 @@ def exemplar_note(info: ServerInfo, exemplars: int) -> str | None:
     over = exemplar_overflow(info, exemplars)
     if not over:
         return None
-    return (f"this load has {exemplars} exemplars and Prometheus keeps at most "
-            f"{info.max_exemplars}: the oldest {over} will be overwritten.\n  fix: raise "
-            f"storage.exemplars.max_exemplars in prometheus.yml to {exemplars} or more (and "
-            "restart), or pass --no-exemplars")
+    fix = (f"raise max_global_exemplars_per_user in Mimir's runtime config to {exemplars} "
+           "or more" if info.mimir else
+           f"raise storage.exemplars.max_exemplars in prometheus.yml to {exemplars} or more "
+           "(and restart)")
+    return (f"this load has {exemplars} exemplars and "
+            f"{'Mimir' if info.mimir else 'Prometheus'} keeps at most {info.max_exemplars}: "
+            f"the oldest {over} will be overwritten.\n  fix: {fix}, or pass --no-exemplars")
 
 
 def send_lanes(batches: Iterable[tuple[int, list[Piece]]], lanes: int,

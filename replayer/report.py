@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+
+_MIMIR_ID = re.compile(r"\(err-mimir-[a-z0-9-]+\)")
+_MIMIR_PREFIX = re.compile(r"send data to ingesters: failed pushing to ingester [^:]+: "
+                           r"user=[^:]+: ")
+_SERIES = re.compile(r"(?:is from series|series:?) (\S+\{.*?\})")
+EXAMPLES = 3
+
+
+def group_reason(reason: str) -> tuple[str, str | None]:
+    """(the reason as a group, an example series) for a rejection: a receiver that names
+    the series in its error (Mimir: one error per series, 3,239 summary lines for one load)
+    is grouped by its documented error ID, and the series kept as an example."""
+    m = _MIMIR_ID.search(reason)
+    if not m:
+        return reason, None
+    key = _MIMIR_PREFIX.sub("", reason[:m.end()])
+    example = _SERIES.search(reason[m.end():])
+    return key, example.group(1) if example else None
 
 
 @dataclass
@@ -21,6 +40,7 @@ class SignalReport:
     exemplars_sent: int = 0
     exemplars_accepted: int = 0
     exemplars_dropped: Counter = field(default_factory=Counter)
+    examples: dict = field(default_factory=dict)  # grouped reason -> a few series it named
     requests: int = 0
     retries: int = 0
     notes: list[str] = field(default_factory=list)
@@ -61,7 +81,12 @@ class SignalReport:
         with self._lock:
             self.accepted += accepted
             if rejected:
-                self.rejected[reason] += rejected
+                key, example = group_reason(reason)
+                self.rejected[key] += rejected
+                if example:
+                    seen = self.examples.setdefault(key, [])
+                    if len(seen) < EXAMPLES and example not in seen:
+                        seen.append(example)
             if exemplars_ok:
                 self.exemplars_accepted += exemplars
 
@@ -85,6 +110,8 @@ class SignalReport:
                        f"{self.exemplars_accepted}")
         for reason, n in sorted(self.rejected.items()):
             out.append(f"  rejected {n} {self.unit}: {reason}")
+            if self.examples.get(reason):
+                out.append(f"    e.g. {', '.join(self.examples[reason])}")
         for reason, n in sorted(self.exemplars_dropped.items()):
             out.append(f"  dropped {n} exemplars: {reason}")
         out.extend(f"  note: {n}" for n in self.notes)

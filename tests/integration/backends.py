@@ -55,16 +55,18 @@ def running_tempo(tmp: Path) -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
-def running_mimir(tmp: Path) -> Iterator[str]:
+def running_mimir(tmp: Path, *flags: str) -> Iterator[str]:
     """Mimir 3.x, monolithic, with infra/mimir/mimir.yaml on free loopback ports; yields its
     base URL (push at /api/v1/push, the Prometheus API under /prometheus)."""
     http, grpc, gossip = free_port(), free_port(), free_port()
     env = {"MIMIR_DATA": str(tmp / "mimir"), "MIMIR_LISTEN": "127.0.0.1",
            "MIMIR_HTTP_PORT": str(http), "MIMIR_GRPC_PORT": str(grpc),
-           "MIMIR_MEMBERLIST_PORT": str(gossip)}
+           "MIMIR_MEMBERLIST_PORT": str(gossip),
+           "MIMIR_RUNTIME_CONFIG": str(ROOT / "infra/mimir/runtime.yaml")}
     url = f"http://127.0.0.1:{http}"
     with run_server([binary("mimir"), f"-config.file={ROOT / 'infra/mimir/mimir.yaml'}",
-                     "-config.expand-env=true"], env, f"{url}/ready", tmp / "mimir.log",
+                     "-config.expand-env=true", *flags], env, f"{url}/ready",
+                    tmp / "mimir.log",
                     stop_timeout_s=10):
         yield url
 

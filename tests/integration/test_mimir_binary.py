@@ -85,3 +85,34 @@ def test_load_and_two_shards_into_mimir_store_the_same_incident(tmp_path: Path) 
         assert _exemplars(url, "sharded", start_ms, end_ms) == inc.exemplar_count
         # tenants are apart: one that was never loaded holds nothing
         assert _stored(url, "nobody", end_ms, inc.duration_ms) == {}
+
+
+def test_mimirs_default_exemplar_limit_is_caught_before_sending(tmp_path: Path) -> None:
+    """Mimir keeps no exemplars unless max_global_exemplars_per_user is set (default 0):
+    the load printed "exemplars: sent 851, accepted 851", exit 0, and Mimir stored none.
+    The preflight knows Mimir from its build info and reads the tenant's limits."""
+    inc = cached_incident("slow_query")
+    end_ms = fixed_end_ms()
+    with running_mimir(tmp_path, "-ingester.max-global-exemplars-per-user=0") as url:
+        r = CliRunner().invoke(cli, [*_compose_load_args(url, "t0"), "--end", iso(end_ms)])
+        assert r.exit_code == 1, r.output
+        assert f"exemplars: sent {inc.exemplar_count}, accepted 0" in r.output
+        assert (f"dropped {inc.exemplar_count} exemplars: Mimir keeps no exemplars for this "
+                "tenant") in r.output
+        assert "max_global_exemplars_per_user: 100000" in r.output  # the runtime-config fix
+        assert "Grafana Mimir 3.0.2: its tenant's limits read" in r.output
+        assert "not Prometheus?" not in r.output
+        assert _exemplars(url, "t0", end_ms - inc.duration_ms, end_ms) == 0
+        assert sum(len(v) for v in _stored(url, "t0", end_ms, inc.duration_ms).values()) \
+            == inc.sample_count
+
+
+def test_a_missing_tenant_is_authentication_not_unreachable(tmp_path: Path) -> None:
+    """Mimir answers 401 "no org id" without X-Scope-OrgID: it exited 4 ("could not be
+    reached"), with the unsent samples under "rejected"."""
+    with running_mimir(tmp_path) as url:
+        args = [a for a in _compose_load_args(url, "x") if not a.startswith("--tenant")]
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 5, r.output
+        assert "HTTP 401 Unauthorized (no org id)" in r.output and "--tenant" in r.output
+        assert "metrics: nothing sent (45254 samples not sent)" in r.output
