@@ -4,6 +4,7 @@ the summary equals what the server stored."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,11 @@ def _stored_samples(url: str, end_ms: int, window_ms: int) -> int:
     return sum(len(s["values"]) for s in got)
 
 
+def _load_metrics(url: str, end_ms: int, *extra: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["load", "slow_query", "--signals", "metrics", "--end",
+                                    iso(end_ms), "--prometheus-url", url, *extra])
+
+
 def test_a_restart_within_the_retry_budget_loses_nothing(tmp_path: Path) -> None:
     """Prometheus gone for 12 s in the middle of a load (a restart: every request dropped)
     was lost past ~6 s; within --retry-for (60 s) the load waits, says so, and stores all."""
@@ -33,9 +39,7 @@ def test_a_restart_within_the_retry_budget_loses_nothing(tmp_path: Path) -> None
     end_ms = fixed_end_ms()
     with running_prometheus(tmp_path) as url, \
             fault_proxy(url, make_rule=lambda p: p.outage("/api/v1/write", 12.0)) as (via, px):
-        r = CliRunner().invoke(cli, [
-            "load", "slow_query", "--signals", "metrics", "--end", iso(end_ms),
-            "--prometheus-url", via])
+        r = _load_metrics(via, end_ms)
         assert r.exit_code == 0, r.output + r.stderr
         assert r.exception is None or isinstance(r.exception, SystemExit)
         assert px.faults > 0
@@ -50,14 +54,15 @@ def test_an_outage_past_the_budget_is_reported_as_loss(tmp_path: Path) -> None:
     end_ms = fixed_end_ms()
     with running_prometheus(tmp_path) as url, \
             fault_proxy(url, make_rule=lambda p: p.outage("/api/v1/write", 600.0)) as (via, px):
-        r = CliRunner().invoke(cli, [
-            "load", "slow_query", "--signals", "metrics", "--end", iso(end_ms),
-            "--prometheus-url", via, "--retry-for", "3s"])
+        r = _load_metrics(via, end_ms, "--retry-for", "3s")
         assert r.exit_code != 0 and "Traceback" not in r.output + r.stderr
         stored = _stored_samples(url, end_ms, inc.duration_ms)
         accepted = int(r.output.split("accepted ")[1].split(",")[0])
         assert accepted == stored  # never more than the server holds
         assert "not sent" in r.output or "rejected" in r.output
+
+
+THREE_COPIES = ("--duration", "10m", "--instances", "3", "--batch-samples", "1000000")
 
 
 def _copies(n: int, duration: str) -> list[int]:
@@ -77,15 +82,10 @@ def test_instances_count_every_copy_that_was_not_sent(tmp_path: Path) -> None:
     end_ms = fixed_end_ms()
     with running_prometheus(tmp_path) as url, fault_proxy(url, make_rule=lambda p: p.outage(
             "/api/v1/write", 3600.0, after=5)) as (via, _px):
-        r = CliRunner().invoke(cli, [
-            "load", "slow_query", "--signals", "metrics", "--duration", "10m", "--end",
-            iso(end_ms), "--prometheus-url", via, "--instances", "3", "--retry-for", "2s",
-            "--batch-samples", "1000000"])
+        r = _load_metrics(via, end_ms, *THREE_COPIES, "--retry-for", "2s")
         assert r.exit_code == 4, r.output
         assert "Traceback" not in r.output
         line = next(x for x in r.output.splitlines() if x.startswith("metrics: "))
-        import re
-
         sent, accepted, rejected, not_sent = map(int, re.match(
             r"metrics: sent (\d+) samples, accepted (\d+), rejected (\d+), clipped 0, "
             r"not sent (\d+); ", line).groups())  # type: ignore[union-attr]
@@ -103,10 +103,7 @@ def test_instances_pick_a_server_up_again_after_its_restart(tmp_path: Path) -> N
     end_ms = fixed_end_ms()
     with running_prometheus(tmp_path) as url, fault_proxy(url, make_rule=lambda p: p.outage(
             "/api/v1/write", 8.0, after=2)) as (via, px):
-        r = CliRunner().invoke(cli, [
-            "load", "slow_query", "--signals", "metrics", "--duration", "10m", "--end",
-            iso(end_ms), "--prometheus-url", via, "--instances", "3",
-            "--batch-samples", "1000000"])
+        r = _load_metrics(via, end_ms, *THREE_COPIES)
         assert r.exit_code == 0, r.output
         assert px.faults > 0
         total = sum(sizes)
@@ -146,7 +143,6 @@ def test_ctrl_c_stops_within_seconds_with_the_summary(tmp_path: Path) -> None:
     Now: the requests in hand end, nothing more is sent, the per-signal summary says what
     was stored and what was not sent, exit 130."""
     import os
-    import re
     import signal
     import subprocess
     import sys
@@ -186,8 +182,6 @@ def test_verify_finds_what_the_server_accepted_but_did_not_store(tmp_path: Path)
     """A server can lose what it answered 204 for (Prometheus 2.42 lost samples in ~1 of 10
     multi-hour backfills). --verify counts back what is stored: all of it after a clean
     load; after a write the server 'accepted' and dropped, the shortfall, as a loss."""
-    import re
-
     inc = cached_incident("slow_query")
     end_ms = fixed_end_ms()
     with running_prometheus(tmp_path / "a") as url:
