@@ -299,8 +299,9 @@ def check_memory(source: str, duration: str | None, step: str | None,
         f"({requests:,} simulated requests over {steps:,} steps, held at once), more than "
         f"the {limit / 2**30:.1f} GiB allowed ({allowed}).\n"
         "  fix: a shorter --duration (load a long window as several, each with its own "
-        "--end), a larger --step, lower rps_* knobs; for more traffic, --instances N (one copy "
-        "in memory at a time)")
+        "--end) or lower rps_* knobs (memory follows the simulated requests); for more "
+        "traffic, --instances N (one copy in memory at a time); --max-memory if this "
+        "machine has the room")
 
 
 def _tempo_api(otlp_url: str) -> str:
@@ -357,7 +358,7 @@ def _progress_printer() -> object:
                    "(Mimir: http://mimir:8080/api/v1/push, with --prometheus-url "
                    "http://mimir:8080/prometheus for the checks) [REMOTE_WRITE_URL].")
 @click.option("--max-memory", help="Refuse a generated incident estimated to need more "
-              "memory than this, e.g. 4GB (default: 80 %% of the memory available now).")
+              "memory than this, e.g. 4GB (default: 80 percent of the memory available now).")
 @click.option("--verify", is_flag=True,
               help="After the load, count back what each backend stored for the window "
                    "(traces: a sample of IDs through Tempo's API); a shortfall is a loss.")

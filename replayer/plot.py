@@ -171,6 +171,8 @@ def _db(ax, incident: Incident, x) -> None:  # type: ignore[no-untyped-def]
                                       else "")
             if s.label("application_name"):  # whose sessions: several apps share a state
                 tag = f"{s.label('application_name')}: {tag}"
+            if s.label("backend_type") and s.label("backend_type") != "client backend":
+                tag += f" ({s.label('backend_type')})"
             ax.plot(x(s.t_ms), s.values, label=tag)
     for s in incident.iter_series("pg_stat_user_tables_seq_scan"):
         ax.plot(x(s.t_ms), _per_second(s.values, s.t_ms), label="seq scans/s",

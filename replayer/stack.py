@@ -270,8 +270,8 @@ def down(data_dir: Path, timeout_s: float = 60.0,
             if time.monotonic() - t0 > 1.0 and not any(r.startswith(f"{s.name}: waiting")
                                                       for r in report):
                 why = STOPPING.get(s.name, "it is shutting down")
-                line = (f"{s.name}: waiting for it to stop (pid {s.pid}; {why}); killed after "
-                        f"{timeout_s:.0f} s")
+                line = (f"{s.name}: waiting for it to stop (pid {s.pid}; {why}); it is killed "
+                        f"if still running after {timeout_s:.0f} s")
                 report.append(line)
                 say(line)
             time.sleep(0.2)

@@ -75,13 +75,20 @@ else
   TEMPO_PORT=${TEMPO_PORT:-3200}
   GRPC_PORT=${TEMPO_OTLP_GRPC_PORT:-4317}
   HTTP_PORT=${TEMPO_OTLP_HTTP_PORT:-4318}
-  echo "No Docker engine: starting the local stack from binaries on PATH"
-  need_prometheus
   started=$(mktemp)
   trap 'rm -f "$started"' EXIT
-  "$REPLAYER" stack up --prometheus-port "$PROM_PORT" --loki-port "$LOKI_PORT" \
-    --tempo-port "$TEMPO_PORT" --tempo-otlp-grpc-port "$GRPC_PORT" \
-    --tempo-otlp-http-port "$HTTP_PORT" | tee "$started"
+  if "$REPLAYER" stack status >"$started" 2>/dev/null \
+      && grep -q "^prometheus  ready .*:$PROM_PORT\$" "$started"; then
+    # run again: the stack of the last run still answers; load into it again
+    echo "A stack from an earlier run is up (replayer stack status): loading into it"
+    cat "$started"
+  else
+    echo "No Docker engine: starting the local stack from binaries on PATH"
+    need_prometheus
+    "$REPLAYER" stack up --prometheus-port "$PROM_PORT" --loki-port "$LOKI_PORT" \
+      --tempo-port "$TEMPO_PORT" --tempo-otlp-grpc-port "$GRPC_PORT" \
+      --tempo-otlp-http-port "$HTTP_PORT" | tee "$started"
+  fi
   signals=metrics
   grep -q '^loki .*ready' "$started" && signals="$signals,logs"
   grep -q '^tempo .*ready' "$started" && signals="$signals,traces"
@@ -109,6 +116,6 @@ loaded = os.environ["SIGNALS"].split(",")
 for signal, kind, key in (("metrics", "PromQL", "promql"), ("logs", "LogQL", "logql"),
                           ("traces", "TraceQL", "traceql")):
     if signal in loaded:
-        for q in truth[key][:1]:
+        for q in truth[key][:3]:
             print("  %-8s %s" % (kind, q["query"]))
 '

@@ -38,7 +38,14 @@ def test_run_demo_without_docker(tmp_path: Path) -> None:
         assert "rejected 0" in text
         # metrics only: the PromQL to try, not LogQL / TraceQL that cannot work
         assert "  PromQL   histogram_quantile(0.99" in text
+        assert text.count("  PromQL   ") == 3
         assert "LogQL" not in text and "TraceQL" not in text
+        # run again: the first run's stack is reused, not an error
+        again = subprocess.run(["bash", str(ROOT / "scripts/run-demo.sh")], env=env, cwd=ROOT,
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert again.stdout.startswith("A stack from an earlier run is up")
+        assert "rejected 0" in again.stdout
     finally:
         subprocess.run([str(bin_dir / "replayer"), "stack", "down"], env=env, cwd=ROOT,
                        capture_output=True, timeout=120)

@@ -193,6 +193,7 @@ def test_stack_down_says_what_it_waits_for(tmp_path: Path) -> None:
     slow.wait(timeout=10)
     slow.stdout.close()
     assert said[0][1].startswith(f"tempo: waiting for it to stop (pid {slow.pid}; Tempo flushes")
+    assert said[0][1].endswith("it is killed if still running after 2 s")
     assert said[0][0] < 2.0  # said before the wait ended
     assert said[-1][1] == "tempo: killed after 2 s (it did not stop on TERM)"
     assert report == [line for _, line in said]
