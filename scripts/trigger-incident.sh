@@ -11,12 +11,14 @@ case "$MODE" in
   *) echo "usage: $0 normal|slow_query|pool_exhaustion|connection_leak|error_spike|upstream_latency|lock_contention|too_many_clients|noisy_neighbour" >&2; exit 2 ;;
 esac
 body=$(mktemp)
-trap 'rm -f "$body"' EXIT
+why=$(mktemp)
+trap 'rm -f "$body" "$why"' EXIT
 if ! code=$(curl -sS -o "$body" -w '%{http_code}' -X POST "$URL/incident" \
     -H 'Content-Type: application/json' \
-    ${INCIDENT_TOKEN:+-H "X-Incident-Token: $INCIDENT_TOKEN"} -d "{\"mode\": \"$MODE\"}" 2>&1)
+    ${INCIDENT_TOKEN:+-H "X-Incident-Token: $INCIDENT_TOKEN"} -d "{\"mode\": \"$MODE\"}" \
+    2>"$why")
 then
-  echo "error: no live_app answers at $URL ($code)." >&2
+  echo "error: no live_app answers at $URL ($(head -n 1 "$why"))." >&2
   echo "Start it with:  pip install -e '.[live]' && python -m live_app   (listens on :8000)" >&2
   echo "or with Docker: INCIDENT_TOKEN=... docker compose -f infra/docker-compose.yml --profile live up -d --wait" >&2
   echo "or point LIVE_APP_URL at where it runs." >&2
