@@ -512,6 +512,12 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         if any(r.accepted for r in result.reports):  # where to look, once something is there
             for line in look_lines(look):
                 click.echo(line)
+    unreachable = [r.signal for r in result.reports
+                   if r.failed and r.failure_code == 4 and not r.accepted]
+    rest = [sig for sig in chosen if sig not in unreachable]
+    if len(unreachable) > 1 and rest and not as_json:  # each hint named only its own signal
+        click.echo(f"hint: {' and '.join(unreachable)} could not be reached; "
+                   f"--signals {','.join(rest)} loads only the rest")
     if result.exit_code:
         click.echo("error: not everything was stored (see above)", err=True)
         sys.exit(result.exit_code)

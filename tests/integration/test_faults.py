@@ -210,3 +210,21 @@ def test_verify_finds_what_the_server_accepted_but_did_not_store(tmp_path: Path)
         held, expected, short = map(int, m.groups())
         assert (held, expected) == (stored, inc.sample_count) and short == expected - held > 0
         assert f"accepted {inc.sample_count}" in r.output  # the answers said all of it
+
+
+def test_two_unreachable_backends_get_one_hint_for_the_rest(tmp_path: Path) -> None:
+    """Loki and Tempo missing: each failure named only its own signal to leave out
+    (`--signals metrics,traces`, then `--signals metrics,logs`); one hint says what loads."""
+    from .prometheus_server import free_port
+
+    inc = cached_incident("slow_query")
+    end_ms = fixed_end_ms()
+    with running_prometheus(tmp_path) as url:
+        r = CliRunner().invoke(cli, [
+            "load", "slow_query", "--end", iso(end_ms), "--prometheus-url", url,
+            "--loki-url", f"http://127.0.0.1:{free_port()}",
+            "--tempo-url", f"http://127.0.0.1:{free_port()}"])
+        assert r.exit_code == 4, r.output
+        assert f"accepted {inc.sample_count}" in r.output
+        assert "hint: logs and traces could not be reached; --signals metrics loads only " \
+               "the rest" in r.output
