@@ -64,6 +64,7 @@ def running_mimir(tmp: Path, *flags: str) -> Iterator[str]:
            "MIMIR_MEMBERLIST_PORT": str(gossip),
            "MIMIR_RUNTIME_CONFIG": str(ROOT / "infra/mimir/runtime.yaml")}
     url = f"http://127.0.0.1:{http}"
+    (tmp / "mimir").mkdir(parents=True, exist_ok=True)  # its activity tracker goes there
     with run_server([binary("mimir"), f"-config.file={ROOT / 'infra/mimir/mimir.yaml'}",
                      "-config.expand-env=true", *flags], env, f"{url}/ready",
                     tmp / "mimir.log",
