@@ -154,12 +154,39 @@ def preflight(transport: HttpTransport) -> ServerInfo:
         # a tenant
         receiver = True
         limits = _json_body(transport.get(_root(transport.target.url) + "/api/v1/user_limits"))
+        ooo = mimir_window(transport, transport.target.tenant)
         if isinstance(limits, dict) and "max_global_exemplars_per_user" in limits:
             max_exemplars = int(limits["max_global_exemplars_per_user"])
             exemplars = max_exemplars > 0
             max_exemplars = max_exemplars or None
     return ServerInfo(version, receiver, exemplars, ooo, head, head_window, max_exemplars,
                       application, limits if isinstance(limits, dict) else None)
+
+
+def mimir_window(transport: HttpTransport, tenant: str | None) -> int | None:
+    """The tenant's out_of_order_time_window in ms, from Mimir's admin endpoints: the
+    limits in ``/config?mode=diff`` (absent there: the default, 0) and the tenant's entry
+    in ``/runtime_config``. None where they cannot be read (a gateway that keeps admin
+    pages to itself): Mimir shows no tenant its own window."""
+    import yaml
+
+    root = _root(transport.target.url)
+    try:
+        cfg, rt = transport.get(root + "/config?mode=diff"), transport.get(
+            root + "/runtime_config")
+    except (AuthError, TransportError):
+        return None
+    if cfg.status != 200:
+        return None
+    try:
+        limits = (yaml.safe_load(cfg.body) or {}).get("limits") or {}
+        window = str(limits.get("out_of_order_time_window", "0s"))
+        if rt.status == 200 and tenant:
+            own = ((yaml.safe_load(rt.body) or {}).get("overrides") or {}).get(tenant) or {}
+            window = str(own.get("out_of_order_time_window", window))
+        return parse_prom_duration(window)
+    except (yaml.YAMLError, AttributeError, ValueError):
+        return None
 
 
 def _root(url: str) -> str:
@@ -189,9 +216,12 @@ def check_server(info: ServerInfo, url: str, send_exemplars: bool) -> list[str]:
         limits = "its tenant's limits read" if info.tenant_limits is not None else (
             "its tenant's limits not readable (/api/v1/user_limits answers only where "
             "runtime_config is set)")
-        notes.append(f"{info.application} {info.version}: {limits}; Mimir does not show its "
-                     "out-of-order window to a tenant, so the window is not checked before "
-                     "sending: pass --verify to count back what it stored")
+        window = (f"out-of-order window {info.ooo_window_ms // 60_000} min (from its "
+                  "/config and /runtime_config)" if info.ooo_window_ms is not None else
+                  "its out-of-order window not readable (Mimir shows a tenant none; "
+                  "/config and /runtime_config are admin pages), so the window is not "
+                  "checked before sending: pass --verify to count back what it stored")
+        notes.append(f"{info.application} {info.version}: {limits}; {window}")
         if send_exemplars and info.exemplar_storage is False:
             notes.append("Mimir keeps no exemplars for this tenant (its default): set "
                          "max_global_exemplars_per_user in Mimir's runtime config, e.g.\n"
@@ -220,6 +250,15 @@ def window_fix(info: ServerInfo, start_ms: int, end_ms: int) -> str:
     scrapes, or an earlier replay), not this load's end, or the advice is too short."""
     head = max(info.head_max_ms or 0, end_ms)
     need_min = -(-(head - start_ms) // 60_000) + 10
+    if info.mimir:
+        return (f"Mimir takes this tenant's samples only from "
+                f"{_iso_ms(info.accepts_from_ms(end_ms))} on (its out-of-order window is "
+                f"{(info.ooo_window_ms or 0) // 60_000} min, behind the load's newest sample "
+                f"{_iso_ms(head)}), but this window starts at {_iso_ms(start_ms)}.\n"
+                "  fix: a longer window for the tenant in Mimir's runtime config (re-read "
+                "while it runs):\n    overrides:\n      <tenant>:\n"
+                f"        out_of_order_time_window: {need_min}m\n"
+                "  or: --clip to load only the part it accepts, or a shorter --duration")
     return (f"Prometheus accepts samples only from {_iso_ms(info.accepts_from_ms(end_ms))} on "
             f"(about {max(info.head_window_ms, info.ooo_window_ms or 0) // 60_000} min behind its "
             f"newest sample, {_iso_ms(head)}), but this window starts at {_iso_ms(start_ms)}.\n"
@@ -402,8 +441,9 @@ def check_window(series: Sequence[Series], info: ServerInfo, options: PushOption
     """Stop (or, with --clip, cut) when the window reaches further back than the server
     takes samples, counted from the newest sample this load will write."""
     accept_from = info.accepts_from_ms(newest_ms)
-    if info.receiver is None or start_ms >= accept_from:
-        return tuple(series)
+    if info.receiver is None or (info.mimir and info.ooo_window_ms is None) \
+            or start_ms >= accept_from:
+        return tuple(series)  # nothing known to check against, or it fits
     if not options.clip:
         raise PreflightError(window_fix(info, start_ms, newest_ms))
     kept, clipped = clip_series(series, accept_from + CLIP_MARGIN_MS)

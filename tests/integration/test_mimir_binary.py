@@ -141,3 +141,29 @@ def test_a_load_partly_beyond_mimirs_window_claims_what_it_stored(tmp_path: Path
         stored = sum(len(v) for v in _stored(url, "late", late_end, 3_600_000).values())
         assert accepted == stored
         assert len(r.output.splitlines()) < 40  # grouped, not a line per series
+
+
+def test_a_window_longer_than_mimirs_is_refused_then_clipped(tmp_path: Path) -> None:
+    """The preflight reads the tenant's out-of-order window from Mimir's admin pages (3 h
+    in infra/mimir): a 4 h window is refused before sending, with the runtime-config fix,
+    and --clip loads the part Mimir takes, claiming what it stored."""
+    import re
+
+    end_ms = fixed_end_ms()
+    with running_mimir(tmp_path) as url:
+        args = [*_compose_load_args(url, "long"), "--end", iso(end_ms), "--duration", "4h",
+                "--no-exemplars"]
+        refused = CliRunner().invoke(cli, args)
+        assert refused.exit_code == 3, refused.output
+        assert "Mimir takes this tenant's samples only from" in refused.output
+        assert "out_of_order_time_window: 250m" in refused.output
+        assert _stored(url, "long", end_ms, 4 * 3_600_000) == {}  # nothing was sent
+        clipped = CliRunner().invoke(cli, [*args, "--clip"])
+        assert clipped.exit_code == 0, clipped.output
+        m = re.search(r"metrics: sent (\d+) samples, accepted (\d+), rejected 0, clipped (\d+)",
+                      clipped.output)
+        assert m, clipped.output
+        sent, accepted, cut = map(int, m.groups())
+        assert sent == accepted and cut > 0
+        assert sum(len(v) for v in _stored(url, "long", end_ms, 4 * 3_600_000).values()) \
+            == accepted

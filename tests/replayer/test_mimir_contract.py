@@ -23,9 +23,11 @@ def _replay(*names: str) -> None:
     for name in names:
         entry = capture(name)
         body = entry["response"]["body"]
-        responses.add(entry["request"]["method"], f"{ROOT}/{entry['request']['path']}",
+        path, _, query = entry["request"]["path"].partition("?")
+        responses.add(entry["request"]["method"], f"{ROOT}/{path}",
                       status=entry["response"]["status"],
-                      body=body if isinstance(body, str) else json.dumps(body))
+                      body=body if isinstance(body, str) else json.dumps(body),
+                      match=[responses.matchers.query_string_matcher(query)] if query else [])
 
 
 @responses.activate
@@ -87,3 +89,27 @@ def test_per_series_errors_group_by_mimirs_error_id() -> None:
     assert len(lines) == 3, lines  # the total, the group, its examples
     assert lines[1] == f"  rejected 500 samples: {key}"
     assert lines[2] == '    e.g. m0{job="capture"}, m1{job="capture"}, m2{job="capture"}'
+
+
+@responses.activate
+def test_the_out_of_order_window_is_read_from_mimirs_admin_pages() -> None:
+    """Mimir shows a tenant no out-of-order window; its admin pages (/config?mode=diff and
+    /runtime_config, open in monolithic mode) do: the window check and --clip work then."""
+    _replay("mimir_buildinfo", "mimir_flags", "mimir_config", "mimir_tsdb_status_orgid_demo",
+            "mimir_user_limits_orgid_demo", "mimir_config_admin_diff", "mimir_runtime_config")
+    info = preflight(HttpTransport(TargetConfig(f"{ROOT}/prometheus", tenant="demo")))
+    assert info.ooo_window_ms == 7 * 86_400_000  # "1w" in the config diff
+    notes = check_server(info, f"{ROOT}/prometheus", send_exemplars=True)
+    assert "out-of-order window 10080 min (from its /config and /runtime_config)" in notes[0]
+
+
+@responses.activate
+def test_without_its_admin_pages_the_window_is_not_checked() -> None:
+    _replay("mimir_buildinfo", "mimir_flags", "mimir_config", "mimir_tsdb_status_orgid_demo",
+            "mimir_user_limits_orgid_demo")
+    responses.get(f"{ROOT}/config", status=403, body="forbidden")
+    responses.get(f"{ROOT}/runtime_config", status=403, body="forbidden")
+    info = preflight(HttpTransport(TargetConfig(f"{ROOT}/prometheus", tenant="demo")))
+    assert info.ooo_window_ms is None
+    notes = check_server(info, f"{ROOT}/prometheus", send_exemplars=True)
+    assert "not checked before sending: pass --verify" in notes[0]
