@@ -301,11 +301,13 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
                           end_ns, [], notes)
     session = _Session(req, transport)
     last: Incident | None = None
+    shown: Incident = first  # what the result shows if it stops early
+    i = 0
     try:
         for i in range(req.instances):
             last = None  # only one copy is alive at a time
             inc = first if first is not None else copy(i)
-            first = None
+            first, shown = None, inc
             # every copy is tried, after a failure too: a server back within the retry
             # budget takes the next copies, and a copy that fails is counted as not sent
             if "metrics" in reports:
@@ -316,9 +318,19 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
                 _logs(session, last, end_ns - duration_ns, now_ns(), reports["logs"], progress)
             if "traces" in reports:
                 _traces(session, last, reports["traces"], progress)
+    except KeyboardInterrupt:
+        # the copy in hand counted what it sent; the later copies were never generated
+        left = req.instances - (i + 1)
+        for r in reports.values():
+            if not r.failed:
+                r.fail(STOPPED.args[0], STOPPED.exit_code, 0, r.mark())
+            if left:
+                r.notes.append(f"stopped by Ctrl-C: {left} of {req.instances} copies were "
+                               "not generated, nor sent")
     finally:
         session.close()
-    assert last is not None
+    if last is None:  # stopped before the copy in hand was shifted
+        last = shift(shown, end_ns, dict(req.extra_labels))
     return LoadResult(last, end_ns - duration_ns, end_ns, list(reports.values()), notes)
 
 
