@@ -37,7 +37,7 @@ from .recording import read_recording
 from .report import SignalReport
 from .shard import shard
 from .slicing import slice_logs, slice_series, slice_spans
-from .timeshift import NS_PER_MS, parse_end, shift, start_ns_for
+from .timeshift import NS_PER_MS, iso, parse_end, shift, start_ns_for
 from .traceids import salt_trace_ids
 from .transport import HttpTransport, RetryPolicy, TargetConfig
 
@@ -383,8 +383,6 @@ def _settle_overlap(transport: HttpTransport, incident: Incident, end_ns: int, i
                          end_ns // NS_PER_MS, incident.duration_ms)
     if again is not None and not again.identical:
         raise PreflightError(_overlap_message(earlier, incident.duration_ms, incident.step_ms))
-    from .cli_common import iso
-
     notes.append(f"an earlier replay of these series ends at {iso(earlier * NS_PER_MS)}; this "
                  "load was "
                  "laid onto it (same end) so nothing is stored twice; pass --label run=NAME "
@@ -426,8 +424,6 @@ def _traces(session: _Session, shifted: Incident, report: SignalReport,
 def _overlap_message(earlier_ms: int | None, duration_ms: int, step_ms: int) -> str:
     """The conflict, its time as a time, and fixes that work now (an --end after the
     earlier replay would be in the future, which Prometheus refuses)."""
-    from .cli_common import iso
-
     when = f"ending at {iso(earlier_ms * NS_PER_MS)}" if earlier_ms is not None else "nearby"
     before = (f", or --end {iso((earlier_ms - duration_ms - step_ms) * NS_PER_MS)} or "
               "earlier (a window that ends a step before the earlier one begins)"

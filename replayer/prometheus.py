@@ -30,6 +30,7 @@ from .remote_write.encode import (
     metadata_request,
 )
 from .report import SignalReport, group_reason
+from .timeshift import iso
 from .transport import HttpTransport, Response
 
 WRITE_PATH = "api/v1/write"
@@ -238,10 +239,7 @@ def check_server(info: ServerInfo, url: str, send_exemplars: bool) -> list[str]:
 
 
 def _iso_ms(ms: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return iso(ms * 1_000_000)
 
 
 def window_fix(info: ServerInfo, start_ms: int, end_ms: int) -> str:
@@ -607,7 +605,12 @@ def probe_series(series: Sequence[Series]) -> Series | None:
 
 
 def _selector(s: Series) -> str:
-    parts = [f'{k}="{_escape(v)}"' for k, v in s.labels]
+    return label_selector(s.labels)
+
+
+def label_selector(labels: Iterable[tuple[str, str]]) -> str:
+    """A PromQL (and LogQL) selector matching exactly these label values."""
+    parts = [f'{k}="{_escape(v)}"' for k, v in labels]
     return "{" + ",".join(parts) + "}"
 
 

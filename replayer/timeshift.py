@@ -26,6 +26,12 @@ from .errors import UsageError
 NS_PER_MS = 1_000_000
 
 
+def iso(t_ns: int) -> str:
+    """RFC 3339 in UTC with milliseconds, as every message and summary prints a time."""
+    return dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def parse_end(value: str, now_ns: int, step_ms: int) -> tuple[int, bool]:
     """``now`` (floored to the step, so repeated loads line up) or an RFC 3339 time.
 

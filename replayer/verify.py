@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from generator.model import Incident
 
 from .errors import TransportError
+from .prometheus import label_selector
 from .record.tempo import fetch
 from .report import SignalReport
 from .transport import HttpTransport
 
 TRACE_SAMPLE = 25
-NS_PER_MS = 1_000_000
 
 
 @dataclass
@@ -51,12 +51,8 @@ class Verified:
         return f"verify: the server holds all {self.expected} {self.what}{extra}"
 
 
-def _escape(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def _selector(labels: dict[str, str]) -> str:
-    return "{" + ", ".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items())) + "}"
+    return label_selector(sorted(labels.items()))
 
 
 def _range_s(shifted: Incident) -> int:

@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 
 from generator.model import Incident
 
-from .cli_common import iso
+from .timeshift import iso
 
 
 def _at(start_ns: int, offset_ms: int | None) -> str | None:
