@@ -17,7 +17,7 @@ from generator import generate
 from generator.model import Incident
 
 from .errors import Interrupted, PreflightError, ReplayerError, TransportError, UsageError
-from .loki.push import LokiOptions, Pacer, push_logs
+from .loki.push import LokiOptions, push_logs
 from .loki.push import check as check_loki
 from .loki.push import preflight as preflight_loki
 from .otlp.push import GrpcTraces, HttpTraces, push_traces
@@ -39,7 +39,7 @@ from .shard import shard
 from .slicing import slice_logs, slice_series, slice_spans
 from .timeshift import NS_PER_MS, iso, parse_end, shift, start_ns_for
 from .traceids import salt_trace_ids
-from .transport import HttpTransport, RetryPolicy, TargetConfig
+from .transport import HttpTransport, Pacer, RetryPolicy, TargetConfig
 
 SIGNALS = ("metrics", "logs", "traces")
 UNITS = {"metrics": "samples", "logs": "lines", "traces": "spans"}

@@ -12,6 +12,7 @@ import json
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -31,7 +32,7 @@ from .remote_write.encode import (
 )
 from .report import SignalReport, group_reason
 from .timeshift import iso
-from .transport import HttpTransport, Response
+from .transport import HttpTransport, Pacer, Response
 
 WRITE_PATH = "api/v1/write"
 HEAD_WINDOW_MS = 3_600_000  # chunkRange/2 of the default 2 h block: how far back 2.42 accepts
@@ -42,6 +43,11 @@ _MONOTONE = ("too old sample", "out of bounds", "out of order sample",
              "err-mimir-sample-timestamp-too-old", "err-mimir-sample-out-of-order",
              "err-mimir-too-far-in-past")
 MAX_SPLIT_DEPTH = 6
+PACE = 0.95  # of a receiver's ingestion rate and burst: its bucket and ours drift apart
+# Mimir's refusals by one tenant-wide time: every sample older than the head's newest
+# minus the out-of-order window (or than now minus past_grace_period) is refused, across
+# all series, and Mimir stores the rest of the request
+_TIME_CUTOFF = ("err-mimir-sample-timestamp-too-old", "err-mimir-too-far-in-past")
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,20 @@ class ServerInfo:
     def stores_out_of_order(self) -> bool:
         """Whether a newer sample may go before an older one (a window, or Mimir)."""
         return bool(self.ooo_window_ms) or self.mimir
+
+    @property
+    def ingestion(self) -> tuple[float, float] | None:
+        """Mimir: the tenant's ingestion rate (samples and exemplars a second) and its
+        burst, where its limits were read; a request over the burst is never taken."""
+        limits = self.tenant_limits or {}
+        rate = limits.get("ingestion_rate")
+        if not self.mimir or not isinstance(rate, (int, float)) or rate <= 0:
+            return None
+        factor = limits.get("ingestion_burst_factor") or 0
+        burst = (rate * factor if isinstance(factor, (int, float)) and factor > 0
+                 else limits.get("ingestion_burst_size"))
+        return float(rate), float(burst if isinstance(burst, (int, float)) and burst > 0
+                                  else rate)
 
     def accepts_from_ms(self, end_ms: int) -> int:
         head = max(self.head_max_ms or 0, end_ms)
@@ -214,7 +234,10 @@ def check_server(info: ServerInfo, url: str, send_exemplars: bool) -> list[str]:
             "(and --enable-feature=exemplar-storage for exemplars)")
     notes = []
     if info.mimir:
-        limits = "its tenant's limits read" if info.tenant_limits is not None else (
+        rate = info.ingestion
+        limits = ("its tenant's limits read" + (
+            f" (ingestion_rate {rate[0]:,.0f}/s, burst {rate[1]:,.0f}: paced under them)"
+            if rate else "")) if info.tenant_limits is not None else (
             "its tenant's limits not readable (/api/v1/user_limits answers only where "
             "runtime_config is set)")
         window = (f"out-of-order window {info.ooo_window_ms // 60_000} min (from its "
@@ -289,10 +312,18 @@ def _reason(resp: Response) -> str:
 
 
 def _final(resp: Response) -> bool:
-    """A 500 that will never succeed: 2.42's too-old sample and invalid labels."""
+    """An answer that will never succeed as it is: 2.42's 500 for a too-old sample or
+    invalid labels; Mimir's 429 for a request larger than the tenant's burst."""
     body = resp.body.lower()
-    return resp.status == 500 and ("too old sample" in body or "label" in body
-                                   or "native histograms are disabled" in body)
+    return (resp.status == 500 and ("too old sample" in body or "label" in body
+                                    or "native histograms are disabled" in body)) \
+        or _over_burst(resp)
+
+
+def _over_burst(resp: Response) -> bool:
+    """Mimir's refusal of a request bigger than the tenant's ingestion burst: retrying
+    cannot help (tests/data/mimir-3.0.2.json), a smaller request can."""
+    return resp.status == 429 and "burst size limit" in resp.body
 
 
 # words of answers about particular samples or series: those can succeed in part, so a
@@ -311,19 +342,26 @@ class Pusher:
     """Sends pieces of series; splits rejected requests until the bad part is alone."""
 
     def __init__(self, transport: HttpTransport, series: Sequence[Series], report: SignalReport,
-                 ooo_allowed: bool, exemplars_kept: bool, write_url: str = WRITE_PATH) -> None:
+                 ooo_allowed: bool, exemplars_kept: bool, write_url: str = WRITE_PATH,
+                 partial: bool = False, pacer: Pacer | None = None) -> None:
         self.transport = transport
         self.write_url = write_url
         self.encoder = SeriesEncoder(series)
         self.report = report
         self.ooo_allowed = ooo_allowed
         self.exemplars_kept = exemplars_kept
+        # the receiver stores what it can of a refused request (Mimir), so a refusal by a
+        # time cutoff is located with one-sample probes instead of re-sending halves
+        self.partial = partial
+        self.pacer = pacer  # under the tenant's ingestion rate (Mimir), where it is known
 
     def encode(self, pieces: Sequence[Piece]) -> bytes:
         return compress(self.encoder.write_request(pieces))
 
     def _post(self, pieces: Sequence[Piece], body: bytes | None = None) -> Response:
         body = body if body is not None else self.encode(pieces)
+        if self.pacer is not None:
+            self.pacer.take(sum(p.samples + p.exemplars for p in pieces))
         resp, retries = self.transport.post(self.write_url, body, HEADERS, final=_final)
         self.report.count_request(retries)
         return resp
@@ -336,9 +374,13 @@ class Pusher:
                             exemplars=sum(p.exemplars for p in pieces),
                             exemplars_ok=self.exemplars_kept)
             return
+        if _over_burst(resp) and self._smaller(pieces, depth):
+            return
         isolatable = resp.status in (400, 500) and (resp.status == 400 or _final(resp))
         if not isolatable:
             self._reject(pieces, f"{_reason(resp)} (gave up after retries)")
+            return
+        if self._by_cutoff(pieces, resp, depth):
             return
         if len(pieces) > 1:
             mid = len(pieces) // 2
@@ -363,8 +405,12 @@ class Pusher:
                             exemplars=sum(p.exemplars for p in pieces),
                             exemplars_ok=self.exemplars_kept)
             return
+        if _over_burst(resp) and self._smaller(pieces, depth):
+            return
         if not (resp.status == 400 or _final(resp)):
             self._reject(pieces, f"{_reason(resp)} (gave up after retries)")
+            return
+        if self._by_cutoff(pieces, resp, depth):
             return
         if len(pieces) > 1:
             mid = len(pieces) // 2
@@ -372,6 +418,82 @@ class Pusher:
             self.send(pieces[mid:], depth)
             return
         self._split_piece(pieces[0], resp, depth)
+
+    def _smaller(self, pieces: Sequence[Piece], depth: int) -> bool:
+        """Send ``pieces`` again in two halves: the request was bigger than the receiver
+        takes at once (its limits were not readable, so requests were not sized under
+        them). False when there is nothing left to halve."""
+        if len(pieces) > 1:
+            halves = [pieces[:len(pieces) // 2], pieces[len(pieces) // 2:]]
+        elif pieces[0].samples > 1:
+            halves = [[h] for h in self._halves(pieces[0])]
+        else:
+            return False
+        for half in halves:
+            self.send(half, depth + 1)
+        return True
+
+    def _by_cutoff(self, pieces: Sequence[Piece], resp: Response, depth: int) -> bool:
+        """Account a request Mimir refused in part by a tenant-wide time cutoff, without
+        sending its refused samples again: each re-send of a too-old sample raises Mimir's
+        own ``cortex_discarded_samples_total`` once more (halving re-sent them at every
+        level: 408,000 discards counted for 44,880 samples refused).
+
+        The cutoff is found by bisecting the request's distinct timestamps with probes of
+        one sample each (no exemplars), so at most one refused sample per probe is sent
+        again. What is older is refused; the rest, which Mimir stored with the first post,
+        is posted once more to confirm it (duplicates to Mimir: nothing is discarded, and a
+        refusal there for any other reason is isolated as usual). False: not this case.
+        The search assumes the tenant's newest sample does not move while it runs."""
+        if not (self.partial and resp.status == 400 and depth < 64
+                and any(c in resp.body for c in _TIME_CUTOFF)):
+            return False
+        series = self.encoder.series
+        stamps = np.unique(np.concatenate([series[p.series].t_ms[p.lo:p.hi] for p in pieces]))
+        refused, taken = -1, len(stamps)  # stamps[:refused+1] refused, stamps[taken:] stored
+        while taken - refused > 1:
+            mid = (refused + taken) // 2
+            r = self._post([self._probe(pieces, int(stamps[mid]))])
+            if 200 <= r.status < 300:
+                taken = mid
+            elif r.status == 400 and any(c in r.body for c in _TIME_CUTOFF):
+                refused = mid
+            else:  # refused for something else: isolate by halving after all
+                return False
+        cutoff = int(stamps[taken]) if taken < len(stamps) else None
+        older, newer = [], []
+        for p in pieces:
+            o, n = self._cut(p, cutoff)
+            older += [o] if o.samples else []
+            newer += [n] if n.samples else []
+        if older:
+            # Mimir keeps the exemplars of samples it refuses as too old (all 2,520 of a
+            # load half beyond the window were stored, 3.0.2): they count as kept
+            self.report.add(rejected=sum(p.samples for p in older), reason=_reason(resp),
+                            exemplars=sum(p.exemplars for p in older),
+                            exemplars_ok=self.exemplars_kept)
+        if newer:
+            self.send(newer, depth + 1)
+        return True
+
+    def _probe(self, pieces: Sequence[Piece], t_ms: int) -> Piece:
+        """One sample at ``t_ms`` from ``pieces``, without its exemplars."""
+        for p in pieces:
+            t = self.encoder.series[p.series].t_ms
+            i = p.lo + int(np.searchsorted(t[p.lo:p.hi], t_ms, "left"))
+            if i < p.hi and t[i] == t_ms:
+                return Piece(p.series, i, i + 1, p.ex_lo, p.ex_lo)
+        raise AssertionError(f"no sample at {t_ms} in the request")  # stamps come from them
+
+    def _cut(self, p: Piece, cutoff: int | None) -> tuple[Piece, Piece]:
+        """``p`` split into its samples before ``cutoff`` and from it on."""
+        s = self.encoder.series[p.series]
+        if cutoff is None:
+            return p, Piece(p.series, p.hi, p.hi, p.ex_hi, p.ex_hi)
+        mid = p.lo + int(np.searchsorted(s.t_ms[p.lo:p.hi], cutoff, "left"))
+        ex_mid = p.ex_lo + int(np.searchsorted(s.exemplars.t_ms[p.ex_lo:p.ex_hi], cutoff, "left"))
+        return (Piece(p.series, p.lo, mid, p.ex_lo, ex_mid),
+                Piece(p.series, mid, p.hi, ex_mid, p.ex_hi))
 
     def _split_piece(self, p: Piece, resp: Response, depth: int) -> None:
         reason = _reason(resp)
@@ -466,12 +588,15 @@ def send_metadata(transport: HttpTransport, incident: Incident, report: SignalRe
 
 def push_series(transport: HttpTransport, series: Sequence[Series], info: ServerInfo,
                 options: PushOptions, report: SignalReport,
-                progress: Callable[[SignalReport], None] | None = None) -> None:
+                progress: Callable[[SignalReport], None] | None = None,
+                clock: Callable[[], float] = time.monotonic,
+                sleep: Callable[[float], None] = time.sleep) -> None:
     """Send ``series`` (absolute times) in parallel lanes; account for every sample."""
     if not options.send_exemplars:
         series = tuple(replace(s, exemplars=Exemplars.empty()) for s in series)
     exemplars = sum(len(s.exemplars) for s in series)
-    report.sent += sum(len(s) for s in series)
+    samples = sum(len(s) for s in series)
+    report.sent += samples
     before = report.exemplars_sent  # earlier copies and slices fill the same ring
     report.exemplars_sent += exemplars
     exemplars_kept = info.exemplar_storage is not False
@@ -482,10 +607,24 @@ def push_series(transport: HttpTransport, series: Sequence[Series], info: Server
     if over:
         # a ring: the server answers 204 for every one and keeps only the newest
         report.exemplars_dropped[_overflow_reason(info)] += over
+    max_samples, pacer = options.max_samples, None
+    if info.ingestion is not None:
+        # Mimir refuses (429) what goes over the tenant's rate: pace under it, and keep
+        # each request inside the burst (samples and exemplars count alike)
+        rate, burst = info.ingestion
+        pacer = Pacer(rate * PACE, clock=clock, sleep=sleep, burst=burst * PACE)
+        max_samples = max(1, min(max_samples, int(burst * PACE / 2)))
+        total = samples + exemplars
+        note = (f"paced under Mimir's ingestion_rate for this tenant ({rate:,.0f} samples "
+                f"and exemplars a second, burst {burst:,.0f}): at least "
+                f"{(total - burst) / rate:.0f} s; raise ingestion_rate / "
+                "ingestion_burst_size in Mimir's runtime config to load faster")
+        if total > burst and note not in report.notes:
+            report.notes.append(note)
     pusher = Pusher(transport, series, report, info.stores_out_of_order, exemplars_kept,
-                    options.write_url)
-    batches = lane_batches(iter_pieces(series, options.max_samples), options.concurrency,
-                           options.max_samples)
+                    options.write_url, partial=info.mimir, pacer=pacer)
+    batches = lane_batches(iter_pieces(series, max_samples), options.concurrency,
+                           max_samples)
 
     send_lanes(batches, options.concurrency, pusher.encode, pusher.send,
                progress and (lambda: progress(report)), on_interrupt=transport.cancel)

@@ -277,3 +277,30 @@ class WaitNotices:
                 return
             self.last = now
         self.notify(f"{where}: {why}; retrying for up to {left_s:.0f} s more (--retry-for)")
+
+
+class Pacer:
+    """A token bucket (bytes for Loki, samples for Mimir): ``burst`` tokens at most (one
+    second's worth by default), waits through an injected sleep."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, burst: float | None = None) -> None:
+        self.rate, self.clock, self.sleep = rate, clock, sleep
+        self.burst = rate if burst is None else burst
+        self.tokens = self.burst
+        self.last = clock()
+        self.lock = threading.Lock()
+        self.waited = 0.0
+
+    def take(self, n: int) -> None:
+        if self.rate <= 0:
+            return
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            self.tokens -= n
+            if self.tokens < 0:
+                wait = -self.tokens / self.rate
+                self.waited += wait
+                self.sleep(wait)

@@ -8,8 +8,6 @@ rest of the request was written (partial success); 413 for a body over its limit
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +17,7 @@ from ..errors import AuthError, PreflightError, TlsError, TransportError
 from ..pipeline import one_ahead
 from ..prometheus import parse_prom_duration
 from ..report import SignalReport
-from ..transport import HttpTransport, Response
+from ..transport import HttpTransport, Pacer, Response
 from .encode import (
     JSON_HEADERS,
     PROTO_HEADERS,
@@ -51,31 +49,6 @@ class LokiInfo:
     max_age_ms: int | None
     rate_bytes_s: float | None
     structured_metadata: bool | None
-
-
-class Pacer:
-    """A token bucket on bytes: one second of burst, waits through an injected sleep."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.rate, self.clock, self.sleep = rate, clock, sleep
-        self.tokens = rate
-        self.last = clock()
-        self.lock = threading.Lock()
-        self.waited = 0.0
-
-    def take(self, n: int) -> None:
-        if self.rate <= 0:
-            return
-        with self.lock:
-            now = self.clock()
-            self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
-            self.last = now
-            self.tokens -= n
-            if self.tokens < 0:
-                wait = -self.tokens / self.rate
-                self.waited += wait
-                self.sleep(wait)
 
 
 def _config_value(yaml: str, key: str) -> str | None:

@@ -118,10 +118,20 @@ def test_a_missing_tenant_is_authentication_not_unreachable(tmp_path: Path) -> N
         assert "metrics: nothing sent (45254 samples not sent)" in r.output
 
 
+def _discarded(url: str, tenant: str) -> float:
+    """Mimir's own count of the tenant's refused samples (cortex_discarded_samples_total)."""
+    text = requests.get(f"{url}/metrics", timeout=30).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("cortex_discarded_samples_total{")
+               and f'user="{tenant}"' in line)
+
+
 def test_a_load_partly_beyond_mimirs_window_claims_what_it_stored(tmp_path: Path) -> None:
     """Mimir stores what it can of a request and answers 400 for the rest (Prometheus 2.42
     refuses the whole request). A window half beyond its 3 h out-of-order window: claimed
-    accepted 74,932 where Mimir stored 1,446,744. Now the claim is what it holds."""
+    accepted 74,932 where Mimir stored 1,446,744. Now the claim is what it holds, the
+    exemplars it kept count as kept, and the refused samples are not sent again and again
+    (halving had Mimir count 408,000 discards for 44,880 refused samples)."""
     import re
 
     end_ms = fixed_end_ms()
@@ -129,18 +139,45 @@ def test_a_load_partly_beyond_mimirs_window_claims_what_it_stored(tmp_path: Path
         args = _compose_load_args(url, "late")
         first = CliRunner().invoke(cli, [*args, "--end", iso(end_ms), "--no-exemplars"])
         assert first.exit_code == 0, first.output  # the tenant's newest sample is now
+        before = _discarded(url, "late")
         late_end = end_ms - 150 * 60_000  # a 1 h window from 3.5 h to 2.5 h ago
-        r = CliRunner().invoke(cli, [*args, "--end", iso(late_end), "--duration", "1h",
-                                     "--no-exemplars"])
+        r = CliRunner().invoke(cli, [*args, "--end", iso(late_end), "--duration", "1h"])
         assert r.exit_code == 1, r.output
-        m = re.search(r"metrics: sent (\d+) samples, accepted (\d+), rejected (\d+)", r.output)
+        m = re.search(r"metrics: sent (\d+) samples, accepted (\d+), rejected (\d+)"
+                      r"[^;]*; (\d+) requests", r.output)
         assert m, r.output
-        sent, accepted, rejected = map(int, m.groups())
+        sent, accepted, rejected, posts = map(int, m.groups())
         assert accepted + rejected == sent and 0 < accepted < sent
         assert "err-mimir-sample-timestamp-too-old" in r.output
         stored = sum(len(v) for v in _stored(url, "late", late_end, 3_600_000).values())
         assert accepted == stored
         assert len(r.output.splitlines()) < 40  # grouped, not a line per series
+        # each refused sample counted once by Mimir, plus one per probe at most
+        discarded = _discarded(url, "late") - before
+        assert rejected <= discarded <= rejected + 20 * posts
+        assert discarded < 1.01 * rejected
+        exemplars = int(re.search(r"exemplars: sent \d+, accepted (\d+)", r.output)[1])
+        assert exemplars == _exemplars(url, "late", late_end - 3_600_000, late_end) > 0
+
+
+def test_a_load_is_paced_under_a_low_ingestion_rate(tmp_path: Path) -> None:
+    """Mimir's default tenant takes 10,000 samples and exemplars a second and answers 429
+    over that. The preflight reads the tenant's rate and burst, and the load goes out under
+    them: nothing refused, nothing retried, all stored."""
+    import re
+
+    end_ms = fixed_end_ms()
+    with running_mimir(tmp_path, "-distributor.ingestion-rate-limit=40000",
+                       "-distributor.ingestion-burst-size=20000") as url:
+        r = CliRunner().invoke(cli, [*_compose_load_args(url, "slow"), "--end", iso(end_ms)])
+        assert r.exit_code == 0, r.output
+        assert "ingestion_rate 40,000/s, burst 20,000: paced under them" in r.output
+        assert "paced under Mimir's ingestion_rate for this tenant" in r.output
+        m = re.search(r"metrics: sent (\d+) samples, accepted (\d+), rejected 0, clipped 0; "
+                      r"\d+ requests, 0 retries", r.output)
+        assert m, r.output
+        stored = sum(len(v) for v in _stored(url, "slow", end_ms, 3_600_000).values())
+        assert int(m[1]) == int(m[2]) == stored
 
 
 def test_a_window_longer_than_mimirs_is_refused_then_clipped(tmp_path: Path) -> None:
