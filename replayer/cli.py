@@ -400,7 +400,10 @@ def _progress_printer() -> object:
 @click.option("--no-exemplars", is_flag=True, help="Do not send exemplars.")
 @click.option("--batch-samples", type=click.IntRange(1, 1_000_000), default=20000,
               show_default=True)
-@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Requests in flight at once, for each signal: remote-write lanes (a "
+                   "series stays in one), Loki lanes (a stream stays in one, so its lines "
+                   "arrive in order) and OTLP exports.")
 @click.option("--instances", type=click.IntRange(1, 100_000), default=1, show_default=True,
               help="Load N copies of the service (instance label <host>-<i>), generated and "
                    "pushed one at a time: memory stays that of one copy.")
@@ -455,7 +458,7 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
                          send_exemplars=not no_exemplars,
                          write_url=remote_write_url or "api/v1/write"),
         loki=LokiOptions(format=loki_format, rate_bytes_s=None if loki_rate_mb is None
-                         else loki_rate_mb * 1024 * 1024),
+                         else loki_rate_mb * 1024 * 1024, concurrency=concurrency),
         extra_labels=tuple(extra), dry_run=dry_run, follow=follow,
         allow_future_end=allow_future_end,
         live_from_ms=duration_ms(live_from, "--live-from"), shard=parse_shard(shard_spec),

@@ -140,12 +140,15 @@ class _Session:
         self.prometheus = prometheus or HttpTransport(
             req.targets.prometheus, pool_size=req.push.concurrency + 1, policy=policy,
             notify=req.say)
-        self.loki = HttpTransport(req.targets.loki, policy=policy, notify=req.say)
+        lanes = req.push.concurrency + 1
+        self.loki = HttpTransport(req.targets.loki, pool_size=lanes, policy=policy,
+                                  notify=req.say)
         t = req.targets
         self.tempo: GrpcTraces | HttpTraces = (
             GrpcTraces(t.tempo, policy=policy, notify=req.say)
             if t.tempo_protocol == "grpc"
-            else HttpTraces(HttpTransport(t.tempo, policy=policy, notify=req.say)))
+            else HttpTraces(HttpTransport(t.tempo, pool_size=lanes, policy=policy,
+                                          notify=req.say)))
 
     def close(self) -> None:
         if self.own_prometheus:
@@ -413,7 +416,8 @@ def _traces(session: _Session, shifted: Incident, report: SignalReport,
     mark = report.mark()
     try:
         session.tempo.check()
-        push_traces(session.tempo, shifted.span_tables, report, progress=progress)
+        push_traces(session.tempo, shifted.span_tables, report, progress=progress,
+                    concurrency=session.req.push.concurrency)
     except (PreflightError, TransportError) as exc:
         _fail(report, exc, shifted.span_count, mark)
     except KeyboardInterrupt:
@@ -470,7 +474,8 @@ class _Live:
                         req.loki, self.loki_info, report, self.pacer)  # type: ignore[arg-type]
                 elif signal == "traces":
                     push_traces(self.session.tempo, slice_spans(
-                        self.shifted.span_tables, lo_ms * NS_PER_MS, hi_ms * NS_PER_MS), report)
+                        self.shifted.span_tables, lo_ms * NS_PER_MS, hi_ms * NS_PER_MS), report,
+                        concurrency=req.push.concurrency)
             except (PreflightError, TransportError) as exc:
                 _fail(report, exc, report.sent - mark[0], mark)
 

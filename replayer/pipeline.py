@@ -1,7 +1,10 @@
-"""Encode the next request while the current one is on the wire."""
+"""Encode the next request while the current one is on the wire, for one sender or for
+several lanes."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -23,3 +26,63 @@ def one_ahead(items: Iterable[T], encode: Callable[[T], R]) -> Iterator[tuple[T,
             pending = nxt
         if pending is not None:
             yield pending[0], pending[1].result()
+
+
+def send_lanes(batches: Iterable[tuple[int, T]], lanes: int,
+               encode: Callable[[T], R], send: Callable[..., None],
+               after_each: Callable[[], None] | None = None,
+               on_interrupt: Callable[[], None] | None = None) -> None:
+    """One thread encodes every (lane, batch) in the order given; one thread per lane posts
+    that lane's bodies in order, while the next ones are encoded.
+
+    One encoder rather than one per lane: encoding is Python and numpy under the GIL, and
+    several threads taking turns at it cost more CPU than they win (the server shares the
+    machine). A sender that fails stops the encoder, and its error is raised here. On
+    Ctrl-C, ``on_interrupt`` runs (it cancels the transport's waits), the senders finish
+    the request in hand and send nothing more, and KeyboardInterrupt is raised here."""
+    queues: list[queue.Queue[tuple[T, R] | None]] = [
+        queue.Queue(maxsize=2) for _ in range(lanes)]
+    failed = threading.Event()
+    stop = threading.Event()
+
+    def sender(q: queue.Queue[tuple[T, R] | None]) -> None:
+        try:
+            while (item := q.get()) is not None:
+                if stop.is_set():
+                    continue  # Ctrl-C: drained, not sent (the caller counts it)
+                send(item[0], body=item[1])
+                if after_each:
+                    after_each()
+        except BaseException:
+            failed.set()
+            while q.get() is not None:  # unblock the encoder; its batches are not sent
+                pass
+            raise
+
+    def interrupted() -> None:
+        stop.set()
+        if on_interrupt:
+            on_interrupt()
+
+    with ThreadPoolExecutor(max_workers=lanes) as pool:
+        futures = [pool.submit(sender, q) for q in queues]
+        try:
+            try:
+                for lane, batch in batches:
+                    if failed.is_set() or stop.is_set():
+                        break
+                    queues[lane].put((batch, encode(batch)))
+            except KeyboardInterrupt:
+                interrupted()
+                raise
+            finally:
+                for q in queues:
+                    q.put(None)
+            for fut in futures:
+                fut.result()
+        except KeyboardInterrupt:
+            interrupted()
+            for fut in futures:  # the requests in hand end; nothing more is sent
+                if not fut.cancelled():
+                    fut.exception()  # a sender's own failure is in the report already
+            raise

@@ -9,12 +9,9 @@ the bad part is reported with the server's reason.
 from __future__ import annotations
 
 import json
-import queue
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -22,6 +19,7 @@ import numpy as np
 from generator.model import Exemplars, Incident, Series, frozen_array
 
 from .errors import AuthError, PreflightError, TlsError, TransportError
+from .pipeline import send_lanes
 from .remote_write.encode import (
     HEADERS,
     Piece,
@@ -660,66 +658,6 @@ def exemplar_note(info: ServerInfo, exemplars: int) -> str | None:
     return (f"this load has {exemplars} exemplars and "
             f"{'Mimir' if info.mimir else 'Prometheus'} keeps at most {info.max_exemplars}: "
             f"the oldest {over} will be overwritten.\n  fix: {fix}, or pass --no-exemplars")
-
-
-def send_lanes(batches: Iterable[tuple[int, list[Piece]]], lanes: int,
-               encode: Callable[[list[Piece]], bytes], send: Callable[..., None],
-               after_each: Callable[[], None] | None = None,
-               on_interrupt: Callable[[], None] | None = None) -> None:
-    """One thread encodes every (lane, batch) in the order given; one thread per lane posts
-    that lane's bodies in order, while the next ones are encoded.
-
-    One encoder rather than one per lane: encoding is Python and numpy under the GIL, and
-    several threads taking turns at it cost more CPU than they win (the server shares the
-    machine). A sender that fails stops the encoder, and its error is raised here. On
-    Ctrl-C, ``on_interrupt`` runs (it cancels the transport's waits), the senders finish
-    the request in hand and send nothing more, and KeyboardInterrupt is raised here."""
-    queues: list[queue.Queue[tuple[list[Piece], bytes] | None]] = [
-        queue.Queue(maxsize=2) for _ in range(lanes)]
-    failed = threading.Event()
-    stop = threading.Event()
-
-    def sender(q: queue.Queue[tuple[list[Piece], bytes] | None]) -> None:
-        try:
-            while (item := q.get()) is not None:
-                if stop.is_set():
-                    continue  # Ctrl-C: drained, not sent (the caller counts it)
-                send(item[0], body=item[1])
-                if after_each:
-                    after_each()
-        except BaseException:
-            failed.set()
-            while q.get() is not None:  # unblock the encoder; its batches are not sent
-                pass
-            raise
-
-    def interrupted() -> None:
-        stop.set()
-        if on_interrupt:
-            on_interrupt()
-
-    with ThreadPoolExecutor(max_workers=lanes) as pool:
-        futures = [pool.submit(sender, q) for q in queues]
-        try:
-            try:
-                for lane, batch in batches:
-                    if failed.is_set() or stop.is_set():
-                        break
-                    queues[lane].put((batch, encode(batch)))
-            except KeyboardInterrupt:
-                interrupted()
-                raise
-            finally:
-                for q in queues:
-                    q.put(None)
-            for fut in futures:
-                fut.result()
-        except KeyboardInterrupt:
-            interrupted()
-            for fut in futures:  # the requests in hand end; nothing more is sent
-                if not fut.cancelled():
-                    fut.exception()  # a sender's own failure is in the report already
-            raise
 
 
 def push_metrics(transport: HttpTransport, incident: Incident, info: ServerInfo,

@@ -65,11 +65,22 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on now, on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on now, on loopback, and not one this process was given
+    before: a server taking several (Tempo: four) is started after all are chosen, and the
+    kernel may offer a port twice while none of them is bound yet (seen: Tempo's OTLP
+    receiver given its HTTP port)."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise OSError("no free loopback port the kernel has not offered this process before")
 
 
 @dataclass

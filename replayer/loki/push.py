@@ -8,13 +8,15 @@ rest of the request was written (partial success); 413 for a body over its limit
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from generator.model import LogStream
 
 from ..errors import AuthError, PreflightError, TlsError, TransportError
-from ..pipeline import one_ahead
+from ..pipeline import send_lanes
 from ..prometheus import parse_prom_duration
 from ..report import SignalReport
 from ..transport import HttpTransport, Pacer, Response
@@ -39,6 +41,7 @@ class LokiOptions:
     max_entries: int = 5000
     max_bytes: int = 1 << 20
     rate_bytes_s: float | None = None  # None: 80 % of what the server says, else DEFAULT_RATE
+    concurrency: int = 1  # lanes posting at once; a stream always goes through one lane
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class LokiInfo:
     max_age_ms: int | None
     rate_bytes_s: float | None
     structured_metadata: bool | None
+    # limits_config.unordered_writes (Loki >= 2.4 defaults to true): a stream's entries
+    # may arrive out of order within an hour of its newest. None: config not readable
+    unordered_writes: bool | None = None
 
 
 def _config_value(yaml: str, key: str) -> str | None:
@@ -80,12 +86,14 @@ def preflight(transport: HttpTransport) -> LokiInfo:
     age = _config_value(yaml, "reject_old_samples_max_age")
     rate = _config_value(yaml, "ingestion_rate_mb")
     sm = _config_value(yaml, "allow_structured_metadata")
+    unordered = _config_value(yaml, "unordered_writes")
     return LokiInfo(
         ready=ready.status == 200, version=version,
         reject_old=None if reject is None else reject == "true",
         max_age_ms=parse_prom_duration(age) if age else None,
         rate_bytes_s=float(rate) * 1024 * 1024 if rate else None,
         structured_metadata=None if sm is None else sm == "true",
+        unordered_writes=None if unordered is None else unordered == "true",
     )
 
 
@@ -159,6 +167,33 @@ class LokiPusher:
                             reason=f"HTTP {resp.status}: {text} (gave up after retries)")
 
 
+def lane_order(batches: list[EntryBatch], streams: Sequence[LogStream],
+               costs: Sequence[np.ndarray], lanes: int,
+               spread: bool) -> Iterator[tuple[int, EntryBatch]]:
+    """(lane, batch) for ``lanes`` lanes, the batches in time order across streams so every
+    lane has work from the start; each lane's batches stay in time order.
+
+    ``spread``: the batches go to the lanes in turn, a stream's too. Loki takes a stream's
+    entries out of order within an hour of its newest (unordered_writes), and the lanes
+    stay within a few requests of one another (the encoder feeds them in turn, two queued
+    at most), so a stream needs no lane of its own; an incident has only a few streams,
+    one of them most of the lines. Else each stream keeps to one lane, so its entries
+    arrive in order: the streams spread so the lanes carry about the same bytes."""
+    if lanes == 1:
+        return ((0, b) for b in batches)
+    # a stream's batches are in time order already: a stable sort keeps them so
+    ordered = sorted(batches, key=lambda b: int(streams[b.stream].t_ns[b.lo]))
+    if spread:
+        return ((i % lanes, b) for i, b in enumerate(ordered))
+    lane_of = [0] * len(streams)
+    load = [0.0] * lanes
+    for si in sorted(range(len(streams)), key=lambda i: -float(costs[i].sum())):
+        lane = min(range(lanes), key=load.__getitem__)
+        lane_of[si] = lane
+        load[lane] += float(costs[si].sum())
+    return ((lane_of[b.stream], b) for b in ordered)
+
+
 def push_logs(transport: HttpTransport, streams: Sequence[LogStream], options: LokiOptions,
               info: LokiInfo, report: SignalReport, pacer: Pacer | None = None,
               progress: Callable[[SignalReport], None] | None = None) -> None:
@@ -169,10 +204,12 @@ def push_logs(transport: HttpTransport, streams: Sequence[LogStream], options: L
     report.sent += sum(len(s) for s in streams)
     pusher = LokiPusher(transport, streams, options, report, pacer)
     batches = plan_batches(streams, options.max_entries, options.max_bytes, pusher.costs)
-    for batch, encoded in one_ahead(batches, pusher.body):
-        pusher.send(batch, encoded)
-        if progress:
-            progress(report)
+    lanes = max(1, options.concurrency)
+    spread = info.unordered_writes is not False
+    send_lanes(lane_order(list(batches), streams, pusher.costs, lanes, spread), lanes,
+               pusher.body,
+               lambda b, body: pusher.send(b, body), progress and (lambda: progress(report)),
+               on_interrupt=transport.cancel)
     if pacer.waited > 1:
         report.notes.append(f"paced under the ingestion limit ({rate / 1048576:.1f} MB/s): "
                             f"waited {pacer.waited:.1f} s")

@@ -9,6 +9,7 @@ counted as rejected spans.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from generator.model import SpanTable
 
 from ..errors import AuthError, TransportError, UsageError
-from ..pipeline import one_ahead
+from ..pipeline import send_lanes
 from ..report import SignalReport
 from ..transport import AUTH_FIX, HttpTransport, RetryPolicy, TargetConfig, WaitNotices
 from ..wire import read_fields
@@ -84,6 +85,7 @@ class GrpcTraces:
         self.clock = clock
         self.waiting = WaitNotices(notify, clock)
         self.sleep, self.rng = sleep, rng or random.Random()
+        self.cancelled = threading.Event()
 
     def check(self, timeout_s: float = 5.0) -> None:
         try:
@@ -104,9 +106,13 @@ class GrpcTraces:
                 code = err.code()
                 wait = self.policy.backoff(attempt, None, self.rng)
                 left = self.policy.deadline_s - (self.clock() - started)
-                if code in RETRY_CODES and self.policy.more(attempt) and wait <= left:
+                if code in RETRY_CODES and self.policy.more(attempt) and wait <= left \
+                        and not self.cancelled.is_set():
                     self.waiting.say(self.target.url, f"gRPC {code.name}", left)
-                    self.sleep(wait)
+                    if self.sleep is time.sleep:
+                        self.cancelled.wait(wait)  # Ctrl-C ends the wait at once
+                    else:
+                        self.sleep(wait)
                     attempt += 1
                     continue
                 if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
@@ -116,6 +122,10 @@ class GrpcTraces:
                 return Answer(False, 0, f"gRPC {code.name}: {err.details()}", attempt)
             rejected, message = _partial(answer)
             return Answer(True, rejected, message, attempt)
+
+    def cancel(self) -> None:
+        """Ctrl-C: no more retries; a request on the wire ends by itself."""
+        self.cancelled.set()
 
     def close(self) -> None:
         self.channel.close()
@@ -143,6 +153,9 @@ class HttpTraces:
         reason = _status_message(resp.raw or b"") or resp.body.strip()[:200]
         return Answer(False, 0, f"HTTP {resp.status}: {reason}", retries)
 
+    def cancel(self) -> None:
+        self.transport.cancel()
+
     def close(self) -> None:
         self.transport.close()
 
@@ -169,18 +182,23 @@ MAX_REQUEST_BYTES = 3_500_000
 def push_traces(exporter: GrpcTraces | HttpTraces, tables: Sequence[SpanTable],
                 report: SignalReport, max_spans: int = 2000,
                 progress: Callable[[SignalReport], None] | None = None,
-                max_bytes: int = MAX_REQUEST_BYTES) -> None:
+                max_bytes: int = MAX_REQUEST_BYTES, concurrency: int = 1) -> None:
+    """Export ``tables`` in requests of ``max_spans``, from ``concurrency`` lanes taking
+    the requests in turn (Tempo assembles a trace from requests in any order)."""
     encoder = TraceEncoder(tables)
     report.sent += sum(len(t) for t in tables)
+    lanes = max(1, concurrency)
 
     def encode(batches: list[SpanBatch]) -> list[tuple[list[SpanBatch], bytes]]:
         return within(encoder, batches, max_bytes)
 
-    for _, pieces in one_ahead(plan_batches(tables, max_spans), encode):
-        for batches, body in pieces:
-            _send(exporter, body, batches, report)
-            if progress:
-                progress(report)
+    def send(_: list[SpanBatch], body: list[tuple[list[SpanBatch], bytes]]) -> None:
+        for batches, request in body:
+            _send(exporter, request, batches, report)
+
+    send_lanes(((i % lanes, b) for i, b in enumerate(plan_batches(tables, max_spans))), lanes,
+               encode, send, progress and (lambda: progress(report)),
+               on_interrupt=exporter.cancel)
 
 
 def within(encoder: TraceEncoder, batches: list[SpanBatch],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import cramjam
 import pytest
@@ -139,9 +140,11 @@ def test_preflight_reads_limits_from_config() -> None:
                   json=capture("loki_buildinfo")["response"]["body"])
     responses.get(f"{URL}/config", body=(
         "limits_config:\n  reject_old_samples: true\n  reject_old_samples_max_age: 1w\n"
-        "  ingestion_rate_mb: 4\n  allow_structured_metadata: true\n"))
+        "  ingestion_rate_mb: 4\n  allow_structured_metadata: true\n"
+        "  unordered_writes: false\n"))
     info = preflight(transport(FakeTime()))
-    assert info == LokiInfo(True, "unknown (dev build)", True, 7 * 86_400_000, 4 * 1048576, True)
+    assert info == LokiInfo(True, "unknown (dev build)", True, 7 * 86_400_000, 4 * 1048576, True,
+                            unordered_writes=False)
 
 
 def test_preflight_stops_on_old_windows_and_disabled_metadata() -> None:
@@ -157,3 +160,82 @@ def test_preflight_stops_on_old_windows_and_disabled_metadata() -> None:
 def test_unreachable_loki_names_the_fix() -> None:
     with pytest.raises(TransportError, match="--signals metrics,traces"):
         preflight(HttpTransport(TargetConfig("http://127.0.0.1:9")))
+
+
+def _lanes_push(info: LokiInfo) -> tuple[SignalReport, dict, object]:
+    """slow_query's logs through three lanes: what arrived, per stream and sending thread."""
+    import threading
+
+    inc = shift(cached_incident("slow_query"), END_NS)
+    lock = threading.Lock()
+    arrived: dict[tuple[str, int], list[int]] = {}
+
+    def loki(request):  # type: ignore[no-untyped-def]
+        with lock:
+            for s in decode(request).streams:
+                arrived.setdefault((s.labels, threading.get_ident()), []).extend(
+                    e.timestamp.seconds * 10**9 + e.timestamp.nanos for e in s.entries)
+        return 204, {}, ""
+
+    responses.add_callback(responses.POST, f"{URL}/loki/api/v1/push", callback=loki)
+    report = SignalReport("logs", "lines")
+    t = HttpTransport(TargetConfig(URL), pool_size=4, sleep=lambda s: None)
+    push_logs(t, inc.log_streams, LokiOptions(rate_bytes_s=0, max_entries=200, concurrency=3),
+              info, report)
+    assert not report.lost and report.accepted == inc.log_line_count
+    assert sum(map(len, arrived.values())) == inc.log_line_count
+    for times in arrived.values():  # within a lane, a stream's entries in time order
+        assert times == sorted(times)
+    return report, arrived, inc
+
+
+@responses.activate
+def test_lanes_share_a_stream_where_loki_takes_its_entries_out_of_order() -> None:
+    """--concurrency applies to logs. An incident has two streams, one with two thirds of
+    the lines: with a lane per stream, two lanes at most and one doing most. Loki takes a
+    stream's entries out of order (unordered_writes, its default), so three lanes share
+    them, each in time order."""
+    _, arrived, _ = _lanes_push(replace(INFO, unordered_writes=True))
+    threads = {thread for _, thread in arrived}
+    assert len(threads) == 3
+    big = max({labels for labels, _ in arrived},
+              key=lambda lab: sum(len(v) for (la, _), v in arrived.items() if la == lab))
+    assert len({thread for labels, thread in arrived if labels == big}) == 3
+
+
+@responses.activate
+def test_without_unordered_writes_a_stream_keeps_to_one_lane() -> None:
+    _, arrived, _ = _lanes_push(replace(INFO, unordered_writes=False))
+    lanes_of: dict[str, set[int]] = {}
+    for labels, thread in arrived:
+        lanes_of.setdefault(labels, set()).add(thread)
+    assert all(len(v) == 1 for v in lanes_of.values())  # so its entries arrive in order
+    assert len(set().union(*lanes_of.values())) == 2  # one lane per stream: two streams
+
+
+def test_lane_order_keeps_a_stream_in_one_lane_and_spreads_the_bytes() -> None:
+    from replayer.loki.encode import entry_costs, plan_batches
+    from replayer.loki.push import lane_order
+
+    inc = shift(cached_incident("slow_query"), END_NS)
+    streams = inc.log_streams
+    costs = [entry_costs(s) for s in streams]
+    batches = list(plan_batches(streams, 100, 1 << 20, costs))
+    order = list(lane_order(batches, streams, costs, 3, spread=False))
+    assert sorted((b.stream, b.lo, b.hi) for _, b in order) == sorted(
+        (b.stream, b.lo, b.hi) for b in batches)  # each batch once
+    lanes: dict[int, set[int]] = {}
+    for lane, b in order:
+        lanes.setdefault(b.stream, set()).add(lane)
+    assert all(len(v) == 1 for v in lanes.values())
+    per_stream = {}
+    for _, b in order:
+        per_stream.setdefault(b.stream, []).append(b.lo)
+    assert all(v == sorted(v) for v in per_stream.values())  # in order within a stream
+    load = [0.0] * 3
+    for si, (lane,) in lanes.items():
+        load[lane] += float(costs[si].sum())
+    biggest = max(float(c.sum()) for c in costs)
+    assert max(load) - min(load) <= biggest  # greedy: within one stream of even
+    starts = [int(streams[b.stream].t_ns[b.lo]) for _, b in order]
+    assert starts == sorted(starts)  # time order across streams: every lane busy at once

@@ -52,8 +52,8 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
 def collector_server():  # type: ignore[no-untyped-def]
     started = []
 
-    def start(collector: Collector) -> str:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    def start(collector: Collector, workers: int = 2) -> str:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
         port = free_port()
         server.add_insecure_port(f"127.0.0.1:{port}")
@@ -92,6 +92,40 @@ def test_grpc_server_receives_every_span_with_tenant_metadata(collector_server) 
     names = {rs.resource.attributes[2].value.string_value for r in collector.requests
              for rs in r.resource_spans}
     assert names == {"payment-service", "card-processor"}
+
+
+class MeetingCollector(Collector):
+    """The first ``n`` exports wait for one another: they meet only if they are on the
+    wire at once (a sequential exporter breaks the barrier, and the test fails)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(n, timeout=20)
+        self.calls = 0
+
+    def Export(self, request, context):  # type: ignore[no-untyped-def] # noqa: N802
+        with self.lock:
+            self.calls += 1
+            meet = self.calls <= self.barrier.parties
+        if meet:
+            self.barrier.wait()
+        return super().Export(request, context)
+
+
+def test_exports_go_out_from_concurrent_lanes(collector_server) -> None:  # type: ignore[no-untyped-def]
+    """--concurrency applies to traces: three exports are in flight at once, and every span
+    arrives once."""
+    inc = shift(cached_incident("slow_query"), END_NS)
+    collector = MeetingCollector(3)
+    url = collector_server(collector, workers=4)
+    exporter = _exporter(url, [])
+    report = SignalReport("traces", "spans")
+    push_traces(exporter, inc.span_tables, report, max_spans=500, concurrency=3)
+    exporter.close()
+    assert not report.lost and report.accepted == inc.span_count
+    spans = [sp.span_id for r in collector.requests for rs in r.resource_spans
+             for ss in rs.scope_spans for sp in ss.spans]
+    assert len(spans) == len(set(spans)) == inc.span_count
 
 
 def test_grpc_unavailable_is_retried(collector_server) -> None:  # type: ignore[no-untyped-def]

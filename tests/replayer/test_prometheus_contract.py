@@ -257,7 +257,7 @@ def test_lanes_post_in_order_and_a_failing_sender_stops_the_load() -> None:
     sender that fails (server gone) ends the load with its error instead of hanging."""
     import threading
 
-    from replayer.prometheus import send_lanes
+    from replayer.pipeline import send_lanes
     from replayer.remote_write.encode import Piece
 
     lanes = [(lane, [Piece(lane, b, b + 1)]) for b in range(7) for lane in range(3)]
