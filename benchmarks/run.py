@@ -13,6 +13,7 @@ Prints a table and writes benchmarks/results/latest.json. Baselines:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -403,7 +404,7 @@ def bench_visible(step_s: int = 15) -> dict[str, float] | str:
     """Time to visible: from `replayer load slow_query --duration 1h` starting (a new
     process, as a user runs it) until the ground truth's first PromQL, LogQL and TraceQL
     queries return the incident from fresh Prometheus, Loki and Tempo (the shipped
-    configs); each backend is polled every 50 ms from the start."""
+    configs); each backend is polled every 100 ms from the start."""
     if not (_binary("loki") and _binary("tempo")):
         return "not measured: needs loki and tempo binaries on PATH (or LOKI_BIN, TEMPO_BIN)"
     import threading
@@ -438,10 +439,13 @@ def bench_visible(step_s: int = 15) -> dict[str, float] | str:
             "end": str(end_ms // 1000 + 1), "limit": "1"}, timeout=5)
         return r.ok and bool(r.json().get("traces"))
 
-    with tempfile.TemporaryDirectory() as tmp, \
-            running_prometheus(Path(tmp) / "p") as prom, \
-            running_loki(Path(tmp) / "l") as loki, \
-            running_tempo(Path(tmp) / "t") as (otlp, tempo_api):
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        for d in "plt":
+            (tmp / d).mkdir()
+        prom = stack.enter_context(running_prometheus(tmp / "p"))
+        loki = stack.enter_context(running_loki(tmp / "l"))
+        otlp, tempo_api = stack.enter_context(running_tempo(tmp / "t"))
         seen: dict[str, float] = {}
         t0 = time.perf_counter()
         deadline = t0 + 120
@@ -453,8 +457,8 @@ def bench_visible(step_s: int = 15) -> dict[str, float] | str:
                         seen[name] = time.perf_counter() - t0
                         return
                 except requests.RequestException:
-                    pass  # not up to the query yet: asked again in 50 ms
-                time.sleep(0.05)
+                    pass  # not up to the query yet: asked again in 100 ms
+                time.sleep(0.1)
 
         pollers = [threading.Thread(target=poll, args=a) for a in (
             ("promql", promql, prom), ("logql", logql, loki), ("traceql", traceql, tempo_api))]

@@ -8,6 +8,7 @@ loaded — what could be sent was sent, and the exit code says what was not.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -150,6 +151,12 @@ class _Session:
             else HttpTraces(HttpTransport(t.tempo, pool_size=lanes, policy=policy,
                                           notify=req.say)))
 
+    def cancel(self) -> None:
+        """Ctrl-C: every signal stops retrying and sends nothing more."""
+        self.prometheus.cancel()
+        self.loki.cancel()
+        self.tempo.cancel()
+
     def close(self) -> None:
         if self.own_prometheus:
             self.prometheus.close()
@@ -213,16 +220,34 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
     if req.dry_run:
         return LoadResult(shifted, start_ns_for(incident, end_ns), end_ns, [], notes)
     session = _Session(req, transport)
-    try:
-        if "metrics" in reports:
-            end_ns = _metrics(session, incident, end_ns, is_now, reports["metrics"], notes,
-                              progress)
-            shifted = shift(incident, end_ns, dict(req.extra_labels))
+    beside = _Beside(session)
+
+    def others(end: int) -> None:
+        """Logs and traces, each in a thread of its own beside the metrics, once the window's
+        end is settled (an earlier replay of the same series can move it)."""
+        nonlocal shifted, end_ns
+        end_ns = end
+        shifted = shift(incident, end, dict(req.extra_labels))
         if "logs" in reports:
-            _logs(session, shifted, start_ns_for(incident, end_ns), now_ns(), reports["logs"],
-                  progress)
+            beside.start(_logs, session, shifted, start_ns_for(incident, end), now_ns(),
+                         reports["logs"], progress)
         if "traces" in reports:
-            _traces(session, shifted, reports["traces"], progress)
+            beside.start(_traces, session, shifted, reports["traces"], progress)
+
+    try:
+        try:
+            if "metrics" in reports:
+                settled = _metrics(session, incident, end_ns, is_now, reports["metrics"], notes,
+                                   progress, ready=others)
+                if not beside.started:  # the metrics failed before their end was settled
+                    others(settled)
+            else:
+                others(end_ns)
+        except KeyboardInterrupt:
+            beside.stop()
+            raise
+        finally:
+            beside.join()
         if req.verify:
             _verify(session, reports, shifted, end_ns)
     except KeyboardInterrupt:
@@ -237,6 +262,47 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
         session.close()
     return LoadResult(shifted, start_ns_for(incident, end_ns), end_ns, list(reports.values()),
                       notes)
+
+
+class _Beside:
+    """Signals sent in threads beside the main one. Ctrl-C reaches only the main thread:
+    ``stop`` cancels every transport, so each signal's lanes finish the request in hand,
+    count what they did not send, and end; ``join`` waits for them (again after a second
+    Ctrl-C) and re-raises what a thread raised, KeyboardInterrupt last."""
+
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+        self.threads: list[threading.Thread] = []
+        self.raised: list[BaseException] = []
+        self.started = False
+
+    def start(self, fn: Callable[..., None], *args: object) -> None:
+        self.started = True
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except BaseException as exc:  # handed to the main thread by join()
+                self.raised.append(exc)
+
+        thread = threading.Thread(target=run, name=f"replayer-{fn.__name__.strip('_')}")
+        thread.start()
+        self.threads.append(thread)
+
+    def stop(self) -> None:
+        self.session.cancel()
+
+    def join(self) -> None:
+        while self.threads:
+            try:
+                self.threads[-1].join()
+                self.threads.pop()
+            except KeyboardInterrupt:
+                self.stop()
+                self.raised.append(KeyboardInterrupt())
+        raised, self.raised = self.raised, []
+        for exc in sorted(raised, key=lambda e: isinstance(e, KeyboardInterrupt)):
+            raise exc
 
 
 def _verify(session: _Session, reports: dict[str, SignalReport], shifted: Incident,
@@ -339,8 +405,10 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
 
 def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
              report: SignalReport, notes: list[str],
-             progress: Callable[[SignalReport], None] | None) -> int:
-    """Push the metrics; returns the end actually used (an overlap can re-lay it)."""
+             progress: Callable[[SignalReport], None] | None,
+             ready: Callable[[int], None] | None = None) -> int:
+    """Push the metrics; returns the end actually used (an overlap can re-lay it).
+    ``ready(end_ns)`` is called once that end is settled, before the samples go out."""
     req = session.req
     transport = session.prometheus
     mark, clipped = report.mark(), report.clipped
@@ -356,6 +424,8 @@ def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
             if req.say:  # before sending, not only in the summary
                 req.say(warn)
         end_ns = _settle_overlap(transport, incident, end_ns, is_now, req, notes)
+        if ready is not None:
+            ready(end_ns)
         shifted = shift(incident, end_ns, dict(req.extra_labels))
         start_ms = start_ns_for(incident, end_ns) // NS_PER_MS
         push_metrics(transport, shifted, info, req.push, report, start_ms,

@@ -31,7 +31,8 @@ def one_ahead(items: Iterable[T], encode: Callable[[T], R]) -> Iterator[tuple[T,
 def send_lanes(batches: Iterable[tuple[int, T]], lanes: int,
                encode: Callable[[T], R], send: Callable[..., None],
                after_each: Callable[[], None] | None = None,
-               on_interrupt: Callable[[], None] | None = None) -> None:
+               on_interrupt: Callable[[], None] | None = None,
+               halted: threading.Event | None = None) -> None:
     """One thread encodes every (lane, batch) in the order given; one thread per lane posts
     that lane's bodies in order, while the next ones are encoded.
 
@@ -39,7 +40,9 @@ def send_lanes(batches: Iterable[tuple[int, T]], lanes: int,
     several threads taking turns at it cost more CPU than they win (the server shares the
     machine). A sender that fails stops the encoder, and its error is raised here. On
     Ctrl-C, ``on_interrupt`` runs (it cancels the transport's waits), the senders finish
-    the request in hand and send nothing more, and KeyboardInterrupt is raised here."""
+    the request in hand and send nothing more, and KeyboardInterrupt is raised here. So
+    it is when ``halted`` is set: Ctrl-C reaches only the main thread, and a signal being
+    sent beside another in a thread of its own is stopped this way."""
     queues: list[queue.Queue[tuple[T, R] | None]] = [
         queue.Queue(maxsize=2) for _ in range(lanes)]
     failed = threading.Event()
@@ -69,9 +72,13 @@ def send_lanes(batches: Iterable[tuple[int, T]], lanes: int,
         try:
             try:
                 for lane, batch in batches:
+                    if halted is not None and halted.is_set():
+                        raise KeyboardInterrupt
                     if failed.is_set() or stop.is_set():
                         break
                     queues[lane].put((batch, encode(batch)))
+                if halted is not None and halted.is_set():
+                    raise KeyboardInterrupt
             except KeyboardInterrupt:
                 interrupted()
                 raise

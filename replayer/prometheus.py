@@ -625,7 +625,8 @@ def push_series(transport: HttpTransport, series: Sequence[Series], info: Server
                            max_samples)
 
     send_lanes(batches, options.concurrency, pusher.encode, pusher.send,
-               progress and (lambda: progress(report)), on_interrupt=transport.cancel)
+               progress and (lambda: progress(report)), on_interrupt=transport.cancel,
+               halted=transport.cancelled)
     if over:
         report.exemplars_accepted = max(report.exemplars_accepted - over, 0)
 

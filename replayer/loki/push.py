@@ -209,7 +209,7 @@ def push_logs(transport: HttpTransport, streams: Sequence[LogStream], options: L
     send_lanes(lane_order(list(batches), streams, pusher.costs, lanes, spread), lanes,
                pusher.body,
                lambda b, body: pusher.send(b, body), progress and (lambda: progress(report)),
-               on_interrupt=transport.cancel)
+               on_interrupt=transport.cancel, halted=transport.cancelled)
     if pacer.waited > 1:
         report.notes.append(f"paced under the ingestion limit ({rate / 1048576:.1f} MB/s): "
                             f"waited {pacer.waited:.1f} s")

@@ -141,6 +141,7 @@ def _read(path: str | None) -> bytes | None:
 class HttpTraces:
     def __init__(self, transport: HttpTransport) -> None:
         self.transport = transport
+        self.cancelled = transport.cancelled
 
     def check(self) -> None:
         return None  # an OTLP/HTTP receiver has no status endpoint; the first POST tells
@@ -198,7 +199,7 @@ def push_traces(exporter: GrpcTraces | HttpTraces, tables: Sequence[SpanTable],
 
     send_lanes(((i % lanes, b) for i, b in enumerate(plan_batches(tables, max_spans))), lanes,
                encode, send, progress and (lambda: progress(report)),
-               on_interrupt=exporter.cancel)
+               on_interrupt=exporter.cancel, halted=exporter.cancelled)
 
 
 def within(encoder: TraceEncoder, batches: list[SpanBatch],

@@ -184,6 +184,112 @@ def test_ctrl_c_stops_within_seconds_with_the_summary(tmp_path: Path,
         assert _stored_samples(url, end_ms, inc.duration_ms) == accepted
 
 
+class _SlowSink:
+    """A loopback Loki push and OTLP/HTTP traces endpoint that decodes what it stores,
+    answering each request 0.2 s late (so a load is still going when Ctrl-C comes)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import cramjam
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        from replayer.loki import push_pb2
+
+        self.lines = self.spans = 0
+        lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802  (ready, buildinfo, config)
+                self.send_response(404 if "config" in self.path else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_POST(self) -> None:  # noqa: N802
+                import time
+
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                time.sleep(0.2)  # the server's own slowness, not the test's timing
+                with lock:
+                    if self.path.startswith("/loki/"):
+                        req = push_pb2.PushRequest.FromString(
+                            bytes(cramjam.snappy.decompress_raw(body)))
+                        sink.lines += sum(len(st.entries) for st in req.streams)
+                    else:
+                        req = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+                        sink.spans += sum(len(ss.spans) for rs in req.resource_spans
+                                          for ss in rs.scope_spans)
+                self.send_response(204 if self.path.startswith("/loki/") else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_ctrl_c_stops_every_signal_sent_side_by_side(tmp_path: Path) -> None:
+    """Logs and traces go out in threads beside the metrics; Ctrl-C reaches only the main
+    thread. All three stop within seconds, exit 130, and each signal's summary is what its
+    server holds plus what was not sent."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    inc = cached_incident("slow_query")
+    end_ms = fixed_end_ms()
+    slow = lambda m, path, p: ("delay", 0.2) if path.startswith("/api/v1/write") else None  # noqa: E731
+    sink = _SlowSink()
+    try:
+        with running_prometheus(tmp_path) as url, fault_proxy(url, slow) as (via, _px):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "replayer.cli", "load", "slow_query", "--end",
+                 iso(end_ms), "--prometheus-url", via, "--loki-url", sink.url,
+                 "--tempo-url", sink.url, "--tempo-protocol", "http", "--batch-samples",
+                 "500", "--concurrency", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            assert proc.stderr is not None
+            seen: set[str] = set()
+            for line in proc.stderr:  # progress from all three: they go out side by side
+                if line.startswith("  ") and ":" in line:
+                    seen.add(line.split(":")[0].strip())
+                if seen >= {"metrics", "logs", "traces"}:
+                    break
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+            took = time.monotonic() - t0
+            assert proc.returncode == 130, out + err
+            assert took < 3.0, took
+            assert "Traceback" not in err and "Aborted!" not in err
+            stored = {"metrics": _stored_samples(url, end_ms, inc.duration_ms),
+                      "logs": sink.lines, "traces": sink.spans}
+    finally:
+        sink.close()
+    planned = {"metrics": inc.sample_count, "logs": inc.log_line_count,
+               "traces": inc.span_count}
+    for name, unit in (("metrics", "samples"), ("logs", "lines"), ("traces", "spans")):
+        m = re.search(rf"{name}: sent (\d+) {unit}, accepted (\d+), rejected 0, clipped 0, "
+                      r"not sent (\d+); ", out)
+        assert m, out
+        sent, accepted, not_sent = map(int, m.groups())
+        assert sent == accepted == stored[name] and 0 < accepted < planned[name], name
+        assert accepted + not_sent == planned[name], name
+    assert "stopped by Ctrl-C" in out
+
+
 def test_verify_finds_what_the_server_accepted_but_did_not_store(tmp_path: Path) -> None:
     """A server can lose what it answered 204 for (Prometheus 2.42 lost samples in ~1 of 10
     multi-hour backfills). --verify counts back what is stored: all of it after a clean
