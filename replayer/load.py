@@ -41,6 +41,7 @@ from .slicing import slice_logs, slice_series, slice_spans
 from .timeshift import NS_PER_MS, iso, parse_end, shift, start_ns_for
 from .traceids import salt_trace_ids
 from .transport import HttpTransport, Pacer, RetryPolicy, TargetConfig
+from .verify import Verifier
 
 SIGNALS = ("metrics", "logs", "traces")
 UNITS = {"metrics": "samples", "logs": "lines", "traces": "spans"}
@@ -136,6 +137,7 @@ class _Session:
 
     def __init__(self, req: LoadRequest, prometheus: HttpTransport | None) -> None:
         self.req = req
+        self.extra: list[HttpTransport] = []  # opened later (--verify's Tempo API)
         self.own_prometheus = prometheus is None
         policy = RetryPolicy(deadline_s=req.retry_for_s)
         self.prometheus = prometheus or HttpTransport(
@@ -162,6 +164,8 @@ class _Session:
             self.prometheus.close()
         self.loki.close()
         self.tempo.close()
+        for t in self.extra:
+            t.close()
 
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -307,17 +311,21 @@ class _Beside:
 
 def _verify(session: _Session, reports: dict[str, SignalReport], shifted: Incident,
             end_ns: int) -> None:
-    from .verify import verify_all
+    verifier = _verifier(session, reports, end_ns)
+    verifier.copy(shifted)
+    verifier.finish()
 
+
+def _verifier(session: _Session, reports: dict[str, SignalReport], end_ns: int) -> Verifier:
+    """What `--verify` reads back with: the load's own Prometheus and Loki transports, and
+    Tempo's HTTP API (--tempo-api-url; closed with the session)."""
     req = session.req
     tempo = HttpTransport(req.tempo_api) if req.tempo_api else None
-    try:
-        verify_all(reports, shifted, end_ns, dict(req.extra_labels),
-                   {"metrics": session.prometheus, "logs": session.loki, "traces": tempo},
-                   req.say)
-    finally:
-        if tempo:
-            tempo.close()
+    if tempo is not None:
+        session.extra.append(tempo)
+    return Verifier(reports, end_ns, dict(req.extra_labels),
+                    {"metrics": session.prometheus, "logs": session.loki, "traces": tempo},
+                    req.say)
 
 
 def relabel_instance(incident: Incident, index: int) -> Incident:
@@ -348,8 +356,6 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
         raise UsageError("--instances needs a scenario name (it generates each copy)")
     if req.follow:
         raise UsageError("--instances and --follow do not go together")
-    if req.verify:
-        raise UsageError("--verify reads back one load; not with --instances (yet)")
 
     def copy(i: int) -> Incident:
         inc = generate(str(req.source), seed=req.seed + i, duration_ms=req.duration_ms,
@@ -369,6 +375,7 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
         return LoadResult(shift(first, end_ns, dict(req.extra_labels)), end_ns - duration_ns,
                           end_ns, [], notes)
     session = _Session(req, transport)
+    verifier = _verifier(session, reports, end_ns) if req.verify else None
     last: Incident | None = None
     shown: Incident = first  # what the result shows if it stops early
     i = 0
@@ -387,6 +394,10 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
                 _logs(session, last, end_ns - duration_ns, now_ns(), reports["logs"], progress)
             if "traces" in reports:
                 _traces(session, last, reports["traces"], progress)
+            if verifier is not None:
+                verifier.copy(last)  # its streams and traces, while the copy is in memory
+        if verifier is not None:
+            verifier.finish()
     except KeyboardInterrupt:
         # the copy in hand counted what it sent; the later copies were never generated
         left = req.instances - (i + 1)
@@ -557,8 +568,6 @@ def _follow(req: LoadRequest, incident: Incident, now_ns: Callable[[], int],
     ends or Ctrl-C."""
     if req.end != "now":
         raise UsageError("--follow lays the window itself (now sits at --live-from); drop --end")
-    if req.verify:
-        raise UsageError("--verify reads back a finished load; not with --follow (yet)")
     step = incident.step_ms
     live_from = default_live_from(incident) if req.live_from_ms is None else req.live_from_ms
     if not 0 <= live_from < incident.duration_ms:
@@ -589,6 +598,11 @@ def _follow(req: LoadRequest, incident: Incident, now_ns: Callable[[], int],
             left = sum(len(s) for s in slice_series(shifted.series, done, end_ms + 1))
             notes.append(f"stopped by Ctrl-C; {left} samples of the window's future were "
                          "never due and not sent")
+            if req.verify:
+                notes.append("verify: not run, the window was stopped before its end")
+        else:
+            if req.verify:  # the whole window is out: read it back as one load
+                _verify(session, reports, live.shifted, end_ms * NS_PER_MS)
     finally:
         session.close()
     for r in reports.values():

@@ -36,7 +36,16 @@ TRACE_SAMPLE = 25
 class Verified:
     expected: int
     stored: int
-    what: str  # "samples" | "lines" | "spans of N sampled traces"
+    unit: str  # "samples" | "lines" | "spans"
+    sampled: int = 0  # traces: how many were fetched
+
+    @property
+    def what(self) -> str:
+        return f"spans of {self.sampled} sampled traces" if self.sampled else self.unit
+
+    def __add__(self, other: Verified) -> Verified:
+        return Verified(self.expected + other.expected, self.stored + other.stored, self.unit,
+                        self.sampled + other.sampled)
 
     @property
     def shortfall(self) -> int:
@@ -63,13 +72,24 @@ def _range_s(shifted: Incident) -> int:
 def verify_metrics(t: HttpTransport, shifted: Incident, end_ns: int,
                    extra: dict[str, str], prefix: str = "api/v1/query") -> Verified:
     """``shifted``: the incident as loaded (absolute times, extra labels on)."""
+    return count_metrics(t, samples_by_name(shifted), _range_s(shifted), end_ns, extra,
+                         prefix)
+
+
+def samples_by_name(shifted: Incident) -> Counter[str]:
     want: Counter[str] = Counter()
     for s in shifted.series:
         want[s.name] += len(s)
+    return want
+
+
+def count_metrics(t: HttpTransport, want: Counter[str], range_s: int, end_ns: int,
+                  extra: dict[str, str], prefix: str = "api/v1/query") -> Verified:
+    """Per metric name, what the server holds of the load's series against ``want``."""
     stored = 0
     for name in sorted(want):
         sel = _selector({"__name__": name, **extra})
-        resp = t.get(prefix, {"query": f"sum(count_over_time({sel}[{_range_s(shifted)}s]))",
+        resp = t.get(prefix, {"query": f"sum(count_over_time({sel}[{range_s}s]))",
                               "time": f"{end_ns / 1e9:.3f}"})
         if resp.status != 200:
             raise TransportError(f"verify {name}: HTTP {resp.status}: {resp.body[:200]}")
@@ -110,7 +130,7 @@ def verify_traces(t: HttpTransport, shifted: Incident,
         expected += per_trace[tid]
         got = sum(len(ss.spans) for rs in fetch(t, tid.hex()) for ss in rs.scope_spans)
         stored += min(got, per_trace[tid])
-    return Verified(expected, stored, f"spans of {len(picked)} sampled traces")
+    return Verified(expected, stored, "spans", len(picked))
 
 
 def verify_all(reports: dict[str, SignalReport], shifted: Incident, end_ns: int,
@@ -118,25 +138,73 @@ def verify_all(reports: dict[str, SignalReport], shifted: Incident, end_ns: int,
                say: Callable[[str], None] | None = None,
                prom_query_path: str = "api/v1/query") -> None:
     """Read back every signal that was loaded; a shortfall becomes a loss in its report."""
-    checks = {
-        "metrics": lambda t: verify_metrics(t, shifted, end_ns, extra, prom_query_path),
-        "logs": lambda t: verify_logs(t, shifted, end_ns),
-        "traces": lambda t: verify_traces(t, shifted),
-    }
-    for signal, report in reports.items():
-        t = transports.get(signal)
-        if report.failed or not report.accepted or t is None:
-            if t is None and report.accepted:
-                report.notes.append("verify: cannot read this backend back (an OTLP "
-                                    "receiver without Tempo's API); not verified")
-            continue
-        if say:
-            say(f"verifying {signal}: reading back what the server holds")
+    v = Verifier(reports, end_ns, extra, transports, say, prom_query_path)
+    v.copy(shifted)
+    v.finish()
+
+
+class Verifier:
+    """`--verify` over one load or over its copies (`--instances`): each copy's streams and
+    traces are its own, so they are read back while the copy is in memory; the metrics'
+    selector cannot tell copies apart (their series differ in ``instance`` only), so the
+    samples are summed by name over the copies and read back once, after the last."""
+
+    def __init__(self, reports: dict[str, SignalReport], end_ns: int, extra: dict[str, str],
+                 transports: dict[str, HttpTransport | None],
+                 say: Callable[[str], None] | None = None,
+                 prom_query_path: str = "api/v1/query") -> None:
+        self.reports, self.end_ns, self.extra = reports, end_ns, extra
+        self.transports, self.say, self.prefix = transports, say, prom_query_path
+        self.want: Counter[str] = Counter()
+        self.range_s = 0
+        self.found: dict[str, Verified] = {}
+        self.copies = 0
+        self.said: set[str] = set()
+
+    def _readable(self, signal: str) -> HttpTransport | None:
+        report = self.reports.get(signal)
+        t = self.transports.get(signal)
+        if report is None or report.failed or not report.accepted or report.unverified:
+            return None
+        if t is None:
+            note = ("verify: cannot read this backend back (an OTLP receiver without "
+                    "Tempo's API); not verified")
+            if note not in report.notes:
+                report.notes.append(note)
+            return None
+        if self.say and signal not in self.said:
+            self.said.add(signal)
+            self.say(f"verifying {signal}: reading back what the server holds")
+        return t
+
+    def _add(self, signal: str, check: Callable[[HttpTransport], Verified]) -> None:
+        t = self._readable(signal)
+        if t is None:
+            return
         try:
-            v = checks[signal](t)
+            v = check(t)
         except TransportError as exc:
-            report.notes.append(f"verify: could not read back ({exc}); not verified")
-            report.unverified = True
-            continue
-        report.notes.append(v.line())
-        report.lost_after_accept += v.shortfall
+            self.reports[signal].notes.append(f"verify: could not read back ({exc}); not "
+                                              "verified")
+            self.reports[signal].unverified = True
+            self.found.pop(signal, None)
+            return
+        before = self.found.get(signal)
+        self.found[signal] = v if before is None else before + v
+
+    def copy(self, shifted: Incident) -> None:
+        """Read back this copy's logs and traces; remember its samples by metric name."""
+        self.copies += 1
+        self.want.update(samples_by_name(shifted))
+        self.range_s = _range_s(shifted)
+        self._add("logs", lambda t: verify_logs(t, shifted, self.end_ns))
+        self._add("traces", lambda t: verify_traces(t, shifted))
+
+    def finish(self) -> None:
+        """Read back the metrics; write every signal's finding into its report."""
+        self._add("metrics", lambda t: count_metrics(t, self.want, self.range_s, self.end_ns,
+                                                     self.extra, self.prefix))
+        for signal, v in self.found.items():
+            report = self.reports[signal]
+            report.notes.append(v.line())
+            report.lost_after_accept += v.shortfall

@@ -30,4 +30,10 @@ def test_reduced_benchmark_pushes_everything() -> None:
     per_copy = generate("slow_query", duration_ms=7_200_000, signals=("metrics",)).sample_count
     assert scale["rejected"] == 0
     assert per_copy < scale["samples"] <= 2 * per_copy  # two copies, different seeds
-    assert "Prometheus load end-to-end / pre-encoded ceiling" in out.stdout
+    load = results["prometheus_load"]  # each run checked what Prometheus stored
+    assert set(load["ceilings_per_s"]) == {"1 lanes", "4 lanes"}
+    assert load["best_ceiling"] in load["ceilings_per_s"]
+    assert load["ratio_end_to_end_over_best_ceiling"] > 0 and load["cpu_s_per_million"] > 0
+    assert "Prometheus load end-to-end / best ceiling (" in out.stdout
+    dry = results["long_dry_run"]
+    assert dry["exit_code"] == 0 and dry["peak_rss_mb"] > 0, dry

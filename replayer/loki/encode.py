@@ -46,6 +46,10 @@ class EntryBatch:
         return self.hi - self.lo
 
 
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
+
+
 def entry_costs(stream: LogStream) -> np.ndarray:
     """What each entry weighs for Loki's rate limit: line and structured-metadata bytes."""
     lines = stream.lines
@@ -53,12 +57,26 @@ def entry_costs(stream: LogStream) -> np.ndarray:
         size = np.fromiter(map(len, lines), np.int64, len(lines))
     else:
         size = np.fromiter((len(x.encode()) for x in lines), np.int64, len(lines))
-    meta = [i for i, m in enumerate(stream.metadata) if m]
-    if meta:
-        size[meta] += np.fromiter(
-            (len("".join(chain.from_iterable(stream.metadata[i])).encode()) for i in meta),
-            np.int64, len(meta))
+    if any(stream.metadata):
+        size += _metadata_sizes(stream.metadata)
     return size
+
+
+def _metadata_sizes(entries: Sequence[tuple[tuple[str, str], ...]]) -> np.ndarray:
+    """Bytes of each entry's metadata names and values (joined in C, no Python call an
+    entry)."""
+    joined = list(map("".join, map(chain.from_iterable, entries)))
+    if "".join(joined).isascii():
+        return np.fromiter(map(len, joined), np.int64, len(joined))
+    return np.fromiter((len(x.encode()) for x in joined), np.int64, len(joined))
+
+
+def _by_names(entries: Sequence[tuple[tuple[str, str], ...]]) -> dict[tuple[str, ...], list[int]]:
+    """The entries' indices by the names their metadata carries, in first-seen order."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, names in enumerate([tuple(map(_FIRST, pairs)) for pairs in entries]):
+        groups.setdefault(names, []).append(i)
+    return groups
 
 
 def plan_batches(streams: Sequence[LogStream], max_entries: int, max_bytes: int,
@@ -95,26 +113,60 @@ class _Prefixes(dict[tuple[str, int], str]):
 _PREFIX = _Prefixes()
 
 
+class _BySize(dict[int, str]):
+    """One metadata name's prefixes, by the value's length in bytes."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def __missing__(self, size: int) -> str:
+        prefix = self[size] = _PREFIX[self.name, size]
+        return prefix
+
+
+class _Names(dict[str, _BySize]):
+    def __missing__(self, name: str) -> _BySize:
+        by_size = self[name] = _BySize(name)
+        return by_size
+
+
+_SIZED = _Names()
+
+
 def _metadata_texts(entries: Sequence[tuple[tuple[str, str], ...]]) -> list[str]:
-    """Each entry's ``structuredMetadata`` fields as latin-1 text."""
+    """Each entry's ``structuredMetadata`` fields as latin-1 text.
+
+    Entries are grouped by their field names (OTLP-ingested lines carry fifteen, the same
+    fifteen for most lines of a stream), and each group is built a column at a time: a
+    name's prefix depends only on the value's length, looked up in C for the column."""
     if not entries:
         return []
-    columns = list(zip(*entries)) if len(set(map(len, entries))) == 1 else []
+    groups = _by_names(entries)
+    if len(groups) == 1:
+        return _same_names(entries, next(iter(groups)))
+    out: list[str] = [""] * len(entries)
+    for shape, rows in groups.items():
+        for i, built in zip(rows, _same_names([entries[i] for i in rows], shape)):
+            out[i] = built
+    return out
+
+
+def _same_names(entries: Sequence[tuple[tuple[str, str], ...]],
+                names: tuple[str, ...]) -> list[str]:
+    """``_metadata_texts`` of entries that all carry ``names``, in that order."""
+    if not names:
+        return [""] * len(entries)
     parts: list[Iterable[str]] = []
-    for column in columns:  # the usual shape: the same names, values of one length
-        values = list(map(itemgetter(1), column))
-        names, sizes = set(map(itemgetter(0), column)), set(map(len, values))
-        if len(names) != 1 or len(sizes) != 1 or not "".join(values).isascii():
-            break
-        parts += (repeat(_PREFIX[names.pop(), sizes.pop()]), values)
-    else:
-        if columns:
-            return list(map("".join, zip(*parts)))
-    if "".join([v for pairs in entries for _, v in pairs]).isascii():
-        return ["".join([_PREFIX[k, len(v)] + v for k, v in pairs]) for pairs in entries]
-    return ["".join([_PREFIX[k, len(b)] + b for k, b in
-                     ((k, v.encode().decode("latin-1")) for k, v in pairs)])
-            for pairs in entries]
+    for column, name in zip(zip(*entries), names):
+        values = list(map(_SECOND, column))
+        if not "".join(values).isascii():
+            values = [v.encode().decode("latin-1") for v in values]
+        sized = _SIZED[name]
+        sizes = set(map(len, values))
+        parts += (repeat(sized[sizes.pop()]) if len(sizes) == 1
+                  else map(sized.__getitem__, map(len, values)), values)
+    return list(map("".join, zip(*parts)))
 
 
 def proto_request(stream: LogStream, lo: int, hi: int) -> bytes:

@@ -138,6 +138,21 @@ def test_exemplars_beyond_the_servers_limit_are_reported_before_and_after(
         assert _stored_samples(url, end_ms, inc.duration_ms) == inc.sample_count
 
 
+def _ctrl_c(proc) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """SIGINT to a running `replayer load`: it ends within 3 s, exit 130, no traceback."""
+    import signal
+    import time
+
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    took = time.monotonic() - t0
+    assert proc.returncode == 130, out + err
+    assert took < 3.0, took
+    assert "Traceback" not in err and "Aborted!" not in err
+    return out, err
+
+
 @pytest.mark.parametrize("extra", [(), ("--instances", "3")], ids=["one", "copies"])
 def test_ctrl_c_stops_within_seconds_with_the_summary(tmp_path: Path,
                                                       extra: tuple[str, ...]) -> None:
@@ -145,10 +160,8 @@ def test_ctrl_c_stops_within_seconds_with_the_summary(tmp_path: Path,
     Now: the requests in hand end, nothing more is sent, the per-signal summary says what
     was stored and what was not sent, exit 130."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     inc = cached_incident("slow_query")
     end_ms = fixed_end_ms()
@@ -164,13 +177,7 @@ def test_ctrl_c_stops_within_seconds_with_the_summary(tmp_path: Path,
         for line in proc.stderr:  # the first progress line: batches are being stored
             if line.startswith("  metrics: "):
                 break
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-        took = time.monotonic() - t0
-        assert proc.returncode == 130, out + err
-        assert took < 3.0, took
-        assert "Traceback" not in err and "Aborted!" not in err
+        out, err = _ctrl_c(proc)
         m = re.search(r"metrics: sent (\d+) samples, accepted (\d+), rejected 0, clipped 0, "
                       r"not sent (\d+); ", out)
         assert m, out
@@ -243,10 +250,8 @@ def test_ctrl_c_stops_every_signal_sent_side_by_side(tmp_path: Path) -> None:
     thread. All three stop within seconds, exit 130, and each signal's summary is what its
     server holds plus what was not sent."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     inc = cached_incident("slow_query")
     end_ms = fixed_end_ms()
@@ -267,13 +272,7 @@ def test_ctrl_c_stops_every_signal_sent_side_by_side(tmp_path: Path) -> None:
                     seen.add(line.split(":")[0].strip())
                 if seen >= {"metrics", "logs", "traces"}:
                     break
-            t0 = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=30)
-            took = time.monotonic() - t0
-            assert proc.returncode == 130, out + err
-            assert took < 3.0, took
-            assert "Traceback" not in err and "Aborted!" not in err
+            out, err = _ctrl_c(proc)
             stored = {"metrics": _stored_samples(url, end_ms, inc.duration_ms),
                       "logs": sink.lines, "traces": sink.spans}
     finally:
@@ -290,6 +289,18 @@ def test_ctrl_c_stops_every_signal_sent_side_by_side(tmp_path: Path) -> None:
     assert "stopped by Ctrl-C" in out
 
 
+def _swallow_write(nth):  # type: ignore[no-untyped-def]
+    """A proxy rule: the ``nth()``-th remote write is answered 204 and not passed on."""
+    seen = [0]
+
+    def rule(method: str, path: str, proxy: object) -> object:
+        if path.startswith("/api/v1/write"):
+            seen[0] += 1
+            return "swallow" if seen[0] == nth() else None
+        return None
+    return rule
+
+
 def test_verify_finds_what_the_server_accepted_but_did_not_store(tmp_path: Path) -> None:
     """A server can lose what it answered 204 for (Prometheus 2.42 lost samples in ~1 of 10
     multi-hour backfills). --verify counts back what is stored: all of it after a clean
@@ -301,16 +312,9 @@ def test_verify_finds_what_the_server_accepted_but_did_not_store(tmp_path: Path)
                                      iso(end_ms), "--prometheus-url", url, "--verify"])
         assert r.exit_code == 0, r.output
         assert f"note: verify: the server holds all {inc.sample_count} samples" in r.output
-    seen = [0]
-
-    def swallow_second_write(method: str, path: str, proxy: object) -> object:
-        if path.startswith("/api/v1/write"):
-            seen[0] += 1
-            return "swallow" if seen[0] == 3 else None  # metadata, batch 1, batch 2 (lost)
-        return None
 
     with running_prometheus(tmp_path / "b") as url, \
-            fault_proxy(url, swallow_second_write) as (via, px):
+            fault_proxy(url, _swallow_write(lambda: 3)) as (via, px):  # metadata, 2 batches
         r = CliRunner().invoke(cli, ["load", "slow_query", "--signals", "metrics", "--end",
                                      iso(end_ms), "--prometheus-url", via, "--verify"])
         assert px.faults == 1
@@ -322,6 +326,40 @@ def test_verify_finds_what_the_server_accepted_but_did_not_store(tmp_path: Path)
         held, expected, short = map(int, m.groups())
         assert (held, expected) == (stored, inc.sample_count) and short == expected - held > 0
         assert f"accepted {inc.sample_count}" in r.output  # the answers said all of it
+
+
+def test_verify_reads_back_every_copy_of_an_instances_load(tmp_path: Path) -> None:
+    """--verify with --instances (refused before): each copy's samples are summed by
+    metric name and read back once after the last copy. All three copies stored: all
+    counted; one write of the second copy swallowed: its shortfall found, exit 1."""
+    from generator import generate
+
+    end_ms = fixed_end_ms()
+    per_copy = [generate("slow_query", seed=1 + i, signals=("metrics",)).sample_count
+                for i in range(3)]
+    args = ["load", "slow_query", "--signals", "metrics", "--end", iso(end_ms),
+            "--instances", "3", "--verify"]
+    writes = [0]
+
+    def count(method: str, path: str, proxy: object) -> object:
+        writes[0] += path.startswith("/api/v1/write")
+        return None
+
+    with running_prometheus(tmp_path / "a") as url, fault_proxy(url, count) as (via, _px):
+        r = CliRunner().invoke(cli, [*args, "--prometheus-url", via])
+        assert r.exit_code == 0, r.output
+        assert f"note: verify: the server holds all {sum(per_copy)} samples" in r.output
+    with running_prometheus(tmp_path / "b") as url, \
+            fault_proxy(url, _swallow_write(lambda: writes[0] // 2)) as (via, px):
+        r = CliRunner().invoke(cli, [*args, "--prometheus-url", via])
+        assert px.faults == 1
+        assert r.exit_code == 1, r.output
+        m = re.search(r"verify: the server holds (\d+) of (\d+) samples: (\d+) accepted but "
+                      r"not stored \(a loss\)", r.output)
+        assert m, r.output
+        held, expected, short = map(int, m.groups())
+        assert expected == sum(per_copy) and short == expected - held > 0
+        assert held == _stored_samples(url, end_ms, cached_incident("slow_query").duration_ms)
 
 
 def test_two_unreachable_backends_get_one_hint_for_the_rest(tmp_path: Path) -> None:

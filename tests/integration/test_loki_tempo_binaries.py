@@ -403,19 +403,21 @@ def test_the_compose_health_check_of_tempo_passes_on_a_ready_tempo(tmp_path: Pat
         assert bad.returncode == 1 and "Health check failed" in bad.stderr, bad.stderr
 
 
-def test_verify_reads_back_loki_and_tempo(tmp_path: Path) -> None:
+@pytest.mark.parametrize("copies", [1, 2])
+def test_verify_reads_back_loki_and_tempo(tmp_path: Path, copies: int) -> None:
     """--verify against real Loki and Tempo: every line counted back by LogQL, and a sample
-    of traces fetched by ID with all their spans."""
+    of traces fetched by ID with all their spans; with --instances, every copy's."""
     from generator import generate
 
-    inc = generate("slow_query", seed=1, duration_ms=600_000)
+    lines = sum(generate("slow_query", seed=1 + i, duration_ms=600_000,
+                         signals=("logs",)).log_line_count for i in range(copies))
     end_ms = fixed_end_ms()
     with running_loki(tmp_path) as loki, running_tempo(tmp_path) as (otlp, api):
         r = CliRunner().invoke(cli, [
             "load", "slow_query", "--duration", "10m", "--signals", "logs,traces", "--end",
             iso(end_ms), "--loki-url", loki, "--tempo-url", otlp, "--tempo-api-url", api,
-            "--verify"])
+            "--verify", "--instances", str(copies)])
         assert r.exit_code == 0, r.output
-        assert f"note: verify: the server holds all {inc.log_line_count} lines" in r.output
+        assert f"note: verify: the server holds all {lines} lines" in r.output
         assert r.output.count("note: verify: the server holds all ") == 2
-        assert "spans of 25 sampled traces" in r.output
+        assert f"spans of {25 * copies} sampled traces" in r.output

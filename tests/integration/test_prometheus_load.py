@@ -257,6 +257,21 @@ def test_follow_backfills_then_pushes_each_step_until_the_end(tmp_path: Path) ->
         assert clock.now >= result.end_ns
 
 
+def test_follow_with_verify_reads_the_whole_window_back(tmp_path: Path) -> None:
+    """--verify with --follow (refused before): once the window's last step is out, the
+    whole window is read back as one load."""
+    clock = FakeClock()
+    with running_prometheus(tmp_path) as url:
+        req = LoadRequest(source="baseline", duration_ms=600_000, signals=("metrics",),
+                          targets=Targets(prometheus=TargetConfig(url)),
+                          follow=True, live_from_ms=300_000, verify=True)
+        result = run_load(req, now_ns=clock, sleep=clock.sleep)
+        report = result.reports[0]
+        total = sum(len(s) for s in shift(baseline_10m(), result.end_ns).series)
+        assert report.accepted == total and not report.lost
+        assert f"verify: the server holds all {total} samples" in report.notes
+
+
 def test_follow_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     clock = FakeClock()
     calls = {"n": 0}

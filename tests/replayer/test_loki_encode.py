@@ -130,6 +130,10 @@ def test_entry_costs_count_utf8_bytes_of_lines_and_metadata() -> None:
     ((("a", "1"),), (("b", "2"),), (("a", "3"),), (("b", "4"),)),  # names differ
     ((("k", "é"),), (("k", "ü"),), (("k", "a"),), (("k", "b"),)),  # one length, not ASCII
     ((("k", "v"), ("l", "w")), (("k", "v"),), (), (("k", "v"), ("l", "w"))),  # pair counts
+    # OTLP-ingested lines: the same names, one value's length varying, a line without
+    # trace context among them, a non-ASCII value in a group
+    ((("a", "1"), ("o", "12")), (("a", "é"), ("o", "1")), (("o", "123"),),
+     (("a", "2"), ("o", "12"))),
 ])
 def test_metadata_shapes_equal_the_schema(metadata) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
