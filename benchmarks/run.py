@@ -532,11 +532,13 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="reduced size, for CI")
     ap.add_argument("--only", default="", help="comma-separated parts to run (e.g. "
                     "loki_load,visible); the others are left out of the results")
+    ap.add_argument("--concurrency", type=int, default=4,
+                    help="the end-to-end runs' --concurrency (`replayer load`'s default: 4)")
     args = ap.parse_args()
     copies, rounds = (2, 1) if args.small else (60, 3)
     concurrencies = (1, 4) if args.small else CONCURRENCIES
     scale = ("2h", 2) if args.small else ("24h", 28)
-    lanes = 4  # `replayer load`'s default --concurrency
+    lanes = args.concurrency
     end_ms = (time.time_ns() // 1_000_000) // 60_000 * 60_000
     series, inc = replicas(copies, end_ms * 1_000_000)
     no = "not measured: no {0} binary on PATH (or {1}_BIN)"
