@@ -395,6 +395,7 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
             if "traces" in reports:
                 _traces(session, last, reports["traces"], progress)
             if verifier is not None:
+                verifier.end_ns = end_ns  # the first copy's metrics can re-lay the end
                 verifier.copy(last)  # its streams and traces, while the copy is in memory
         if verifier is not None:
             verifier.finish()
