@@ -520,12 +520,8 @@ class Pusher:
         self.send([newer], depth + 1)
 
     def _halves(self, p: Piece) -> tuple[Piece, Piece]:
-        mid = (p.lo + p.hi) // 2
-        t_mid = self.encoder.series[p.series].t_ms[mid]
-        ex_mid = p.ex_lo + int(np.searchsorted(
-            self.encoder.series[p.series].exemplars.t_ms[p.ex_lo:p.ex_hi], t_mid, "left"))
-        return Piece(p.series, p.lo, mid, p.ex_lo, ex_mid), Piece(p.series, mid, p.hi, ex_mid,
-                                                                  p.ex_hi)
+        """``p`` cut at its middle sample (a series' times are distinct)."""
+        return self._cut(p, int(self.encoder.series[p.series].t_ms[(p.lo + p.hi) // 2]))
 
     def _reject(self, pieces: Sequence[Piece], reason: str) -> None:
         self.report.add(rejected=sum(p.samples for p in pieces), reason=reason)

@@ -69,13 +69,6 @@ def _range_s(shifted: Incident) -> int:
     return shifted.duration_ms // 1000 + 1
 
 
-def verify_metrics(t: HttpTransport, shifted: Incident, end_ns: int,
-                   extra: dict[str, str], prefix: str = "api/v1/query") -> Verified:
-    """``shifted``: the incident as loaded (absolute times, extra labels on)."""
-    return count_metrics(t, samples_by_name(shifted), _range_s(shifted), end_ns, extra,
-                         prefix)
-
-
 def samples_by_name(shifted: Incident) -> Counter[str]:
     want: Counter[str] = Counter()
     for s in shifted.series:
@@ -131,16 +124,6 @@ def verify_traces(t: HttpTransport, shifted: Incident,
         got = sum(len(ss.spans) for rs in fetch(t, tid.hex()) for ss in rs.scope_spans)
         stored += min(got, per_trace[tid])
     return Verified(expected, stored, "spans", len(picked))
-
-
-def verify_all(reports: dict[str, SignalReport], shifted: Incident, end_ns: int,
-               extra: dict[str, str], transports: dict[str, HttpTransport | None],
-               say: Callable[[str], None] | None = None,
-               prom_query_path: str = "api/v1/query") -> None:
-    """Read back every signal that was loaded; a shortfall becomes a loss in its report."""
-    v = Verifier(reports, end_ns, extra, transports, say, prom_query_path)
-    v.copy(shifted)
-    v.finish()
 
 
 class Verifier:

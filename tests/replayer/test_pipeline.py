@@ -1,4 +1,6 @@
-"""`one_ahead`: results in order, paired with their items, errors raised where they occur."""
+"""`send_lanes` with one lane (what `one_ahead` did before the lanes replaced it): bodies
+go out in order, paired with their batches, sent from a thread of their own while the
+next is encoded, and an encoding error is raised at its item."""
 
 from __future__ import annotations
 
@@ -6,22 +8,23 @@ import threading
 
 import pytest
 
-from replayer.pipeline import one_ahead
+from replayer.pipeline import send_lanes
 
 
-def test_pairs_come_back_in_order_and_the_next_is_encoded_meanwhile() -> None:
-    encoded_in: list[str] = []
+def test_pairs_come_back_in_order_and_are_sent_while_the_next_is_encoded() -> None:
+    sent_in: list[str] = []
+    out: list[tuple[int, int]] = []
 
-    def encode(x: int) -> int:
-        encoded_in.append(threading.current_thread().name)
-        return x * x
-
-    out = []
-    for item, body in one_ahead(range(6), encode):
+    def send(item: int, body: int) -> None:
+        sent_in.append(threading.current_thread().name)
         out.append((item, body))
+
+    send_lanes(((0, i) for i in range(6)), 1, lambda x: x * x, send)
     assert out == [(i, i * i) for i in range(6)]
-    assert all(name != threading.current_thread().name for name in encoded_in)
-    assert list(one_ahead([], encode)) == []
+    assert all(name != threading.current_thread().name for name in sent_in)
+    out.clear()
+    send_lanes(iter(()), 1, lambda x: x, send)
+    assert out == []
 
 
 def test_an_encoding_error_is_raised_at_its_item() -> None:
@@ -30,8 +33,7 @@ def test_an_encoding_error_is_raised_at_its_item() -> None:
             raise ValueError("bad item 3")
         return x
 
-    got = []
+    got: list[int] = []
     with pytest.raises(ValueError, match="bad item 3"):
-        for item, _ in one_ahead(range(6), encode):
-            got.append(item)
+        send_lanes(((0, i) for i in range(6)), 1, encode, lambda item, body: got.append(item))
     assert got == [0, 1, 2]
