@@ -152,8 +152,69 @@ class TraceEncoder:
 
 
 def plan_batches(tables: Sequence[SpanTable], max_spans: int) -> Iterator[list[SpanBatch]]:
-    """Requests of at most ``max_spans`` spans; a trace's spans of one table stay together
-    when the table is cut, since tables are sorted by request."""
+    """Requests of at most ``max_spans`` spans, whole traces in time order: each request
+    holds, from every table, the spans of the traces that began in one stretch of time.
+
+    A trace is then complete when it arrives (Tempo writes it to a searchable block once
+    it has been idle for ``max_trace_idle``, instead of joining parts sent seconds apart),
+    and a replayed window becomes searchable from its start on while the rest is sent. A
+    single trace of more than ``max_spans`` spans goes alone. Tables whose spans are not
+    in order of their trace's start (a hand-made recording) are sent table by table."""
+    keys = _trace_starts(tables)
+    if keys is None:
+        yield from _table_by_table(tables, max_spans)
+        return
+    flat = np.sort(np.concatenate(keys)) if keys else np.empty(0, np.int64)
+    done, lo_key = 0, None
+    while done < flat.shape[0]:
+        target = done + max_spans
+        if target >= flat.shape[0]:
+            cut = done_to = flat.shape[0]
+            hi_key = None
+        else:
+            hi_key = flat[target]
+            cut = int(np.searchsorted(flat, hi_key, side="left"))
+            if cut == done:  # one trace holds more than max_spans spans: it goes alone
+                cut = int(np.searchsorted(flat, hi_key, side="right"))
+                hi_key = flat[cut] if cut < flat.shape[0] else None
+            done_to = cut
+        batch = []
+        for ti, k in enumerate(keys):
+            lo = 0 if lo_key is None else int(np.searchsorted(k, lo_key, side="left"))
+            hi = k.shape[0] if hi_key is None else int(np.searchsorted(k, hi_key, side="left"))
+            if hi > lo:
+                batch.append(SpanBatch(ti, lo, hi))
+        yield batch
+        done, lo_key = done_to, hi_key
+        if hi_key is None:
+            return
+
+
+def _trace_starts(tables: Sequence[SpanTable]) -> list[np.ndarray] | None:
+    """Per table, the start of each span's trace (its earliest span in any table); None
+    when a table's spans are not in that order."""
+    if not tables:
+        return []
+    ids = np.concatenate([np.ascontiguousarray(t.trace_id, np.uint8).reshape(-1, 16)
+                          for t in tables]).view(np.uint64).reshape(-1, 2)
+    starts = np.concatenate([t.start_ns for t in tables]).astype(np.int64)
+    order = np.lexsort((ids[:, 1], ids[:, 0]))
+    a, b = ids[order, 0], ids[order, 1]
+    new = np.concatenate([[True], (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
+    first = np.minimum.reduceat(starts[order], np.flatnonzero(new)) if order.size else starts
+    trace = np.empty(order.shape, np.int64)
+    trace[order] = np.cumsum(new) - 1
+    out, at = [], 0
+    for t in tables:
+        k = first[trace[at:at + len(t)]]
+        at += len(t)
+        if k.shape[0] > 1 and not (k[1:] >= k[:-1]).all():
+            return None
+        out.append(k)
+    return out
+
+
+def _table_by_table(tables: Sequence[SpanTable], max_spans: int) -> Iterator[list[SpanBatch]]:
     current: list[SpanBatch] = []
     room = max_spans
     for ti, t in enumerate(tables):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
@@ -72,6 +75,58 @@ def test_batches_cover_every_span_once() -> None:
         covered = sorted((b.lo, b.hi) for b in batches if b.table == ti)
         assert covered[0][0] == 0 and covered[-1][1] == len(t)
         assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))
+
+
+def _traces_of(tables, group):  # type: ignore[no-untyped-def]
+    return {bytes(tables[b.table].trace_id[i]) for b in group for i in range(b.lo, b.hi)}
+
+
+def test_each_request_holds_whole_traces_in_time_order() -> None:
+    """Every span of a trace goes in one request (Tempo then holds the whole trace when it
+    arrives), and the requests follow the traces' start: the incident's traces become
+    searchable while the rest of the window is still being sent."""
+    tables = cached_incident("slow_query").span_tables
+    assert len(tables) > 2  # server, client and database spans: a trace spans tables
+    groups = list(plan_batches(tables, 500))
+    assert all(sum(b.spans for b in g) <= 500 for g in groups)
+    owner: dict[bytes, int] = {}
+    for gi, g in enumerate(groups):
+        assert len({b.table for b in g}) > 1  # each request draws on several tables
+        for tid in _traces_of(tables, g):
+            assert owner.setdefault(tid, gi) == gi, "a trace was split across requests"
+    # the traces of a later request began no earlier than the last of an earlier one's
+    starts: dict[bytes, int] = {}
+    for t in tables:
+        for tid, st in zip(t.trace_id, t.start_ns.tolist()):
+            key = bytes(tid)
+            starts[key] = min(starts.get(key, st), st)
+    spans = [(min(starts[t] for t in _traces_of(tables, g)),
+              max(starts[t] for t in _traces_of(tables, g))) for g in groups]
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_a_trace_larger_than_a_request_goes_alone() -> None:
+    tables = cached_incident("slow_query").span_tables
+    big = max(range(len(tables)), key=lambda i: len(tables[i]))
+    per_trace = max(np.unique(tables[big].trace_id, axis=0, return_counts=True)[1])
+    groups = list(plan_batches(tables, int(per_trace) - 1 if per_trace > 1 else 1))
+    total = sum(b.spans for g in groups for b in g)
+    assert total == sum(len(t) for t in tables)
+    for g in groups:
+        traces = _traces_of(tables, g)
+        assert len(traces) == 1 or sum(b.spans for b in g) <= max(per_trace - 1, 1)
+
+
+def test_tables_out_of_trace_order_go_table_by_table() -> None:
+    """A hand-made recording whose spans are not in order of their trace's start is still
+    sent whole, each span once, a table at a time."""
+    t = cached_incident("slow_query").span_tables[0]
+    rev = dataclasses.replace(t, **{f: getattr(t, f)[::-1] for f in (
+        "trace_id", "span_id", "parent_span_id", "start_ns", "end_ns", "kind", "status_code",
+        "name", "status_message", "attributes", "events")})
+    groups = list(plan_batches([rev], 100))
+    assert [(b.lo, b.hi) for g in groups for b in g] == [
+        (lo, min(lo + 100, len(rev))) for lo in range(0, len(rev), 100)]
 
 
 def test_a_request_never_outgrows_a_grpc_message() -> None:

@@ -181,14 +181,14 @@ def test_http_path_with_tempos_real_answers() -> None:
     inc = shift(cached_incident("baseline"), END_NS)
     exporter = HttpTraces(HttpTransport(TargetConfig(url), sleep=lambda s: None))
     report = SignalReport("traces", "spans")
-    # one request for the first table (this test is about the answers, not request sizes)
+    # requests as large as the first table (this test is about the answers, not their sizes)
     push_traces(exporter, inc.span_tables, report, max_spans=len(inc.span_tables[0]),
                 max_bytes=10**9)
     first = responses.calls[0].request
     assert first.headers["Content-Type"] == "application/x-protobuf"
     req = trace_service_pb2.ExportTraceServiceRequest.FromString(first.body)
-    assert sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans) == len(
-        inc.span_tables[0])
-    assert report.accepted == len(inc.span_tables[0])
+    first_spans = sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+    assert 0 < first_spans <= len(inc.span_tables[0])
+    assert report.accepted == first_spans
     assert report.rejected == {"HTTP 400: unmarshal: invalid TraceID length":
-                               inc.span_count - len(inc.span_tables[0])}
+                               inc.span_count - first_spans}
