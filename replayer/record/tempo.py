@@ -2,7 +2,9 @@
 
 Search results drop leading zeros of hex trace IDs (``0af7...`` comes back as ``af7...``):
 IDs are left-padded to 32 hex digits. An unknown ID is answered with 200 and an empty
-trace, not 404: such traces are reported as missing.
+trace, or 404: such traces are asked for again, with backoff, for up to ``SETTLE_S`` (Tempo
+3.0.3 does not find a trace by ID for a second or two while it writes the trace from its
+live traces to a block), and are reported as missing if they still cannot be fetched.
 """
 
 from __future__ import annotations
@@ -83,10 +85,12 @@ def _from_json(body: dict) -> list[trace_pb2.ResourceSpans]:
 
 
 FETCH_WORKERS = 8  # traces fetched by ID at once (the transport pools 8 connections)
+SETTLE_S = 15.0  # how long a trace Tempo does not (yet) find by ID is asked for again
 
 
 def record_tempo(t: HttpTransport, traceql: str, start_s: int, end_s: int,
-                 limit: int = 1000, workers: int = FETCH_WORKERS) -> TempoRecord:
+                 limit: int = 1000, workers: int = FETCH_WORKERS,
+                 settle_s: float = SETTLE_S) -> TempoRecord:
     ids, truncated = search(t, traceql, start_s, end_s, limit)
     rec = TempoRecord([], ids, requests=1)
     if truncated:
@@ -100,14 +104,28 @@ def record_tempo(t: HttpTransport, traceql: str, start_s: int, end_s: int,
             return [], str(exc)
 
     # one request per trace: several at once, results kept in the search's order
+    found: dict[str, list[trace_pb2.ResourceSpans]] = {}
+    failed: set[str] = set()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for tid, (spans, problem) in zip(ids, pool.map(one, ids)):
-            rec.requests += 1
-            if problem:
-                rec.problems.append(problem)
-            elif not spans:
-                rec.missing.append(tid)
-            rec.resource_spans.extend(spans)
+        todo = ids
+        deadline, wait = t.clock() + settle_s, 0.25
+        while True:
+            empty = []
+            for tid, (spans, problem) in zip(todo, pool.map(one, todo)):
+                rec.requests += 1
+                if problem:
+                    rec.problems.append(problem)
+                    failed.add(tid)
+                elif not spans:
+                    empty.append(tid)
+                found[tid] = spans
+            if not empty or t.clock() >= deadline:
+                break
+            t.sleep(min(wait, max(deadline - t.clock(), 0.0)))  # being written: ask again
+            wait, todo = min(wait * 2, 2.0), empty
+    rec.missing = [tid for tid in ids if not found.get(tid) and tid not in failed]
+    for tid in ids:
+        rec.resource_spans.extend(found.get(tid, []))
     if rec.missing:
         rec.problems.append(f"{len(rec.missing)} traces found by search could not be fetched "
                             f"by ID (empty answer): {', '.join(rec.missing[:5])}")

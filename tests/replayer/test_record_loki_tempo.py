@@ -10,7 +10,7 @@ import responses
 
 from replayer.record.assemble import span_tables
 from replayer.record.loki import PAGE_LIMIT, record_loki
-from replayer.record.tempo import normalise_trace_id, record_tempo
+from replayer.record.tempo import SETTLE_S, normalise_trace_id, record_tempo
 from replayer.transport import HttpTransport, TargetConfig
 from tests.replayer.captures import capture
 
@@ -104,10 +104,19 @@ def test_search_then_fetch_by_id_reports_missing_traces() -> None:
     missing = capture("tempo_trace_missing")["response"]
     responses.get(f"{TEMPO}/api/v2/traces/ffffffffffffffffffffffffffffffff",
                   json=missing["body"], content_type=missing["content_type"])
-    rec = record_tempo(HttpTransport(TargetConfig(TEMPO)), "{ }", 0, 10, limit=20)
+    slept: list[float] = []
+    t = HttpTransport(TargetConfig(TEMPO), sleep=slept.append, clock=lambda: sum(slept))
+    rec = record_tempo(t, "{ }", 0, 10, limit=20)
     assert rec.trace_ids == ["0af7651916cd43dd8448eb211c80319c",
                              "ffffffffffffffffffffffffffffffff"]
     assert rec.missing == ["ffffffffffffffffffffffffffffffff"]
+    # asked for again (Tempo may be writing it to a block) for SETTLE_S, with backoff;
+    # the trace it found was asked for once
+    asked = [c.request.url.rsplit("/", 1)[1] for c in responses.calls
+             if "/api/v2/traces/" in c.request.url]
+    assert asked.count("0af7651916cd43dd8448eb211c80319c") == 1
+    assert 3 < asked.count("ffffffffffffffffffffffffffffffff") < 15
+    assert abs(sum(slept) - SETTLE_S) < 1e-9 and max(slept) <= 2.0
     assert rec.problems and "could not be fetched" in rec.problems[0]
     (table,) = span_tables(rec.resource_spans, 1_795_778_580_000_000_000)
     assert bytes(table.trace_id[0]).hex() == "0af7651916cd43dd8448eb211c80319c"
@@ -122,7 +131,7 @@ def test_search_hitting_its_limit_is_a_problem() -> None:
     for tid in ("0" * 31 + "1", "0" * 31 + "2"):
         responses.get(f"{TEMPO}/api/v2/traces/{tid}", json={"trace": {}},
                       content_type="application/json")
-    rec = record_tempo(HttpTransport(TargetConfig(TEMPO)), "{ }", 0, 10, limit=2)
+    rec = record_tempo(HttpTransport(TargetConfig(TEMPO)), "{ }", 0, 10, limit=2, settle_s=0)
     assert any("returned its limit" in p for p in rec.problems)
 
 
