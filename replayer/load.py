@@ -110,14 +110,10 @@ def resolve_source(source: str | Incident, seed: int, duration_ms: int | None,
     one has only ``signals`` built (a metrics-only load formats no log line)."""
     if isinstance(source, Incident):
         return source
-    path = Path(source)
-    if path.suffix == ".toml":  # a scenario file
-        return generate(source, seed=seed, duration_ms=duration_ms, step_ms=step_ms,
-                        knobs=knobs, signals=signals)
-    if path.suffix in (".gz", ".jsonl") or path.exists():
+    if not _generated(source):
         if knobs or duration_ms or step_ms:
             raise UsageError("--set, --duration and --step apply to scenarios, not recordings")
-        return read_recording(path)
+        return read_recording(Path(source))
     return generate(source, seed=seed, duration_ms=duration_ms, step_ms=step_ms, knobs=knobs,
                     signals=signals)
 
@@ -218,25 +214,36 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
         return _follow(req, incident, now_ns, progress, transport, sleep)
     end_ns, is_now = parse_end(req.end, now_ns(), incident.step_ms)
     check_end(end_ns, now_ns(), incident.step_ms, req.allow_future_end)
-    shifted = shift(incident, end_ns, dict(req.extra_labels))
+    parts = _Shifted(incident, dict(req.extra_labels))
+    parts.part("metrics", end_ns)  # cheap, and checks the end before any request
+    if not isinstance(req.source, str) or not _generated(req.source):
+        parts.part("logs", end_ns)  # so are a recording's log times
     notes: list[str] = []
     reports = {s: SignalReport(s, UNITS[s]) for s in req.signals}
     if req.dry_run:
-        return LoadResult(shifted, start_ns_for(incident, end_ns), end_ns, [], notes)
+        return LoadResult(parts.whole(end_ns), start_ns_for(incident, end_ns), end_ns, [],
+                          notes)
     session = _Session(req, transport)
     beside = _Beside(session)
 
     def others(end: int) -> None:
         """Logs and traces, each in a thread of its own beside the metrics, once the window's
-        end is settled (an earlier replay of the same series can move it)."""
-        nonlocal shifted, end_ns
+        end is settled (an earlier replay of the same series can move it); each thread lays
+        its own signal in absolute time."""
+        nonlocal end_ns
         end_ns = end
-        shifted = shift(incident, end, dict(req.extra_labels))
+        start, now = start_ns_for(incident, end), now_ns()
+
+        def logs() -> None:
+            _logs(session, parts.part("logs", end), start, now, reports["logs"], progress)
+
+        def traces() -> None:
+            _traces(session, parts.part("traces", end), start, reports["traces"], progress)
+
         if "logs" in reports:
-            beside.start(_logs, session, shifted, start_ns_for(incident, end), now_ns(),
-                         reports["logs"], progress)
+            beside.start(logs)
         if "traces" in reports:
-            beside.start(_traces, session, shifted, reports["traces"], progress)
+            beside.start(traces)
 
     try:
         try:
@@ -253,7 +260,7 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
         finally:
             beside.join()
         if req.verify:
-            _verify(session, reports, shifted, end_ns)
+            _verify(session, reports, parts.whole(end_ns), end_ns)
     except KeyboardInterrupt:
         # Ctrl-C: the signal in hand counted what it sent; the ones not begun, all of theirs
         planned = {"metrics": incident.sample_count, "logs": incident.log_line_count,
@@ -264,8 +271,34 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
                        (0, 0))
     finally:
         session.close()
-    return LoadResult(shifted, start_ns_for(incident, end_ns), end_ns, list(reports.values()),
-                      notes)
+    return LoadResult(parts.whole(end_ns), start_ns_for(incident, end_ns), end_ns,
+                      list(reports.values()), notes)
+
+
+def _generated(source: str) -> bool:
+    """Whether ``source`` names a scenario or a scenario file (.toml), not a recording."""
+    path = Path(source)
+    return path.suffix == ".toml" or not (path.suffix in (".gz", ".jsonl") or path.exists())
+
+
+class _Shifted:
+    """The incident in absolute time, a signal at a time: each sender lays its own signal
+    (in its own thread), once per end; the whole is put together from the parts."""
+
+    def __init__(self, incident: Incident, extra: dict[str, str]) -> None:
+        self.incident, self.extra = incident, extra
+        self.parts: dict[tuple[str, int], Incident] = {}
+
+    def part(self, signal: str, end_ns: int) -> Incident:
+        got = self.parts.get((signal, end_ns))
+        if got is None:
+            got = self.parts[signal, end_ns] = shift(self.incident, end_ns, self.extra,
+                                                     parts=(signal,))
+        return got
+
+    def whole(self, end_ns: int) -> Incident:
+        m, lg, tr = (self.part(s, end_ns) for s in SIGNALS)
+        return replace(m, log_streams=lg.log_streams, span_tables=tr.span_tables)
 
 
 class _Beside:
@@ -393,7 +426,7 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
             if "logs" in reports:
                 _logs(session, last, end_ns - duration_ns, now_ns(), reports["logs"], progress)
             if "traces" in reports:
-                _traces(session, last, reports["traces"], progress)
+                _traces(session, last, end_ns - duration_ns, reports["traces"], progress)
             if verifier is not None:
                 verifier.end_ns = end_ns  # the first copy's metrics can re-lay the end
                 verifier.copy(last)  # its streams and traces, while the copy is in memory
@@ -438,7 +471,7 @@ def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
         end_ns = _settle_overlap(transport, incident, end_ns, is_now, req, notes)
         if ready is not None:
             ready(end_ns)
-        shifted = shift(incident, end_ns, dict(req.extra_labels))
+        shifted = shift(incident, end_ns, dict(req.extra_labels), parts=("metrics",))
         start_ms = start_ns_for(incident, end_ns) // NS_PER_MS
         push_metrics(transport, shifted, info, req.push, report, start_ms,
                      end_ns // NS_PER_MS, progress)
@@ -453,7 +486,7 @@ def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
 
 def _settle_overlap(transport: HttpTransport, incident: Incident, end_ns: int, is_now: bool,
                     req: LoadRequest, notes: list[str]) -> int:
-    shifted = shift(incident, end_ns, dict(req.extra_labels))
+    shifted = shift(incident, end_ns, dict(req.extra_labels), parts=("metrics",))
     start_ms = start_ns_for(incident, end_ns) // NS_PER_MS
     overlap = find_overlap(transport, shifted.series, start_ms, end_ns // NS_PER_MS,
                            incident.duration_ms)
@@ -463,7 +496,7 @@ def _settle_overlap(transport: HttpTransport, incident: Incident, end_ns: int, i
     if not is_now or earlier is None:
         raise PreflightError(_overlap_message(earlier, incident.duration_ms, incident.step_ms))
     end_ns = earlier * NS_PER_MS
-    shifted = shift(incident, end_ns, dict(req.extra_labels))
+    shifted = shift(incident, end_ns, dict(req.extra_labels), parts=("metrics",))
     again = find_overlap(transport, shifted.series, end_ns // NS_PER_MS - incident.duration_ms,
                          end_ns // NS_PER_MS, incident.duration_ms)
     if again is not None and not again.identical:
@@ -493,13 +526,18 @@ def _logs(session: _Session, shifted: Incident, start_ns: int, now: int, report:
         raise
 
 
-def _traces(session: _Session, shifted: Incident, report: SignalReport,
+def _traces(session: _Session, shifted: Incident, start_ns: int, report: SignalReport,
             progress: Callable[[SignalReport], None] | None) -> None:
+    """The traces from the incident's onset on go first: Tempo takes traces in any order,
+    and whoever looks at the incident while the load runs (a dashboard, an agent started
+    beside it) finds its traces before the calm start of the window is sent."""
     mark = report.mark()
+    onset = shifted.truth.onset_ms
+    first_ns = None if onset is None else start_ns + onset * NS_PER_MS
     try:
         session.tempo.check()
         push_traces(session.tempo, shifted.span_tables, report, progress=progress,
-                    concurrency=session.req.push.concurrency)
+                    concurrency=session.req.push.concurrency, first_ns=first_ns)
     except (PreflightError, TransportError) as exc:
         _fail(report, exc, shifted.span_count, mark)
     except KeyboardInterrupt:

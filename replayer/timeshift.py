@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import replace
 
 import numpy as np
@@ -59,17 +60,24 @@ def start_ns_for(incident: Incident, end_ns: int) -> int:
     return end_ns - incident.duration_ms * NS_PER_MS
 
 
-def shift(incident: Incident, end_ns: int, extra_labels: dict[str, str] | None = None) -> Incident:
-    """A copy of ``incident`` in absolute time (ms for metrics, ns for logs and spans)."""
+def shift(incident: Incident, end_ns: int, extra_labels: dict[str, str] | None = None,
+          parts: Collection[str] = ("metrics", "logs", "traces")) -> Incident:
+    """A copy of ``incident`` in absolute time (ms for metrics, ns for logs and spans).
+
+    ``parts``: the signals to shift; the others are left out of the copy (a sender that
+    shifts only what it sends: the logs' time prefixes cost most)."""
     start_ns = start_ns_for(incident, end_ns)
     if start_ns % NS_PER_MS:
         raise UsageError("--end must be a whole millisecond")
     start_ms = start_ns // NS_PER_MS
     extra = extra_labels or {}
     grids: dict[int, np.ndarray] = {}
-    series = tuple(_series(s, start_ms, extra, grids) for s in incident.series)
-    logs = tuple(_stream(s, start_ns, extra) for s in incident.log_streams)
-    spans = tuple(_table(t, start_ns) for t in incident.span_tables)
+    series = tuple(_series(s, start_ms, extra, grids) for s in incident.series) \
+        if "metrics" in parts else ()
+    logs = tuple(_stream(s, start_ns, extra) for s in incident.log_streams) \
+        if "logs" in parts else ()
+    spans = tuple(_table(t, start_ns) for t in incident.span_tables) \
+        if "traces" in parts else ()
     return replace(incident, series=series, log_streams=logs, span_tables=spans,
                    source=incident.source + (("window_end_ns", str(end_ns)),))
 

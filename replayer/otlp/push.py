@@ -183,9 +183,11 @@ MAX_REQUEST_BYTES = 3_500_000
 def push_traces(exporter: GrpcTraces | HttpTraces, tables: Sequence[SpanTable],
                 report: SignalReport, max_spans: int = 2000,
                 progress: Callable[[SignalReport], None] | None = None,
-                max_bytes: int = MAX_REQUEST_BYTES, concurrency: int = 1) -> None:
+                max_bytes: int = MAX_REQUEST_BYTES, concurrency: int = 1,
+                first_ns: int | None = None) -> None:
     """Export ``tables`` in requests of ``max_spans``, from ``concurrency`` lanes taking
-    the requests in turn (Tempo assembles a trace from requests in any order)."""
+    the requests in turn (Tempo assembles a trace from requests in any order): whole
+    traces, the ones that began from ``first_ns`` on first (see ``plan_batches``)."""
     encoder = TraceEncoder(tables)
     report.sent += sum(len(t) for t in tables)
     lanes = max(1, concurrency)
@@ -197,7 +199,8 @@ def push_traces(exporter: GrpcTraces | HttpTraces, tables: Sequence[SpanTable],
         for batches, request in body:
             _send(exporter, request, batches, report)
 
-    send_lanes(((i % lanes, b) for i, b in enumerate(plan_batches(tables, max_spans))), lanes,
+    plan = plan_batches(tables, max_spans, first_ns)
+    send_lanes(((i % lanes, b) for i, b in enumerate(plan)), lanes,
                encode, send, progress and (lambda: progress(report)),
                on_interrupt=exporter.cancel, halted=exporter.cancelled)
 

@@ -192,3 +192,37 @@ def test_http_path_with_tempos_real_answers() -> None:
     assert report.accepted == first_spans
     assert report.rejected == {"HTTP 400: unmarshal: invalid TraceID length":
                                inc.span_count - first_spans}
+
+
+@responses.activate
+def test_a_load_sends_the_incidents_traces_first() -> None:
+    """Tempo takes traces in any order: a load sends those that began from the ground
+    truth's onset on first, so the incident is searchable while the calm start of the
+    window is still being sent; then the earlier ones. Every span still goes once."""
+    from replayer.load import LoadRequest, Targets, run_load
+    from replayer.prometheus import PushOptions
+
+    ok = capture("tempo_otlp_http_ok")["response"]
+    url = "http://tempo.test:4318"
+    responses.post(f"{url}/v1/traces", status=ok["status"], body=bytes.fromhex(ok["body_hex"]),
+                   content_type=ok["content_type"])
+    result = run_load(LoadRequest(
+        "slow_query", duration_ms=1_800_000, end="2026-11-28T12:00:00Z", signals=("traces",),
+        targets=Targets(tempo=TargetConfig(url), tempo_protocol="http"),
+        push=PushOptions(concurrency=1)))  # one lane: the requests arrive in plan order
+    onset_ns = result.start_ns + result.incident.truth.onset_ms * 1_000_000
+    firsts = []
+    for call in responses.calls:
+        req = trace_service_pb2.ExportTraceServiceRequest.FromString(call.request.body)
+        starts: dict[bytes, int] = {}
+        for rs in req.resource_spans:
+            for ss in rs.scope_spans:
+                for sp in ss.spans:
+                    starts[sp.trace_id] = min(starts.get(sp.trace_id, sp.start_time_unix_nano),
+                                              sp.start_time_unix_nano)
+        firsts.append(min(starts.values()) >= onset_ns)
+    assert firsts[0] and not firsts[-1]
+    flips = sum(a != b for a, b in zip(firsts, firsts[1:]))
+    assert flips == 1  # the incident's on, then the window's start up to the onset
+    (report,) = result.reports
+    assert report.accepted == result.incident.span_count and not report.rejected
