@@ -151,33 +151,47 @@ class TraceEncoder:
         return b"".join(self.resource_spans(b) for b in batches)
 
 
-def plan_batches(tables: Sequence[SpanTable], max_spans: int) -> Iterator[list[SpanBatch]]:
+def plan_batches(tables: Sequence[SpanTable], max_spans: int,
+                 first_ns: int | None = None) -> Iterator[list[SpanBatch]]:
     """Requests of at most ``max_spans`` spans, whole traces in time order: each request
     holds, from every table, the spans of the traces that began in one stretch of time.
 
     A trace is then complete when it arrives (Tempo writes it to a searchable block once
-    it has been idle for ``max_trace_idle``, instead of joining parts sent seconds apart),
-    and a replayed window becomes searchable from its start on while the rest is sent. A
-    single trace of more than ``max_spans`` spans goes alone. Tables whose spans are not
-    in order of their trace's start (a hand-made recording) are sent table by table."""
+    it has been idle for ``max_trace_idle``, instead of joining parts sent seconds apart).
+    ``first_ns``: the traces that began from then on go first, in time order, then the
+    ones before it (Tempo takes traces in any order). A single trace of more than
+    ``max_spans`` spans goes alone. Tables whose spans are not in order of their trace's
+    start (a hand-made recording) are sent table by table."""
     keys = _trace_starts(tables)
     if keys is None:
         yield from _table_by_table(tables, max_spans)
         return
     flat = np.sort(np.concatenate(keys)) if keys else np.empty(0, np.int64)
-    done, lo_key = 0, None
-    while done < flat.shape[0]:
+    if first_ns is None:
+        yield from _stretches(keys, flat, max_spans, None, None)
+    else:
+        yield from _stretches(keys, flat, max_spans, first_ns, None)
+        yield from _stretches(keys, flat, max_spans, None, first_ns)
+
+
+def _stretches(keys: list[np.ndarray], flat: np.ndarray, max_spans: int,
+               from_key: int | None, stop_key: int | None) -> Iterator[list[SpanBatch]]:
+    """The requests of the traces that began in [``from_key``, ``stop_key``) (None: no
+    bound); ``keys``: each table's trace starts, ``flat``: all of them, sorted."""
+    done = 0 if from_key is None else int(np.searchsorted(flat, from_key, side="left"))
+    last = flat.shape[0] if stop_key is None else int(np.searchsorted(flat, stop_key,
+                                                                       side="left"))
+    lo_key = from_key
+    while done < last:
         target = done + max_spans
-        if target >= flat.shape[0]:
-            cut = done_to = flat.shape[0]
-            hi_key = None
+        if target >= last:
+            cut, hi_key = last, stop_key
         else:
-            hi_key = flat[target]
+            hi_key = int(flat[target])
             cut = int(np.searchsorted(flat, hi_key, side="left"))
             if cut == done:  # one trace holds more than max_spans spans: it goes alone
                 cut = int(np.searchsorted(flat, hi_key, side="right"))
-                hi_key = flat[cut] if cut < flat.shape[0] else None
-            done_to = cut
+                hi_key = int(flat[cut]) if cut < last else stop_key
         batch = []
         for ti, k in enumerate(keys):
             lo = 0 if lo_key is None else int(np.searchsorted(k, lo_key, side="left"))
@@ -185,9 +199,7 @@ def plan_batches(tables: Sequence[SpanTable], max_spans: int) -> Iterator[list[S
             if hi > lo:
                 batch.append(SpanBatch(ti, lo, hi))
         yield batch
-        done, lo_key = done_to, hi_key
-        if hi_key is None:
-            return
+        done, lo_key = cut, hi_key
 
 
 def _trace_starts(tables: Sequence[SpanTable]) -> list[np.ndarray] | None:

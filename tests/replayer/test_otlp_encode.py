@@ -95,14 +95,39 @@ def test_each_request_holds_whole_traces_in_time_order() -> None:
         for tid in _traces_of(tables, g):
             assert owner.setdefault(tid, gi) == gi, "a trace was split across requests"
     # the traces of a later request began no earlier than the last of an earlier one's
+    starts = _trace_starts(tables)
+    spans = [(min(starts[t] for t in _traces_of(tables, g)),
+              max(starts[t] for t in _traces_of(tables, g))) for g in groups]
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+
+
+def _trace_starts(tables):  # type: ignore[no-untyped-def]
     starts: dict[bytes, int] = {}
     for t in tables:
         for tid, st in zip(t.trace_id, t.start_ns.tolist()):
             key = bytes(tid)
             starts[key] = min(starts.get(key, st), st)
-    spans = [(min(starts[t] for t in _traces_of(tables, g)),
+    return starts
+
+
+def test_the_traces_from_first_ns_on_go_first_then_the_ones_before() -> None:
+    tables = cached_incident("slow_query").span_tables
+    starts = _trace_starts(tables)
+    first = sorted(starts.values())[len(starts) * 2 // 3]
+    groups = list(plan_batches(tables, 500, first_ns=first))
+    assert sum(b.spans for g in groups for b in g) == sum(len(t) for t in tables)
+    lo_hi = [(min(starts[t] for t in _traces_of(tables, g)),
               max(starts[t] for t in _traces_of(tables, g))) for g in groups]
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    after = [i for i, (lo, _) in enumerate(lo_hi) if lo >= first]
+    assert after == list(range(len(after))) and 0 < len(after) < len(groups)
+    assert all(hi < first for _, hi in lo_hi[len(after):])  # then the earlier ones
+    for part in (lo_hi[:len(after)], lo_hi[len(after):]):  # each in time order
+        assert all(a[1] <= b[0] for a, b in zip(part, part[1:]))
+    owner: dict[bytes, int] = {}
+    for gi, g in enumerate(groups):
+        for tid in _traces_of(tables, g):
+            assert owner.setdefault(tid, gi) == gi
+    assert len(owner) == len(starts)
 
 
 def test_a_trace_larger_than_a_request_goes_alone() -> None:
