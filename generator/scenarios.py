@@ -269,7 +269,9 @@ _register(
         description=(
             "A migration drops the index on payments.idempotency_key: the SELECT behind "
             "POST /payment turns into a sequential scan, from ~2 ms to seconds; the "
-            "connection pool fills (Little's law), requests queue and some time out."
+            "connection pool fills (Little's law) and requests wait in line for a "
+            "connection, slow but answered (none waits out the 30 s pool timeout at the "
+            "default rate)."
         ),
         fault="slow_query",
         root_cause_component="postgres",
