@@ -134,6 +134,9 @@ def test_entry_costs_count_utf8_bytes_of_lines_and_metadata() -> None:
     # trace context among them, a non-ASCII value in a group
     ((("a", "1"), ("o", "12")), (("a", "é"), ("o", "1")), (("o", "123"),),
      (("a", "2"), ("o", "12"))),
+    # two pair counts, and within one of them two sets of names
+    ((("a", "1"), ("o", "2")), (("b", "1"), ("o", "2")), (("o", "3"),),
+     (("a", "2"), ("o", "1"))),
 ])
 def test_metadata_shapes_equal_the_schema(metadata) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
