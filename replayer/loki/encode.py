@@ -71,10 +71,6 @@ def _metadata_sizes(entries: Sequence[tuple[tuple[str, str], ...]]) -> np.ndarra
     return np.fromiter((len(x.encode()) for x in joined), np.int64, len(joined))
 
 
-def _utf8_len(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode())
-
-
 def _by_shape(entries: Sequence[tuple[tuple[str, str], ...]]) -> Iterator[
         tuple[np.ndarray, Sequence[tuple[tuple[str, str], ...]],
               list[tuple[tuple[str, str], ...]] | None]]:
