@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .card import upstream_calls
+from .chunks import generate_spans
 from .logs import build_logs, make_clients
 from .metrics import build_metrics
 from .model import Incident, MetricFamily, Series
@@ -22,14 +23,14 @@ from .texts import failures
 from .traces import build_spans
 from .truth import build_truth
 
-GENERATOR_VERSION = "5"
+GENERATOR_VERSION = "6"
 MAX_STEPS = 2_000_000
 # Appending a stream keeps the others' draws as they were (SeedSequence.spawn is by index).
 STREAMS = ("traffic", "latency", "pool", "ids", "clients", "logs", "gauges", "faults",
            "phases", "upstream")
 
-__all__ = ["generate", "Incident", "Scenario", "ScenarioError", "SCENARIOS", "get_scenario",
-           "GENERATOR_VERSION"]
+__all__ = ["generate", "generate_spans", "Incident", "Scenario", "ScenarioError", "SCENARIOS",
+           "get_scenario", "GENERATOR_VERSION"]
 
 
 def generate(scenario: str | Scenario, seed: int = 1, duration_ms: int | None = None,
@@ -110,13 +111,19 @@ _PER_STEP_BYTES = 100_000
 
 def estimate_memory(scenario: str | Scenario, duration_ms: int | None = None,
                     step_ms: int | None = None,
-                    knobs: Mapping[str, object] | None = None) -> tuple[int, int, int]:
+                    knobs: Mapping[str, object] | None = None,
+                    signals: tuple[str, ...] | None = None) -> tuple[int, int, int]:
     """(bytes, simulated requests, steps) that generating ``scenario`` over the window
     needs at its peak: the whole window is simulated at once, request by request, so a
-    long window or a high rate grows without bound. Cheap: nothing is simulated."""
+    long window or a high rate grows without bound, unless it goes span by span (a long
+    window of ``signals`` metrics only: then a span's). Cheap: nothing is simulated."""
+    from .chunks import SPAN_MS, spanned
+
     spec = scenario if isinstance(scenario, Scenario) else get_scenario(scenario)
     duration_ms = spec.default_duration_s * 1000 if duration_ms is None else int(duration_ms)
     step_ms = spec.default_step_s * 1000 if step_ms is None else int(step_ms)
+    if signals is not None and spanned(duration_ms, signals):
+        duration_ms = SPAN_MS
     resolved = spec.resolve_knobs(knobs)
     rps = sum(float(v) for k, v in resolved.items() if k.startswith("rps_"))
     requests = int(rps * duration_ms / 1000)

@@ -25,6 +25,7 @@ from .series import (
     APP_JOB,
     PG_JOB,
     TIME_VALUED,
+    Carry,
     SeriesBuilder,
     le_label,
 )
@@ -61,14 +62,24 @@ def build_metrics(sim: Simulation, ids: TraceIds, knobs: dict[str, float],
                   ) -> tuple[tuple[MetricFamily, ...], tuple[Series, ...]]:
     """``herrings``: (RedHerring, realized start as a fraction of the window) pairs;
     ``upstream``: (Upstream, its stream): the card processor's own job."""
-    n_steps = sim.severity.shape[0]
-    b = SeriesBuilder(np.arange(n_steps + 1, dtype=np.int64) * sim.step_ms,
-                      tuple((r.stop_s * 1000.0, r.up_s * 1000.0) for r in sim.restarts))
+    families, series, _ = build_metric_span(sim, ids, knobs, plan, rng, herrings, upstream)
+    return families, series
+
+
+def build_metric_span(sim: Simulation, ids: TraceIds, knobs: dict[str, float],
+                      plan: PhasePlan | None, rng: np.random.Generator, herrings: tuple = (),
+                      upstream: tuple | None = None, carry: Carry | None = None,
+                      ) -> tuple[tuple[MetricFamily, ...], tuple[Series, ...], Carry | None]:
+    """:func:`build_metrics` on ``sim``'s scrapes; with ``carry``, a span of a longer
+    window going on from the earlier one (returns what the next span goes on from)."""
+    b = SeriesBuilder(sim.scrape_ms,
+                      tuple((r.stop_s * 1000.0, r.up_s * 1000.0) for r in sim.restarts),
+                      carry, sim.duration_ms)
     _http_metrics(b, sim, ids)
     _card_metrics(b, sim)
     _pool_metrics(b, sim)
     process_series(b, sim, rng, knobs, plan)
-    end_ms = float(b.t_ms[-1])
+    end_ms = float(b.window_ms)
     postgres_series(b, sim, knobs, plan, rng, [at * end_ms / 1000.0 for h, at in herrings
                                                if h.kind == "report_run"])
     b.add("up", APP_JOB, np.where(b.app_down, 0.0, 1.0))
@@ -84,9 +95,9 @@ def build_metrics(sim: Simulation, ids: TraceIds, knobs: dict[str, float],
     b.finish(APP_JOB)
     if pg_down.any():
         b.drop(PG_JOB, pg_down)
-    series = tuple(sorted(b.series, key=lambda s: s.labels))
+    series = tuple(sorted(b.emit(), key=lambda s: s.labels))
     families = tuple(sorted(b.families.values(), key=lambda f: f.name))
-    return families, series
+    return families, series, b.next
 
 
 def _duration_histogram(b: SeriesBuilder, name: str, key: np.ndarray, combos: list[dict],
@@ -239,12 +250,16 @@ def _refused_drift(b: SeriesBuilder, sim: Simulation) -> np.ndarray:
     traffic = sim.traffic
     refused = np.flatnonzero(traffic.error == ERR_CONNECT)
     drift = np.zeros(b.n)
-    if refused.size == 0:
+    if refused.size == 0 and not b.start("refused", 0.0):
         return drift
     idx = b.app_index(traffic.connect_end_ns[refused])
     era = traffic.era[refused]
-    for e in np.unique(era).tolist():  # a new process counts from zero again
-        drift = np.where(b.app_era == e, b.counter(idx[era == e]), drift)
+    first = int(b.app_era[0])
+    for e in sorted(set(np.unique(era).tolist()) | ({first} if b.carry else set())):
+        # a new process counts from zero again (an earlier span's count goes on)
+        drift = np.where(b.app_era == e, b.counter(idx[era == e])
+                         + (b.start("refused", 0.0) if e == first else 0.0), drift)
+    b.end("refused", drift[-1])
     return drift
 
 

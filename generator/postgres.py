@@ -19,7 +19,7 @@ from .background import (
 )
 from .queue import covering
 from .scenarios import PhasePlan
-from .series import PG_JOB, SeriesBuilder, ar_noise
+from .series import PG_JOB, SeriesBuilder
 from .simulate import (
     ERR_DISK_FULL,
     ERR_NONE,
@@ -60,10 +60,12 @@ def postgres_series(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
                     manual_runs: list[float] | None = None) -> None:
     """``manual_runs``: starts (s) of extra runs of the reporting job (a red herring)."""
     traffic = sim.traffic
-    duration_s = float(b.t_ms[-1]) / 1000.0
-    bg = background(duration_s, rng)
-    if manual_runs:
-        bg = with_runs(bg, manual_runs)
+    duration_s = float(b.window_ms) / 1000.0
+    bg = b.carry.extras.get("background") if b.carry is not None else None
+    if not isinstance(bg, Background):  # else drawn once for the whole of a long window
+        bg = background(duration_s, rng)
+        if manual_runs:
+            bg = with_runs(bg, manual_runs)
     b.family("pg_up", "gauge", "Whether the last scrape of metrics from PostgreSQL was able to "
              "connect to the server (1 for yes, 0 for no).")
     b.add("pg_up", PG_JOB, b.const(1))
@@ -75,13 +77,14 @@ def postgres_series(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
     inserted = (traffic.insert_end_ns > traffic.insert_start_ns) & \
         (traffic.error != ERR_DISK_FULL)
     ins_idx = b.index(traffic.insert_end_ns)
-    live_rows = LIVE_ROWS_AT_START + b.counter(ins_idx[inserted])
+    live_rows = b.start("live_rows", LIVE_ROWS_AT_START) + b.counter(ins_idx[inserted])
+    b.end("live_rows", live_rows[-1])
     scan_idx = _report_index(b, bg)
 
     scanning = _activity(b, sim, bg, seq, rng)
     scans = b.counter(sel_idx[seq]) + b.counter(scan_idx)
-    rows_scanned = b.counter(sel_idx[seq], np.full(int(seq.sum()), 1.0)) * live_rows + \
-        b.counter(scan_idx) * live_rows
+    # each scan reads the rows the table holds then
+    rows_scanned = np.cumsum(np.diff(scans, prepend=0.0) * live_rows)
     # A scan of 1.25 M rows is planned as a Parallel Seq Scan with 2 workers; each process
     # that takes part counts a scan, and workers are only there while max_parallel_workers
     # (8) has some free: the more scans run at once, the fewer get theirs.
@@ -117,7 +120,9 @@ def _ledger(b: SeriesBuilder, sim: Simulation, rng: np.random.Generator,
     what its reports (noisy_neighbour) add to the database's counters, by scrape."""
     n = b.n
     step_s = sim.step_ms / 1000.0
-    lookups = np.cumsum(np.concatenate([[0], rng.poisson(0.8 * step_s, n - 1)]))
+    lookups = np.cumsum(np.concatenate([[0], rng.poisson(0.8 * step_s, n - 1)])) + \
+        b.start("ledger_lookups", 0.0)
+    b.end("ledger_lookups", lookups[-1])
     out = {k: np.zeros(n) for k in ("scans", "rows", "reads", "read_ms", "temp_files",
                                     "temp_bytes", "hits")}
     rep = sim.others.reports if sim.others is not None else None
@@ -151,7 +156,7 @@ def _scanning(sim: Simulation, plan: PhasePlan | None, t_ns: np.ndarray) -> np.n
     plan = sim.plan_of("slow_query")
     if plan is None:
         return np.zeros(t_ns.shape, bool)
-    duration_ns = (sim.severity.shape[0] * sim.step_ms) * 1_000_000
+    duration_ns = sim.duration_ms * 1_000_000
     return (t_ns >= plan.onset * duration_ns) & (t_ns < plan.recovered * duration_ns)
 
 
@@ -299,7 +304,7 @@ def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.
     pages = np.diff(rows_scanned, prepend=0.0) / ROWS_PER_PAGE
     # a large scan goes through a 256 kB ring; what it finds in shared buffers wanders with
     # the other scans running beside it
-    hit_share = 1.0 / (1.0 + np.exp(-(-1.2 + ar_noise(rng, n, 0.5, 0.7))))
+    hit_share = 1.0 / (1.0 + np.exp(-(-1.2 + b.ar("hit_share", rng, 0.5, 0.7))))
     lookup_blocks = b.counter(sel_idx[lookups], np.full(int(lookups.sum()), 3.0)) + \
         b.counter(ins_idx[inserted], np.full(int(inserted.sum()), 4.0))
     lookup_steps = np.diff(lookup_blocks, prepend=0.0) + 3.0 * other_rows
@@ -308,7 +313,7 @@ def _database(b: SeriesBuilder, sim: Simulation, bg: Background, rng: np.random.
     reads = np.cumsum(seq_reads + lookup_reads) + reports["reads"]
     hits = np.cumsum(np.round(pages * hit_share) + lookup_steps - lookup_reads) + \
         reports["hits"] + 3.0 * n_plus
-    read_ms = 0.021 * np.exp(ar_noise(rng, n, 0.35, 0.8)) * (1.0 + 0.02 * scan_steps)
+    read_ms = 0.021 * np.exp(b.ar("read_ms", rng, 0.35, 0.8)) * (1.0 + 0.02 * scan_steps)
     writes = rng.binomial(np.diff(b.counter(ins_idx[inserted]), prepend=0.0).astype(np.int64),
                           0.03)
     write_ms = writes * 0.06 * np.exp(0.5 * rng.standard_normal(n))
@@ -353,16 +358,20 @@ def _bgwriter(b: SeriesBuilder, bg: Background, rng: np.random.Generator,
     started = np.searchsorted(bg.checkpoint_start_s, t_s, side="right")
     # inserts dirty a heap page per 60 rows and a random leaf of each index
     dirtied = np.cumsum(inserts / 60.0 + np.minimum(inserts, 900.0) * 1.7)
-    dirty_at = np.interp(bg.checkpoint_start_s, t_s, dirtied, left=0.0)
-    batch = np.diff(dirty_at, prepend=0.0) + rng.poisson(40.0, bg.checkpoint_start_s.shape[0])
     spread = CHECKPOINT_SPREAD * CHECKPOINT_TIMEOUT_S
-    done = np.clip((t_s[:, None] - bg.checkpoint_start_s[None, :]) / spread, 0.0, 1.0)
+    if b.carry is None:
+        cp = bg.checkpoint_start_s
+        dirty_at = np.interp(cp, t_s, dirtied, left=0.0)
+        batch = np.diff(dirty_at, prepend=0.0) + rng.poisson(40.0, cp.shape[0])
+        per_page_ms = 0.9 * np.exp(0.3 * rng.standard_normal(cp.shape[0]))
+        sync_each = 35.0 * np.exp(0.6 * rng.standard_normal(cp.shape[0]))
+    else:
+        cp, batch, per_page_ms, sync_each = _span_checkpoints(b, bg, t_s, dirtied, spread)
+    done = np.clip((t_s[:, None] - cp[None, :]) / spread, 0.0, 1.0)
     written = np.floor(done @ batch)
-    per_page_ms = 0.9 * np.exp(0.3 * rng.standard_normal(bg.checkpoint_start_s.shape[0]))
     write_ms = np.round((done * spread * 1000.0 * (batch > 0)) @ np.minimum(per_page_ms, 1.0))
     finished = (done >= 1.0).astype(np.float64)
-    sync_ms = np.round(finished @ (35.0 * np.exp(0.6 * rng.standard_normal(
-        bg.checkpoint_start_s.shape[0]))))
+    sync_ms = np.round(finished @ sync_each)
     n = b.n
     clean = np.cumsum(rng.poisson(0.2 * (b.t_ms[1] - b.t_ms[0]) / 1000.0 * (1 + scan_steps), n))
     alloc = np.cumsum(lookup_reads + rng.poisson(32.0 * scan_steps) + rng.poisson(3.0, n))
@@ -391,6 +400,38 @@ def _bgwriter(b: SeriesBuilder, bg: Background, rng: np.random.Generator,
     ):
         b.family(f"pg_stat_bgwriter_{name}_total", "counter", help_text)
         b.add(f"pg_stat_bgwriter_{name}_total", PG_JOB, values)
+
+
+def _span_checkpoints(b: SeriesBuilder, bg: Background, t_s: np.ndarray, dirtied: np.ndarray,
+                      spread: float) -> tuple[np.ndarray, ...]:
+    """The checkpoints that write during a span of a long window: each one's start, what it
+    writes, its time per page and its sync. What a checkpoint writes was dirtied since the
+    one before, which can be spans back: the dirty count and the batches of checkpoints
+    still writing go on from the earlier span. (Drawn once for the window: each
+    checkpoint's own noise, in ``extras``.)"""
+    extra, per_page, sync = b.carry.extras["checkpoints"]  # type: ignore[union-attr,misc]
+    all_cp = bg.checkpoint_start_s
+    lo = int(np.searchsorted(all_cp, t_s[0] - spread, side="left"))
+    hi = int(np.searchsorted(all_cp, t_s[-1], side="right"))
+    base = b.start("dirtied", 0.0)
+    dirtied = dirtied + base
+    b.end("dirtied", dirtied[-1])
+    cp = all_cp[lo:hi]
+    batch = np.zeros(cp.shape[0])
+    last = b.start("dirty_at_last", 0.0)
+    for j in range(cp.shape[0]):
+        g = lo + j
+        if cp[j] <= t_s[0]:  # began in an earlier span: its batch was settled there
+            batch[j] = b.start(f"checkpoint:{g}", float(extra[g]))
+            continue
+        at = float(np.interp(cp[j], t_s, dirtied))
+        batch[j] = at - last + float(extra[g])
+        last = at
+    b.end("dirty_at_last", last)
+    for j in range(cp.shape[0]):  # still writing when the next span begins
+        if cp[j] + spread > t_s[-1]:
+            b.end(f"checkpoint:{lo + j}", batch[j])
+    return cp, batch, per_page[lo:hi], sync[lo:hi]
 
 
 def _quiet(b: SeriesBuilder, rng: np.random.Generator, step_s: float) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .resource import resource_of
 from .scenarios import PhasePlan
-from .series import APP_JOB, SeriesBuilder, ar_noise
+from .series import APP_JOB, SeriesBuilder
 from .simulate import BASE_RSS_BYTES, ERR_NONE, HEALTH, POST_PAYMENT, Simulation
 
 CPU_S = {POST_PAYMENT: 0.0024, 1: 0.0015, HEALTH: 0.0003}  # median CPU per request
@@ -41,14 +41,14 @@ def process_series(b: SeriesBuilder, sim: Simulation, rng: np.random.Generator,
     # the window
     age_s = b.t_ms / 1000.0 - np.where(b.app_era > 0, b.app_start_s, 0.0)
     drift = 0.9e6 * np.sqrt(np.maximum(age_s, 0.0) / 3600.0)
-    rss = BASE_RSS_BYTES + drift + 61_000.0 * active + ar_noise(rng, n, 0.35e6, 0.95) + \
+    rss = BASE_RSS_BYTES + drift + 61_000.0 * active + b.ar("rss", rng, 0.35e6, 0.95) + \
         _leaked_bytes(b, sim, knobs, plan)
     b.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", "bytes")
     b.add("process_resident_memory_bytes", job, np.round(rss / 4096.0) * 4096.0)
     alive = np.maximum(inst.threads_busy, np.concatenate([inst.threads_busy[:1],
                                                           inst.threads_busy[:-1]]))
     arenas = np.minimum(np.floor(alive / 3.0), 16) * 65536.0 * 16  # malloc arenas, 1 MiB each
-    vms = 366.5e6 + (alive + 3) * STACK_BYTES + arenas + np.round(ar_noise(rng, n, 1.5, 0.8)) * \
+    vms = 366.5e6 + (alive + 3) * STACK_BYTES + arenas + np.round(b.ar("vms", rng, 1.5, 0.8)) * \
         (1 << 20)
     b.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", "bytes")
     b.add("process_virtual_memory_bytes", job, np.round(vms / 4096.0) * 4096.0)
@@ -82,13 +82,17 @@ def _leaked_bytes(b: SeriesBuilder, sim: Simulation, knobs: dict[str, float],
     plan = sim.plan_of("memory_leak")
     if plan is None or per <= 0:
         return np.zeros(b.n)
-    t, duration_ns = sim.traffic, b.t_ms[-1] * 1_000_000
+    t, duration_ns = sim.traffic, b.window_ms * 1_000_000
     on = ((t.route == POST_PAYMENT) & (t.status == 200) & (t.end_ns >= plan.onset * duration_ns)
           & (t.end_ns < plan.recovery * duration_ns))
     out = np.zeros(b.n)
+    first = int(b.app_era[0])
     for era in range(len(sim.restarts) + 1):
         mine = on & (t.era == era)
-        out = np.where(b.app_era == era, b.counter(b.index(t.end_ns[mine])) * per, out)
+        # an earlier span's cache goes on in the process that was running at its end
+        out = np.where(b.app_era == era, b.counter(b.index(t.end_ns[mine])) * per
+                       + (b.start("leaked", 0.0) if era == first else 0.0), out)
+    b.end("leaked", out[-1])
     return out
 
 
@@ -99,12 +103,16 @@ def _gc_series(b: SeriesBuilder, idx: np.ndarray, route: np.ndarray,
     enough long-lived objects are pending (about half the time here)."""
     allocs = np.array([ALLOCS[r] for r in range(3)])[route]
     allocs = allocs * np.exp(0.5 * rng.standard_normal(route.shape[0]))
-    total = b.counter(idx, allocs) + 4.2e6
+    total = b.counter(idx, allocs) + b.start("allocations", 4.2e6)
+    b.end("allocations", total[-1])
     events = np.floor(total / GC_THRESHOLD0).astype(np.int64)
     tenth = events // 10
     full_tries = tenth // 10
-    granted = np.cumsum(np.concatenate([[0], rng.random(int(full_tries[-1]) + 1) < 0.5]))
-    gen2 = granted[full_tries]
+    # (a later span of a long window draws for its own tries only: its counts go on from the
+    # earlier span's)
+    tries = full_tries - (full_tries[0] if b.carry is not None and not b.carry.first else 0)
+    granted = np.cumsum(np.concatenate([[0], rng.random(int(tries[-1]) + 1) < 0.5]))
+    gen2 = granted[tries]
     gen1 = tenth - gen2
     gen0 = events - tenth
     b.family("python_gc_collections_total", "counter", "Number of times this generation was "

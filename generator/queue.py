@@ -76,20 +76,35 @@ class Schedule:
     timed_out: np.ndarray  # bool
 
 
-def schedule(d: Demand, workers: int, connections: int, pool_timeout: float) -> Schedule:
+def schedule(d: Demand, workers: int, connections: int, pool_timeout: float,
+             fixed: Schedule | None = None) -> Schedule:
     """Run the queue. Stretches without contention are computed as arrays; the rest is
-    walked request by request from the state the arrays give at its start."""
+    walked request by request from the state the arrays give at its start.
+
+    ``fixed``: the schedule of the first requests, settled before (requests still in
+    flight where an earlier stretch of the window ended): first come, first served, so no
+    later arrival changes it; the others queue behind them."""
     free = _free_run(d)
+    m = 0
+    if fixed is not None:
+        m = fixed.end.shape[0]
+        for col, done in zip(free, (fixed.thread, fixed.pool_request, fixed.checkout,
+                                    fixed.release, fixed.end)):
+            col[:m] = done
     conflict = _contended(d, free, workers, connections)
+    conflict = conflict[conflict >= m]
     thread, preq, checkout, release, end = free  # fresh arrays: the walks write into them
     thread = thread.copy()
     timed_out = np.zeros(d.arrival.shape, bool)
+    if fixed is not None:
+        timed_out[:m] = fixed.timed_out
     n = d.arrival.shape[0]
     i = int(conflict[0]) if conflict.size else n
     conflicts = conflict.tolist()
+    keepers = np.flatnonzero(d.uses_db & np.isfinite(d.keep_until))  # may hold one long
     while i < n:
         i = _walk(d, i, workers, connections, pool_timeout,
-                  (thread, preq, checkout, release, end, timed_out), conflicts)
+                  (thread, preq, checkout, release, end, timed_out), conflicts, keepers)
         nxt = np.searchsorted(conflict, i)
         i = int(conflict[nxt]) if nxt < conflict.size else n
     return Schedule(thread, preq, checkout, release, end, timed_out)
@@ -97,7 +112,7 @@ def schedule(d: Demand, workers: int, connections: int, pool_timeout: float) -> 
 
 def _free_run(d: Demand) -> tuple[np.ndarray, ...]:
     """Every request served at once: right wherever no limit is reached."""
-    thread = d.arrival
+    thread = d.arrival.copy()
     preq = thread + d.before_pool
     checkout = preq.copy()
     let_go = np.where(d.uses_db, checkout + d.hold + d.lock_wait(checkout), checkout)
@@ -133,11 +148,12 @@ def _top(values: np.ndarray, k: int) -> list[float]:
 
 
 def _walk(d: Demand, i: int, workers: int, connections: int, pool_timeout: float,
-          out: tuple[np.ndarray, ...], conflicts: list[int]) -> int:
+          out: tuple[np.ndarray, ...], conflicts: list[int], keepers: np.ndarray) -> int:
     """Serve requests one by one from ``i`` until none is held up and no contention is
     near; returns the first index not walked."""
     end = out[4]
-    lo = int(np.searchsorted(d.arrival, d.arrival[i] - _longest(d, out, i), side="left"))
+    lo = int(np.searchsorted(d.arrival, d.arrival[i] - _longest(d, out, i, keepers),
+                             side="left"))
     past = slice(lo, i)
     threads = _top(end[past][d.on_thread[past]], workers)
     conns = _top(out[3][past][d.uses_db[past]], connections)
@@ -222,13 +238,20 @@ def _walk_stretch(d: Demand, base: int, stop: int, first: int, threads: list[flo
     return done
 
 
-def _longest(d: Demand, out: tuple[np.ndarray, ...], i: int) -> float:
+def _longest(d: Demand, out: tuple[np.ndarray, ...], i: int,
+             keepers: np.ndarray) -> float:
     """How far back a request still in flight (or still keeping its connection) at ``i``'s
     arrival can have arrived."""
     end, release = out[4], out[3]
     head = slice(max(0, i - 50_000), i)
     span = np.maximum(end[head], release[head]) - d.arrival[head]  # a kept connection too
-    return float(span.max()) + 1.0 if span.size else 0.0
+    longest = float(span.max()) + 1.0 if span.size else 0.0
+    # a connection kept (leaked) by a request further back
+    early = keepers[:int(np.searchsorted(keepers, head.start))]
+    kept = early[release[early] > d.arrival[i]]
+    if kept.size:
+        longest = max(longest, float(d.arrival[i] - d.arrival[kept[0]]) + 1.0)
+    return longest
 
 
 def covering(start: np.ndarray, stop: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -238,26 +261,33 @@ def covering(start: np.ndarray, stop: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 
 def idle_connections(checkout: np.ndarray, release: np.ndarray, pool_size: int,
-                     at: np.ndarray) -> np.ndarray:
+                     at: np.ndarray, opened: int = 0,
+                     since: float = float("-inf")) -> np.ndarray:
     """Connections resting in the QueuePool at each instant of ``at``.
 
     QueuePool opens a connection only when a checkout finds none resting, and keeps at
     most ``pool_size`` of the returned ones (an overflow connection is closed on return).
     So the number open follows the number checked out with a play of ``pool_size``: it
     rises when checkouts exceed it, falls when it is more than ``pool_size`` above them,
-    and otherwise stays (a backlash). It depends on the history, not on one instant."""
+    and otherwise stays (a backlash). It depends on the history, not on one instant:
+    ``opened`` is how many were open at ``since`` (the checkouts and returns up to then
+    only say how many were in use)."""
+    before = int(np.count_nonzero(checkout <= since) - np.count_nonzero(release <= since))
+    checkout, release = checkout[checkout > since], release[release > since]
     times = np.concatenate([checkout, release])
     delta = np.concatenate([np.ones(checkout.shape, np.int64),
                             -np.ones(release.shape, np.int64)])
     order = np.lexsort((delta, times))  # at equal times a return first: a handed-over connection
-    used = np.cumsum(delta[order])
-    opened = _backlash(used, pool_size)
+    used = before + np.cumsum(delta[order])
+    if used.size == 0:
+        return np.full(at.shape, opened - before)
+    level = _backlash(used, pool_size, opened)
     pos = np.searchsorted(times[order], at, side="right") - 1
-    return np.where(pos >= 0, (opened - used)[np.maximum(pos, 0)], 0)
+    return np.where(pos >= 0, (level - used)[np.maximum(pos, 0)], opened - before)
 
 
-def _backlash(u: np.ndarray, play: int, block: int = 1024) -> np.ndarray:
-    """y[k] = min(max(y[k-1], u[k]), u[k] + play), y[-1] = 0, without a Python loop over k.
+def _backlash(u: np.ndarray, play: int, y0: int = 0, block: int = 1024) -> np.ndarray:
+    """y[k] = min(max(y[k-1], u[k]), u[k] + play), y[-1] = y0, without a Python loop over k.
 
     Each step clips to [u, u + play]; clips compose into a clip (clip to [a1, b1] then to
     [a2, b2] is a clip to [clip(a1, a2, b2), clip(b1, a2, b2)]), so the composition of
@@ -277,7 +307,7 @@ def _backlash(u: np.ndarray, play: int, block: int = 1024) -> np.ndarray:
         lo[:, shift:], hi[:, shift:] = new_lo, new_hi
         shift *= 2
     start = np.empty(lo.shape[0], np.int64)
-    level = 0
+    level = int(y0)
     for i, (a, b) in enumerate(zip(lo[:, -1].tolist(), hi[:, -1].tolist())):
         start[i] = level
         level = min(max(level, a), b)

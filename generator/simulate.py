@@ -16,6 +16,7 @@ threads and the connection pool are real limits, and every request is accounted 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -172,6 +173,19 @@ class Simulation:
     other_sessions: np.ndarray | None = None
     others: Others | None = None
     faults: tuple[tuple[str, PhasePlan], ...] = ()  # every fault, its realized phases
+    grid_ms: np.ndarray | None = None  # the scrape instants (ms, window time)
+    window_ms: int = 0  # the whole window's length (a span's simulation covers part of it)
+    resume: Span | None = None  # where the next span starts (a span's simulation only)
+
+    @property
+    def scrape_ms(self) -> np.ndarray:
+        if self.grid_ms is not None:
+            return self.grid_ms
+        return np.arange(self.severity.shape[0] + 1, dtype=np.int64) * self.step_ms
+
+    @property
+    def duration_ms(self) -> int:
+        return self.window_ms or self.severity.shape[0] * self.step_ms
 
     def plan_of(self, kind: str) -> PhasePlan | None:
         return dict(self.faults).get(kind)
@@ -238,24 +252,69 @@ class Active:
         return (plan.onset * self.duration_s, plan.recovery * self.duration_s)
 
 
+@dataclass(frozen=True)
+class Span:
+    """One part of a long window, simulated on its own (``generator.chunks``): the scrapes
+    from ``lo_s`` to ``hi_s`` (window time), and the state the earlier parts leave."""
+
+    lo_s: float
+    hi_s: float
+    warm_s: float = 0.0  # simulated before lo_s (the window's first part only)
+    restarts: tuple[Restart, ...] = ()  # every restart so far (and the planned ones)
+    # memory_leak: the kills count POSTs since ``since_s``; ``counted`` of them were before lo_s
+    since_s: float = float("-inf")
+    counted: int = 0
+    prefix: Prefix | None = None  # the requests still in flight (or keeping a connection)
+    others: Others | None = None  # the other clients, drawn once for the whole window
+    # (a process, its pool's open connections) at lo_s: QueuePool keeps what it opened,
+    # so this hangs on the history
+    opened: tuple[int, int] = (0, 0)
+    # too_many_clients: the connections open at its onset, and when each grows too old
+    deaths: tuple[int, np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """Requests of the earlier parts not done where this part begins: what they ask for
+    and their schedule, settled (first come, first served: no later arrival changes it)."""
+
+    route: np.ndarray
+    era: np.ndarray
+    work: Work
+    sched: Schedule
+    refused: np.ndarray
+
+
 def simulate(knobs: dict[str, float], faults: tuple[tuple[str, PhasePlan], ...],
              duration_ms: int, step_ms: int, streams: dict[str, np.random.Generator],
-             extra_restarts: tuple[Restart, ...] = ()) -> Simulation:
-    """Run the model; ``streams`` are independent generators (traffic, latency, pool, ...)."""
+             extra_restarts: tuple[Restart, ...] = (), span: Span | None = None) -> Simulation:
+    """Run the model; ``streams`` are independent generators (traffic, latency, pool, ...).
+    ``span``: only that part of the window (its scrapes, and every request that does
+    something between its first and last scrape); the result's ``resume`` is where the next
+    part starts."""
     n_steps = duration_ms // step_ms
     step_s, duration_s = step_ms / 1000.0, duration_ms / 1000.0
-    warm = int(np.ceil(WARMUP_S / step_s))
-    rate = _route_rates(knobs, n_steps + warm, warm, streams["traffic"])
+    warm = int(np.ceil((WARMUP_S if span is None else span.warm_s) / step_s))
+    first = 0 if span is None else int(round(span.lo_s / step_s))
+    last = n_steps if span is None else int(round(span.hi_s / step_s))
+    rate = _route_rates(knobs, np.arange(first - warm, last), n_steps, streams["traffic"])
     counts = streams["traffic"].poisson(rate * step_s)
     route, step_idx = _expand(counts)
     offset = np.asarray(streams["traffic"].random(route.shape[0]))
-    arrival = (step_idx - warm + offset) * step_s
+    arrival = (step_idx + (first - warm) + offset) * step_s
     order = np.lexsort((route, arrival))
     route, arrival = route[order], arrival[order]
     act = Active(faults, duration_s)
     plan = faults[0][1] if faults else None
-    restarts = tuple(sorted(_restarts(knobs, act, route, arrival, duration_s)
-                            + extra_restarts, key=lambda r: r.stop_s))
+    if span is None:
+        restarts = tuple(sorted(_restarts(knobs, act, route, arrival, duration_s)[0]
+                                + extra_restarts, key=lambda r: r.stop_s))
+    else:
+        owned = arrival >= span.lo_s
+        found, since, counted = _restarts(knobs, act, route[owned], arrival[owned],
+                                          duration_s, (span.since_s, span.counted))
+        restarts = tuple(sorted(set(span.restarts) | set(found) | set(extra_restarts),
+                                key=lambda r: r.stop_s))
     if restarts:  # while no process listens, a request is refused before it is anything
         down = np.zeros(arrival.shape, bool)
         for r in restarts:
@@ -264,31 +323,96 @@ def simulate(knobs: dict[str, float], faults: tuple[tuple[str, PhasePlan], ...],
     era = np.searchsorted(np.array([r.up_s for r in restarts]), arrival, side="right")
     regressed = np.isin(era, [e + 1 for e, r in enumerate(restarts) if r.version == NEW_VERSION])
     work = _work(knobs, act, route, arrival, streams, regressed)
+    prefix = span.prefix if span is not None else None
+    fixed = 0
+    if prefix is not None:  # they came first, and their schedule is settled
+        fixed = prefix.route.shape[0]
+        route, era = np.concatenate([prefix.route, route]), np.concatenate([prefix.era, era])
+        work = _join_work(prefix.work, work)
+        arrival = work.demand.arrival
     capacity = int(knobs["pool_size"] + knobs["max_overflow"])
     sched = schedule(work.demand, int(knobs["worker_threads"]), capacity,
-                     knobs["pool_timeout_s"])
+                     knobs["pool_timeout_s"], None if prefix is None else prefix.sched)
     lost = _killed(sched, arrival, restarts)
-    refused, others, alive = None, None, None
+    scrape_s = np.arange(first, last + 1) * step_s
+    refused, others, alive, deaths = None, None, None, None
     if "too_many_clients" in act:
-        refused, others, alive = _refused_connections(knobs, work, sched,
-                                                      act.window("too_many_clients"),
-                                               np.arange(n_steps + 1) * step_s,
-                                               streams["faults"])
+        refused, others, alive, deaths = _refused_connections(
+            knobs, work, sched, act.window("too_many_clients"), scrape_s, streams["faults"],
+            fixed, None if span is None else span.deaths,
+            None if prefix is None else prefix.refused)
+    opened = (0, 0) if span is None else span.opened
+    since_s = float("-inf") if span is None else span.lo_s
+    resume = None
+    if span is not None:
+        onset = act.window("too_many_clients")[0]
+        resume = Span(span.hi_s, span.hi_s, 0.0, restarts, since, counted,
+                      _in_flight(route, era, work, sched, refused, lost, span.hi_s),
+                      span.others, _pool_opened(work, sched, refused, era, restarts,
+                                                int(knobs["pool_size"]), span.hi_s, opened,
+                                                since_s),
+                      deaths if deaths is not None and onset <= span.hi_s else span.deaths)
     # a day-long window holds a million requests: keep only what the signals still read
     d = work.demand
     work = replace(work, demand=replace(d, before_pool=np.empty(0), hold=np.empty(0),
                                         after_pool=np.empty(0), timeout_jitter=np.empty(0),
                                         keep_until=np.empty(0)))
     del d
-    scrape_s = np.arange(n_steps + 1) * step_s
     instants = _instants(route, work, sched, scrape_s, int(knobs["pool_size"]), refused, era,
-                         restarts, alive)
-    traffic = _traffic(knobs, route, arrival, work, sched, duration_s, streams["latency"],
+                         restarts, alive, opened, since_s)
+    # a span counts what happens between its first and last scrape (a step of a request
+    # still running at its end is counted there; the request's end, by the next span)
+    keep = (arrival >= 0.0) & (sched.end <= duration_s) if span is None else \
+        (sched.end > span.lo_s)
+    traffic = _traffic(knobs, route, arrival, work, sched, keep, streams["latency"],
                        lost, refused, era)
-    mid = (np.arange(n_steps) + 0.5) / n_steps
+    mid = (np.arange(first, last) + 0.5) / n_steps
     return Simulation(traffic, instants, _ro(severity_curve(plan, mid), np.float64), step_ms,
                       act.primary, capacity, restarts, others,
-                      _other_clients(act, streams["faults"], knobs), faults)
+                      _other_clients(act, streams["faults"], knobs) if span is None
+                      else span.others, faults, _ro(scrape_s * 1000.0), duration_ms, resume)
+
+
+_WORK_COLUMNS = ("pre", "card_s", "card_fail", "select_s", "insert_s", "gap", "stmt_to",
+                 "writes", "extra_s", "leaks", "receipt_s", "disk_full", "nplus_total")
+_DEMAND_COLUMNS = ("arrival", "on_thread", "before_pool", "uses_db", "hold", "after_pool",
+                   "timeout_jitter", "keep_until")
+
+
+def _join_work(a: Work, b: Work) -> Work:
+    """``a``'s requests, then ``b``'s (each request's own columns; the N+1 SELECTs of
+    ``a``'s, counted where they ran, are left out)."""
+    da, db = a.demand, b.demand
+    fs = None
+    if db.first_statement is not None:
+        fs = np.concatenate([np.full(da.arrival.shape, np.inf, np.float32)
+                             if da.first_statement is None else da.first_statement,
+                             db.first_statement])
+    joined: dict[str, Any] = {f: np.concatenate([getattr(da, f), getattr(db, f)])
+                              for f in _DEMAND_COLUMNS}
+    demand = replace(db, **joined, first_statement=fs)
+    cols = {f: np.concatenate([getattr(a, f), getattr(b, f)], axis=-1) for f in _WORK_COLUMNS}
+    cols["nplus_count"] = np.concatenate([np.zeros(a.nplus_count.shape, b.nplus_count.dtype),
+                                          b.nplus_count])
+    return Work(demand, **cols, nplus_gap_s=b.nplus_gap_s, nplus_s=b.nplus_s)
+
+
+def _in_flight(route: np.ndarray, era: np.ndarray, work: Work, s: Schedule,
+               refused: np.ndarray | None, lost: np.ndarray, at_s: float) -> Prefix | None:
+    """The requests not done at ``at_s`` (running, waiting, or keeping a connection)."""
+    k = np.flatnonzero(~lost & ((s.end > at_s) | (s.release > at_s)))
+    if k.size == 0:
+        return None
+    d = work.demand
+    taken: dict[str, Any] = {f: getattr(d, f)[k] for f in _DEMAND_COLUMNS}
+    demand = replace(d, **taken, first_statement=None if d.first_statement is None
+                     else d.first_statement[k])
+    cols = {f: getattr(work, f)[..., k] for f in _WORK_COLUMNS + ("nplus_count",)}
+    sched = Schedule(*(getattr(s, f)[k].copy() for f in (
+        "thread", "pool_request", "checkout", "release", "end", "timed_out")))
+    return Prefix(route[k], era[k], Work(demand, **cols, nplus_gap_s=np.zeros(0, np.float32),
+                                         nplus_s=np.zeros(0, np.float32)),
+                  sched, np.zeros(k.shape, bool) if refused is None else refused[k])
 
 
 def _other_clients(act: Active, rng: np.random.Generator,
@@ -338,10 +462,14 @@ def herring_restarts(herrings: tuple, duration_ms: int,
 
 
 def _restarts(knobs: dict[str, float], act: Active, route: np.ndarray,
-              arrival: np.ndarray, duration_s: float) -> tuple[Restart, ...]:
+              arrival: np.ndarray, duration_s: float,
+              carry: tuple[float, int] | None = None,
+              ) -> tuple[tuple[Restart, ...], float, int]:
     """When payment-service restarts in the window: a deploy and its rollback
     (deploy_regression, graceful), or the OOM killer each time the leak reaches the
-    container's limit (memory_leak)."""
+    container's limit (memory_leak). With ``carry`` (a span of the window): the POSTs are
+    the span's, and (since when the count runs, how many came before the span) goes on
+    from the earlier spans; returns the restarts and that pair for the next span."""
     down = knobs["restart_s"]
     out: list[Restart] = []
     if "deploy_regression" in act:
@@ -350,21 +478,24 @@ def _restarts(knobs: dict[str, float], act: Active, route: np.ndarray,
                 Restart(back, back + down, False, VERSION, INSTANCES[2])]
     plan = act.plans.get("memory_leak")
     if plan is None or knobs["leak_kb_per_payment"] <= 0:
-        return tuple(out)
+        return tuple(out), float("-inf"), 0
     # the process is killed once the cache of a process's payments fills what the limit
     # leaves above its own footprint
     headroom = knobs["memory_limit_mb"] * 2**20 - BASE_RSS_BYTES - 2e6
     need = int(np.ceil(headroom / (knobs["leak_kb_per_payment"] * 1024.0)))
     posts = arrival[(route == POST_PAYMENT) & (arrival >= plan.onset * duration_s)
                     & (arrival < plan.recovery * duration_s)]
-    start = plan.onset * duration_s
+    start, counted = plan.onset * duration_s, 0
+    if carry is not None and np.isfinite(carry[0]):
+        start, counted = carry
     while True:
-        i = int(np.searchsorted(posts, start, side="left")) + need - 1
+        first = int(np.searchsorted(posts, start, side="left"))
+        i = first + need - counted - 1
         if i >= posts.shape[0] or posts[i] >= duration_s:
-            return tuple(out)
+            return tuple(out), start, counted + posts.shape[0] - first
         kill = float(posts[i])
         out.append(Restart(kill, kill + down, True, VERSION, INSTANCES[0]))
-        start = kill + down
+        start, counted = kill + down, 0
 
 
 def _killed(s: Schedule, arrival: np.ndarray, restarts: tuple[Restart, ...]) -> np.ndarray:
@@ -383,7 +514,9 @@ def _killed(s: Schedule, arrival: np.ndarray, restarts: tuple[Restart, ...]) -> 
 
 def _refused_connections(knobs: dict[str, float], work: Work, s: Schedule,
                          window: tuple[float, float], at: np.ndarray,
-                         rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+                         rng: np.random.Generator, fixed: int = 0,
+                         carried: tuple[int, np.ndarray] | None = None,
+                         was: np.ndarray | None = None) -> tuple:
     """too_many_clients: from ``window[0]`` another client holds every slot PostgreSQL has
     for ordinary roles, so each connection payment-service opens is refused at once.
 
@@ -391,20 +524,30 @@ def _refused_connections(knobs: dict[str, float], work: Work, s: Schedule,
     replacement is refused (the request that found it too old fails), and a request that
     finds all that are left in use fails opening one more. Calm as the service is, a
     refused request frees what it would have held without anyone waiting on it, so the
-    schedule of the others stands."""
+    schedule of the others stands.
+
+    In a part of a long window: the first ``fixed`` requests were settled before (``was``:
+    which of them were refused), and ``carried`` is (connections open at the onset, when
+    each grew too old) where the onset was in an earlier part. Returns the refusals, the
+    other client's sessions and the service's live connections at each of ``at``, and
+    that pair."""
     d = work.demand
     onset, end = window
-    held = np.flatnonzero(d.uses_db & ~s.timed_out)
-    at_onset = np.array([onset])
-    used = covering(s.checkout[held], s.release[held], at_onset)
-    opened = int(used[0] + idle_connections(s.checkout[held], s.release[held],
-                                            int(knobs["pool_size"]), at_onset)[0])
-    recycle = knobs["pool_recycle_s"] if knobs["pool_recycle_s"] > 0 else float("inf")
-    # how old each open connection was at the onset: any age below pool_recycle
-    deaths = np.sort(onset + recycle * rng.random(opened)) if np.isfinite(recycle) else \
-        np.full(opened, np.inf)
+    if carried is None:
+        held = np.flatnonzero(d.uses_db & ~s.timed_out)
+        at_onset = np.array([onset])
+        used = covering(s.checkout[held], s.release[held], at_onset)
+        opened = int(used[0] + idle_connections(s.checkout[held], s.release[held],
+                                                int(knobs["pool_size"]), at_onset)[0])
+        recycle = knobs["pool_recycle_s"] if knobs["pool_recycle_s"] > 0 else float("inf")
+        # how old each open connection was at the onset: any age below pool_recycle
+        deaths = np.sort(onset + recycle * rng.random(opened)) if np.isfinite(recycle) else \
+            np.full(opened, np.inf)
+    else:
+        opened, deaths = carried
     c = s.checkout
     inside = np.flatnonzero(d.uses_db & (c >= onset) & (c < end))
+    inside = inside[inside >= fixed]
     inside = inside[np.argsort(c[inside], kind="stable")]
     refused = np.zeros(c.shape, bool)
     # the first checkout after each connection grew too old tries to replace it
@@ -417,6 +560,8 @@ def _refused_connections(knobs: dict[str, float], work: Work, s: Schedule,
         refused[inside] |= busy >= alive
     fail_s = _lognormal(rng, 0.0028, 0.3, int(refused.sum()))
     r = np.flatnonzero(refused)
+    if was is not None:
+        refused[:fixed] = was
     s.checkout[r] = s.pool_request[r] + fail_s
     s.release[r] = s.checkout[r]
     s.end[r] = s.checkout[r] + d.after_pool[r] + _lognormal(rng, 0.0015, 0.4, r.shape[0])
@@ -426,15 +571,17 @@ def _refused_connections(knobs: dict[str, float], work: Work, s: Schedule,
     alive_at = opened - np.searchsorted(deaths, at, side="right")
     fault_on = (at >= onset) & (at < end)
     others = np.where(fault_on, slots - np.maximum(alive_at, 0), 0.0)
-    return refused, others.astype(np.float64), np.where(fault_on, np.maximum(alive_at, 0), -1)
+    return (refused, others.astype(np.float64), np.where(fault_on, np.maximum(alive_at, 0), -1),
+            (opened, deaths))
 
 
-def _route_rates(knobs: dict[str, float], steps: int, warm: int,
+def _route_rates(knobs: dict[str, float], k: np.ndarray, n_steps: int,
                  rng: np.random.Generator) -> np.ndarray:
+    """Each route's rate at steps ``k`` of a window of ``n_steps``: a slow swell over the
+    window, and noise of each step's own."""
     base = np.array([knobs["rps_post_payment"], knobs["rps_get_payment"], knobs["rps_health"]])
-    k = np.arange(steps) - warm
-    wave = 1.0 + 0.06 * np.sin(2 * np.pi * k / max(steps - warm, 1))
-    noise = np.exp(0.05 * rng.standard_normal((len(ROUTES), steps)))
+    wave = 1.0 + 0.06 * np.sin(2 * np.pi * k / max(n_steps, 1))
+    noise = np.exp(0.05 * rng.standard_normal((len(ROUTES), k.shape[0])))
     noise[HEALTH] = 1.0  # probes run on a timer
     return base[:, None] * wave[None, :] * noise
 
@@ -594,9 +741,27 @@ def _card_calls(knobs: dict[str, float], act: Active, post: np.ndarray, arrival:
     return np.where(post, took, 0.0), failed
 
 
+def _pool_opened(work: Work, s: Schedule, refused: np.ndarray | None, era: np.ndarray,
+                 restarts: tuple[Restart, ...], pool_size: int, t: float,
+                 start: tuple[int, int], since: float) -> tuple[int, int]:
+    """(the process, how many connections its pool had open) at ``t``; ``start``: the
+    same at ``since``."""
+    got = work.demand.uses_db & ~s.timed_out
+    if refused is not None:
+        got &= ~refused
+    e = int(np.searchsorted(np.array([r.up_s for r in restarts]), t, side="right"))
+    h = np.flatnonzero(got & (era == e))
+    at = np.array([t])
+    idle = idle_connections(s.checkout[h], s.release[h], pool_size, at,
+                            start[1] if start[0] == e else 0, since)
+    return e, int(idle[0] + covering(s.checkout[h], s.release[h], at)[0])
+
+
 def _instants(route: np.ndarray, work: Work, s: Schedule, at: np.ndarray,
               pool_size: int, refused: np.ndarray | None, era: np.ndarray,
-              restarts: tuple[Restart, ...], alive: np.ndarray | None = None) -> Instants:
+              restarts: tuple[Restart, ...], alive: np.ndarray | None = None,
+              opened: tuple[int, int] = (0, 0), since: float = float("-inf")) -> Instants:
+    """``opened``: (a process, how many connections its pool had open at ``since``)."""
     d = work.demand
     got = d.uses_db & ~s.timed_out
     if refused is not None:
@@ -608,7 +773,8 @@ def _instants(route: np.ndarray, work: Work, s: Schedule, at: np.ndarray,
     for e, (lo, hi) in enumerate(zip(bounds, ends)):
         h = np.flatnonzero(got & (era == e))
         live = (at >= lo) & (at < hi)
-        idle = np.where(live, idle_connections(s.checkout[h], s.release[h], pool_size, at),
+        idle = np.where(live, idle_connections(s.checkout[h], s.release[h], pool_size, at,
+                                               opened[1] if opened[0] == e else 0, since),
                         idle)
     del h
     # Only a request in flight (or keeping its connection) at some scrape instant shows in a
@@ -656,7 +822,7 @@ def _statement_times(work: Work, s: Schedule, idx: np.ndarray,
 
 
 def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
-             work: Work, s: Schedule, duration_s: float,
+             work: Work, s: Schedule, keep: np.ndarray,
              rng: np.random.Generator, lost: np.ndarray, refused: np.ndarray | None,
              era: np.ndarray) -> Traffic:
     error = np.full(route.shape, ERR_NONE, np.int8)
@@ -669,7 +835,7 @@ def _traffic(knobs: dict[str, float], route: np.ndarray, arrival: np.ndarray,
     status = _status(knobs, route, error, rng)
     keep_draw = np.asarray(rng.random(route.shape[0]))
     payment_id = np.asarray(rng.integers(10_000, 990_000, route.shape[0]))
-    k = np.flatnonzero((arrival >= 0.0) & (s.end <= duration_s) & ~lost)
+    k = np.flatnonzero(keep & ~lost)
     route, error, status = route[k], error[k], status[k]
     latency = s.end[k] - arrival[k]
     sampled = ((status >= 500) | ((latency > SLOW_TRACE_S) & (keep_draw[k] < SLOW_KEEP_RATIO))
