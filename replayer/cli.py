@@ -274,10 +274,14 @@ def _available_bytes() -> int | None:
 
 
 def check_memory(source: str, duration: str | None, step: str | None,
-                 knobs: tuple[str, ...], max_memory: str | None) -> None:
-    """Refuse, before generating, a window the generator cannot hold: it simulates the
-    whole window at once (100 days of metrics were killed by the kernel at 23 GB)."""
+                 knobs: tuple[str, ...], max_memory: str | None,
+                 signals: tuple[str, ...] = ("metrics", "logs", "traces"),
+                 instances: int = 1) -> None:
+    """Refuse, before generating, a window the generator cannot hold: all signals are
+    simulated for the whole window at once (a long metrics-only window goes span by span,
+    and its estimate is a span's)."""
     from generator import estimate_memory
+    from generator.chunks import SPANNED_FROM_MS
 
     path = Path(source)
     if source.endswith((".jsonl", ".gz")) or (path.exists() and path.suffix != ".toml"):
@@ -290,16 +294,22 @@ def check_memory(source: str, duration: str | None, step: str | None,
         limit = int(available * 0.8)
     need, requests, steps = estimate_memory(source, duration_ms(duration, "--duration"),
                                             duration_ms(step, "--step"),
-                                            dict(parse_knobs(knobs)))
+                                            dict(parse_knobs(knobs)),
+                                            signals if instances == 1 else None)
     if need <= limit:
         return
     allowed = "--max-memory" if max_memory else "80 % of the memory available now"
+    spans = ""
+    if tuple(signals) != ("metrics",) and "metrics" in signals:
+        spans = (f"--signals metrics (a metrics-only window of more than "
+                 f"{SPANNED_FROM_MS // 86_400_000} days is generated span by span, in a "
+                 "span's memory); ")
     raise UsageError(
         f"generating {source} for this window needs about {need / 2**30:.1f} GiB of memory "
         f"({requests:,} simulated requests over {steps:,} steps, held at once), more than "
         f"the {limit / 2**30:.1f} GiB allowed ({allowed}).\n"
-        "  fix: a shorter --duration (load a long window as several, each with its own "
-        "--end) or lower rps_* knobs (memory follows the simulated requests); for more "
+        f"  fix: {spans}a shorter --duration (load a long window as several, each with its "
+        "own --end) or lower rps_* knobs (memory follows the simulated requests); for more "
         "traffic, --instances N (one copy in memory at a time); --max-memory if this "
         "machine has the room")
 
@@ -467,7 +477,7 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         retry_for_s=_retry_for(retry_for), verify=verify,
         tempo_api=target(tempo_api_url or _tempo_api(tempo_url)) if verify else None,
         say=None if as_json else lambda line: click.echo(f"  {line}", err=True))
-    check_memory(source, duration, step, knobs, max_memory)
+    check_memory(source, duration, step, knobs, max_memory, chosen, instances)
     if insecure_skip_verify:
         click.echo("warning: --insecure-skip-verify: the servers' TLS certificates are not "
                    "checked", err=True)
@@ -477,7 +487,7 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         click.echo("error: stopped by Ctrl-C before anything was sent", err=True)
         sys.exit(130)
     if dry_run:
-        c = counts(result.incident)
+        c = result.totals or counts(result.incident)
         parts = {"metrics": f"{c['series']} series, {c['samples']} samples, "
                             f"{c['exemplars']} exemplars",
                  "logs": f"{c['log_lines']} log lines in {c['log_streams']} streams",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from generator import generate
+from generator.chunks import Spans, generate_spans, spanned
 from generator.model import Incident
 
 from .errors import Interrupted, PreflightError, ReplayerError, TransportError, UsageError
@@ -85,11 +86,13 @@ class LoadRequest:
 
 @dataclass
 class LoadResult:
-    incident: Incident  # time-shifted
+    incident: Incident  # time-shifted (a long window loaded span by span: its last span)
     start_ns: int
     end_ns: int
     reports: list[SignalReport]
     notes: list[str]
+    # what the whole load holds, where ``incident`` is only part of it (a spanned window)
+    totals: dict[str, int] | None = None
 
     @property
     def lost(self) -> bool:
@@ -134,6 +137,7 @@ class _Session:
     def __init__(self, req: LoadRequest, prometheus: HttpTransport | None) -> None:
         self.req = req
         self.extra: list[HttpTransport] = []  # opened later (--verify's Tempo API)
+        self.info: ServerInfo | None = None  # what Prometheus said it accepts (preflight)
         self.own_prometheus = prometheus is None
         policy = RetryPolicy(deadline_s=req.retry_for_s)
         self.prometheus = prometheus or HttpTransport(
@@ -205,6 +209,9 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
     """Load ``req.source`` into the chosen backends; ``transport`` overrides Prometheus'."""
     if req.instances > 1:
         return _load_instances(req, now_ns, progress, transport)
+    spans = _spans_of(req)
+    if spans is not None:
+        return _load_spans(req, spans, now_ns, progress, transport)
     incident = shard(resolve_source(req.source, req.seed, req.duration_ms, req.step_ms,
                                     dict(req.knobs), req.signals), *req.shard)
     check_extra_labels(req.extra_labels, incident)
@@ -273,6 +280,111 @@ def run_load(req: LoadRequest, now_ns: Callable[[], int] = time.time_ns,
         session.close()
     return LoadResult(parts.whole(end_ns), start_ns_for(incident, end_ns), end_ns,
                       list(reports.values()), notes)
+
+
+def _spans_of(req: LoadRequest) -> Spans | None:
+    """A long metrics-only window of a scenario: generated span by span, so memory follows
+    the span (``generator.chunks``); None for everything else."""
+    if not isinstance(req.source, str) or not _generated(req.source) or req.follow:
+        return None
+    from generator import get_scenario
+
+    spec = get_scenario(req.source)
+    duration = req.duration_ms if req.duration_ms is not None else \
+        spec.default_duration_s * 1000
+    if not spanned(duration, req.signals):
+        return None
+    return generate_spans(spec, req.seed, duration, req.step_ms, dict(req.knobs))
+
+
+def _load_spans(req: LoadRequest, spans: Spans, now_ns: Callable[[], int],
+                progress: Callable[[SignalReport], None] | None,
+                transport: HttpTransport | None) -> LoadResult:
+    """A long window's metrics, each span generated, pushed and dropped before the next;
+    the first span settles the end (an earlier replay of the same series can move it)."""
+    parts = iter(spans)
+    first = shard(next(parts), *req.shard)
+    check_extra_labels(req.extra_labels, first)
+    end_ns, is_now = parse_end(req.end, now_ns(), first.step_ms)
+    check_end(end_ns, now_ns(), first.step_ms, req.allow_future_end)
+    extra = dict(req.extra_labels)
+    start_ns = end_ns - spans.duration_ms * NS_PER_MS
+    notes = [f"generated in {spans.count} spans of {spans.span_ms / 3.6e6:g} h, each pushed "
+             "before the next is generated (memory follows the span, not the window)"]
+    totals = {"series": 0, "samples": 0, "exemplars": 0, "log_streams": 0, "log_lines": 0,
+              "spans": 0}
+    labels: set[tuple[tuple[str, str], ...]] = set()
+
+    def tally(inc: Incident) -> None:
+        labels.update(s.labels for s in inc.series)
+        totals["series"] = len(labels)
+        totals["samples"] += inc.sample_count
+        totals["exemplars"] += inc.exemplar_count
+
+    report = SignalReport("metrics", UNITS["metrics"])
+    shown = first
+    if req.dry_run:
+        tally(first)
+        for inc in parts:
+            tally(shard(inc, *req.shard))
+        return LoadResult(shift(first, end_ns, extra, parts=("metrics",)), start_ns, end_ns,
+                          [], notes, totals)
+    session = _Session(req, transport)
+    verifier = _verifier(session, {"metrics": report}, end_ns) if req.verify else None
+    done = 1  # spans generated so far
+    try:
+        end_ns = _metrics(session, first, end_ns, is_now, report, notes, progress)
+        start_ns = end_ns - spans.duration_ms * NS_PER_MS
+        tally(first)
+        if verifier is not None:
+            verifier.end_ns = end_ns
+            verifier.copy(shift(first, end_ns, extra, parts=("metrics",)))
+        for inc in parts:
+            done += 1
+            inc = shown = shard(inc, *req.shard)
+            tally(inc)
+            shifted = shift(inc, end_ns, extra, parts=("metrics",))
+            if report.failed:  # not sent after a failure; still generated, to say how much
+                report.fail(report.failed, report.failure_code, shifted.sample_count,
+                            report.mark())
+                continue
+            _push_span(session, shifted, report, start_ns // NS_PER_MS, end_ns // NS_PER_MS,
+                       progress)
+            if verifier is not None:
+                verifier.copy(shifted)
+        if verifier is not None:
+            verifier.finish()
+    except KeyboardInterrupt:
+        left = spans.count - done
+        if not report.failed:
+            report.fail(STOPPED.args[0], STOPPED.exit_code, 0, report.mark())
+        if left:
+            report.notes.append(f"stopped by Ctrl-C: {left} of {spans.count} spans were not "
+                                "generated, nor sent")
+    finally:
+        session.close()
+    report.notes.extend(n for n in notes if n not in report.notes)
+    return LoadResult(shift(shown, end_ns, extra, parts=("metrics",)), start_ns, end_ns,
+                      [report], notes, totals)
+
+
+def _push_span(session: _Session, shifted: Incident, report: SignalReport, start_ms: int,
+               end_ms: int, progress: Callable[[SignalReport], None] | None) -> None:
+    """One more span of a window whose first span settled the server and the end: its
+    samples only (the metadata went with the first)."""
+    mark, clipped = report.mark(), report.clipped
+    try:
+        info = session.info
+        assert info is not None  # the first span's preflight
+        series = check_window(shifted.series, info, session.req.push, report, start_ms,
+                              end_ms)
+        if not report.failed:
+            push_series(session.prometheus, series, info, session.req.push, report, progress)
+    except (PreflightError, TransportError) as exc:
+        _fail(report, exc, shifted.sample_count - (report.clipped - clipped), mark)
+    except KeyboardInterrupt:
+        _fail(report, STOPPED, shifted.sample_count - (report.clipped - clipped), mark)
+        raise
 
 
 def _generated(source: str) -> bool:
@@ -460,7 +572,7 @@ def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
     try:
         if req.say:  # a slow server kept the user waiting without a word
             req.say(f"asking {req.targets.prometheus.url} what it accepts")
-        info = preflight(transport)
+        info = session.info = preflight(transport)
         notes += check_server(info, req.targets.prometheus.url, req.push.send_exemplars)
         warn = exemplar_note(info, incident.exemplar_count) if req.push.send_exemplars \
             and info.exemplar_storage is not False else None

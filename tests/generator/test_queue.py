@@ -120,3 +120,55 @@ def test_kept_connections_leave_the_pool_until_they_are_given_back() -> None:
     assert starved.size > 100 and s.timed_out[starved].all()
     after = np.flatnonzero(d.uses_db & (s.pool_request > back + 30))
     assert after.size > 100 and not s.timed_out[after].any()
+
+
+@pytest.mark.parametrize("rate, hold, leak", [(13.0, 1.3, False), (13.0, 3.0, False),
+                                              (13.0, 0.5, True)])
+def test_a_stretch_goes_on_from_the_requests_still_in_flight(rate: float, hold: float,
+                                                            leak: bool) -> None:
+    """Long windows go span by span (generator/chunks.py): the requests not done where a
+    span ends are handed to the next with their schedule settled. First come, first
+    served, so what follows is the same as in one run: exactly, not on average."""
+    n = 6000
+    keep = None
+    if leak:  # a share of the requests keep their connection for a long while
+        rng = np.random.default_rng(11)
+        keep = np.where(rng.random(n) < 0.002, 400.0 + 100.0 * rng.random(n), -np.inf)
+    d = demand(9, n, rate, hold, keep)
+    whole = schedule(d, workers=40, connections=15, pool_timeout=2.0)
+    m = n // 2
+    cut = float(d.arrival[m])
+    early = np.arange(m)
+    still = early[(whole.end[early] > cut) | (whole.release[early] > cut)]
+    assert still.size > (15 if not leak else 3)  # a queue to hand over
+    rows = np.concatenate([still, np.arange(m, n)])
+    part = replace(d, **{f: getattr(d, f)[rows] for f in (
+        "arrival", "on_thread", "before_pool", "uses_db", "hold", "after_pool",
+        "timeout_jitter", "keep_until")})
+    settled = type(whole)(*(getattr(whole, f)[still] for f in (
+        "thread", "pool_request", "checkout", "release", "end", "timed_out")))
+    again = schedule(part, workers=40, connections=15, pool_timeout=2.0, fixed=settled)
+    later = slice(still.size, None)
+    for f in ("thread", "pool_request", "checkout", "release", "end", "timed_out"):
+        np.testing.assert_array_equal(getattr(again, f)[later], getattr(whole, f)[m:], f)
+    # without the requests in flight the same arrivals would find the service empty
+    alone = schedule(replace(part, **{f: getattr(part, f)[later] for f in (
+        "arrival", "on_thread", "before_pool", "uses_db", "hold", "after_pool",
+        "timeout_jitter", "keep_until")}), workers=40, connections=15, pool_timeout=2.0)
+    assert not np.array_equal(alone.end, whole.end[m:])
+
+
+def test_idle_connections_go_on_from_an_earlier_count() -> None:
+    """A pool's open connections at a cut, handed on: the idle count after the cut is the
+    one the whole history gives."""
+    rng = np.random.default_rng(4)
+    checkout = np.sort(rng.uniform(0, 1000, 4000))
+    release = checkout + rng.lognormal(np.log(2.0), 1.0, 4000)
+    at = np.linspace(0, 1200, 500)
+    whole = idle_connections(checkout, release, 5, at)
+    cut = 600.0
+    opened = int(idle_connections(checkout, release, 5, np.array([cut]))[0]
+                 + covering(checkout, release, np.array([cut]))[0])
+    keep = release > cut  # what the earlier stretch hands on: the ones still out
+    after = idle_connections(checkout[keep], release[keep], 5, at, opened, since=cut)
+    np.testing.assert_array_equal(after[at >= cut], whole[at >= cut])

@@ -368,3 +368,28 @@ def test_a_conflict_names_its_time_and_a_fix_that_works(tmp_path: Path) -> None:
         fix = iso((end - 10 * 60_000 - 15_000) * 1_000_000)  # a step before it began
         assert f"--end {fix} or earlier" in clash.output
         assert load("--seed", "2", "--end", fix).exit_code == 0
+
+
+def test_a_long_window_goes_span_by_span_and_every_sample_is_stored(tmp_path: Path) -> None:
+    """50 hours of metrics, generated and pushed in 9 spans (memory follows the span):
+    the server holds every sample (--verify reads them back), and a counter stored across
+    the span boundaries never goes down."""
+    from generator.chunks import generate_spans
+
+    end_ms = fixed_end_ms()
+    window_ms = 50 * 3_600_000
+    expected = sum(s.sample_count for s in generate_spans("slow_query", 1, window_ms, 60_000))
+    with running_prometheus(tmp_path, ooo_window="52h") as url:
+        r = load(url, "slow_query", "--duration", "50h", "--step", "60s", "--end",
+                 iso(end_ms), "--verify")
+        assert r.exit_code == 0, r.output
+        assert f"accepted {expected}" in r.output and "rejected 0" in r.output
+        assert f"verify: the server holds all {expected} samples" in r.output
+        assert "generated in 9 spans of 6 h" in r.output
+        got = stored(url, "http_requests_total", end_ms, window_ms // 1000)
+        assert got
+        for series in got.values():
+            times = sorted(series)
+            values = [series[t] for t in times]
+            assert len(times) == window_ms // 60_000 + 1
+            assert all(b >= a for a, b in zip(values, values[1:]))
