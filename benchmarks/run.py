@@ -519,20 +519,25 @@ def bench_scale(duration: str, instances: int) -> dict[str, float]:
             "peak_rss_mb": rss}
 
 
-def bench_long_dry_run(duration: str) -> dict[str, object]:
+def bench_long_dry_run(duration: str, baseline: str) -> dict[str, object]:
     """`replayer load slow_query --dry-run --signals metrics --duration D` in a child
-    process: its exit code, its own peak RSS, and what it said (a window the generator
-    cannot hold is refused before generating, with the estimate)."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "replayer.cli", "load", "slow_query", "--dry-run", "--signals",
-         "metrics", "--duration", duration], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, cwd=ROOT)
-    rss = _watch_peak_rss(proc.pid, proc)
-    out, err = proc.communicate(timeout=3600)
-    said = (out + err).strip().splitlines()
-    return {"duration": duration, "exit_code": proc.returncode, "peak_rss_mb": rss,
-            "seconds": time.perf_counter() - t, "said": said[0] if said else ""}
+    process: its exit code, its own peak RSS, and what it said. D is long enough to go span
+    by span; ``baseline`` is a window generated whole, measured the same way in the same
+    run (memory follows the span, not the window)."""
+
+    def one(window: str) -> dict[str, object]:
+        t = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "replayer.cli", "load", "slow_query", "--dry-run",
+             "--signals", "metrics", "--duration", window], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        rss = _watch_peak_rss(proc.pid, proc)
+        out, err = proc.communicate(timeout=3600)
+        said = (out + err).strip().splitlines()
+        return {"duration": window, "exit_code": proc.returncode, "peak_rss_mb": rss,
+                "seconds": time.perf_counter() - t, "said": said[0] if said else ""}
+
+    return {**one(duration), "baseline": one(baseline)}
 
 
 def main() -> None:
@@ -562,7 +567,8 @@ def main() -> None:
         if _binary("tempo") else no.format("tempo", "TEMPO"),
         "visible": lambda: [bench_visible() for _ in range(rounds)],
         "scale": lambda: bench_scale(*scale),
-        "long_dry_run": lambda: bench_long_dry_run("2h" if args.small else "100d"),
+        "long_dry_run": lambda: bench_long_dry_run(*(("50h", "1d") if args.small
+                                                     else ("100d", "2d"))),
     }
     only = [p for p in args.only.split(",") if p] or list(parts)
     unknown = set(only) - set(parts)
@@ -625,8 +631,10 @@ def print_table(r: dict) -> None:  # type: ignore[type-arg]
                  ("scale: samples rejected", str(s["rejected"]))]
     if "long_dry_run" in r:
         d = r["long_dry_run"]
-        rows.append((f"dry run, metrics, {d['duration']}: exit {d['exit_code']}",
-                     f"peak RSS {d['peak_rss_mb']:.0f} MB"))
+        for run in (d, d.get("baseline")):
+            if isinstance(run, dict):
+                rows.append((f"dry run, metrics, {run['duration']}: exit {run['exit_code']}, "
+                             f"{run['seconds']:.0f} s", f"peak RSS {run['peak_rss_mb']:.0f} MB"))
     width = max(len(a) for a, _ in rows) + 2
     for name, value in rows:
         print(f"{name:<{width}}{value:>16}")

@@ -107,6 +107,7 @@ def source_options(f):  # type: ignore[no-untyped-def]
 def generate_cmd(scenario: str, seed: int, duration: str | None, step: str | None,
                  knobs: tuple[str, ...], output: str) -> None:
     """Generate SCENARIO and write it as a recording."""
+    check_memory(scenario, duration, step, knobs, None)  # every signal, the window whole
     incident = generate(scenario, seed=seed, duration_ms=duration_ms(duration, "--duration"),
                         step_ms=duration_ms(step, "--step"), knobs=dict(parse_knobs(knobs)))
     write_recording(incident, output)
@@ -134,6 +135,7 @@ def describe(incident: Incident) -> dict[str, object]:
 def inspect_cmd(source: str, seed: int, duration: str | None, step: str | None,
                 knobs: tuple[str, ...], as_json: bool) -> None:
     """Summarise a recording file (or a scenario) and its ground truth."""
+    check_memory(source, duration, step, knobs, None)
     incident = resolve_source(source, seed, duration_ms(duration, "--duration"),
                               duration_ms(step, "--step"), dict(parse_knobs(knobs)))
     info = describe(incident)
@@ -503,9 +505,10 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
                 "instances": instances, "would_send": {s: would[s] for s in chosen}},
                 indent=2))
             return
+        spanned = f"; {result.notes[0]}" if result.totals is not None else ""
         click.echo(f"dry run: would push {', '.join(parts[s] for s in chosen)} "
                    f"({', '.join(chosen)}) for the window {iso(result.start_ns)} .. "
-                   f"{iso(result.end_ns)}{copies}; nothing sent")
+                   f"{iso(result.end_ns)}{copies}{spanned}; nothing sent")
         return
     # the Prometheus UI only where the metrics went to a Prometheus (not a Mimir push URL)
     look = where_to_look(result.incident, result.start_ns, result.end_ns,

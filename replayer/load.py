@@ -333,7 +333,8 @@ def _load_spans(req: LoadRequest, spans: Spans, now_ns: Callable[[], int],
     verifier = _verifier(session, {"metrics": report}, end_ns) if req.verify else None
     done = 1  # spans generated so far
     try:
-        end_ns = _metrics(session, first, end_ns, is_now, report, notes, progress)
+        end_ns = _metrics(session, first, end_ns, is_now, report, notes, progress,
+                          spans=spans.count)
         start_ns = end_ns - spans.duration_ms * NS_PER_MS
         tally(first)
         if verifier is not None:
@@ -563,9 +564,10 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
 def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
              report: SignalReport, notes: list[str],
              progress: Callable[[SignalReport], None] | None,
-             ready: Callable[[int], None] | None = None) -> int:
+             ready: Callable[[int], None] | None = None, spans: int | None = None) -> int:
     """Push the metrics; returns the end actually used (an overlap can re-lay it).
-    ``ready(end_ns)`` is called once that end is settled, before the samples go out."""
+    ``ready(end_ns)`` is called once that end is settled, before the samples go out.
+    ``spans``: ``incident`` is the first of that many spans of a long window."""
     req = session.req
     transport = session.prometheus
     mark, clipped = report.mark(), report.clipped
@@ -574,7 +576,9 @@ def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
             req.say(f"asking {req.targets.prometheus.url} what it accepts")
         info = session.info = preflight(transport)
         notes += check_server(info, req.targets.prometheus.url, req.push.send_exemplars)
-        warn = exemplar_note(info, incident.exemplar_count) if req.push.send_exemplars \
+        exemplars = incident.exemplar_count if spans is None else \
+            incident.exemplar_count * spans  # the first span's, times the spans
+        warn = exemplar_note(info, exemplars, spans is not None) if req.push.send_exemplars \
             and info.exemplar_storage is not False else None
         if warn:
             notes.append(warn.split("\n")[0])

@@ -643,8 +643,9 @@ def _overflow_reason(info: ServerInfo) -> str:
             "(storage.exemplars.max_exemplars); the oldest are overwritten")
 
 
-def exemplar_note(info: ServerInfo, exemplars: int) -> str | None:
-    """Said before sending: what cannot be kept, and the fix."""
+def exemplar_note(info: ServerInfo, exemplars: int, about: bool = False) -> str | None:
+    """Said before sending: what cannot be kept, and the fix (``about``: ``exemplars`` is
+    an estimate, the load's spans not generated yet)."""
     over = exemplar_overflow(info, exemplars)
     if not over:
         return None
@@ -652,7 +653,7 @@ def exemplar_note(info: ServerInfo, exemplars: int) -> str | None:
            "or more" if info.mimir else
            f"raise storage.exemplars.max_exemplars in prometheus.yml to {exemplars} or more "
            "(and restart)")
-    return (f"this load has {exemplars} exemplars and "
+    return (f"this load has {'about ' if about else ''}{exemplars} exemplars and "
             f"{'Mimir' if info.mimir else 'Prometheus'} keeps at most {info.max_exemplars}: "
             f"the oldest {over} will be overwritten.\n  fix: {fix}, or pass --no-exemplars")
 

@@ -37,3 +37,6 @@ def test_reduced_benchmark_pushes_everything() -> None:
     assert "Prometheus load end-to-end / best ceiling (" in out.stdout
     dry = results["long_dry_run"]
     assert dry["exit_code"] == 0 and dry["peak_rss_mb"] > 0, dry
+    base = dry["baseline"]  # a window generated whole, beside the one that went span by span
+    assert base["exit_code"] == 0 and base["peak_rss_mb"] > 0, base
+    assert "generated in 9 spans of 6 h" in dry["said"] and "spans" not in base["said"]

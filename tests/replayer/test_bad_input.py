@@ -173,3 +173,17 @@ def test_the_estimate_bounds_what_generation_really_takes() -> None:
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     assert inc.sample_count > 0
     assert after - before < need
+
+
+@pytest.mark.parametrize("command", [["generate", "slow_query", "-o", "never.jsonl.gz"],
+                                     ["inspect", "slow_query"]])
+def test_generate_and_inspect_refuse_a_window_they_cannot_hold(
+        command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """They build every signal of the whole window, so 100 days are refused before any
+    generating, like load's (which takes a metrics-only one span by span)."""
+    monkeypatch.chdir(tmp_path)
+    r = run(*command, "--duration", "100d")
+    assert r.exit_code == 2, r.output
+    assert first_error_line(r).startswith(
+        "error: generating slow_query for this window needs about 372.4 GiB")
+    assert not (tmp_path / "never.jsonl.gz").exists()
