@@ -45,7 +45,9 @@ WARMUP_S = 120.0  # simulated before the window, so it opens on a running servic
 
 @dataclass(frozen=True)
 class Traffic:
-    """Completed requests of the window (start >= 0, end <= duration), by start time.
+    """Completed requests of the window (start >= 0, end <= duration), by start time (in
+    a span of a long window: every request that does something in the span, the ones
+    still running at its end included, their later steps left to the next span).
 
     Every moment of a request is its own column (ns from the window start), so spans,
     logs and metrics read the same instants. A step that did not happen has start == end.
