@@ -17,7 +17,7 @@ from .chunks import generate_spans
 from .logs import build_logs, make_clients
 from .metrics import build_metrics
 from .model import Incident, MetricFamily, Series
-from .scenarios import SCENARIOS, Scenario, ScenarioError, get_scenario
+from .scenarios import SCENARIOS, PhasePlan, Scenario, ScenarioError, get_scenario
 from .simulate import assign_ids, herring_restarts, simulate
 from .texts import failures
 from .traces import build_spans
@@ -48,13 +48,7 @@ def generate(scenario: str | Scenario, seed: int = 1, duration_ms: int | None = 
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ScenarioError(f"seed must be a non-negative integer, got {seed!r}")
 
-    entropy = [int(seed), zlib.crc32(spec.name.encode())]
-    rngs = dict(zip(STREAMS, (np.random.default_rng(s)
-                              for s in np.random.SeedSequence(entropy).spawn(len(STREAMS)))))
-    plan = spec.phases.realize(rngs["phases"]) if spec.phases is not None else None
-    faults = (((spec.fault, plan),) if plan is not None and spec.fault != "none" else ()) + \
-        tuple((f.kind, f.phases.realize(rngs["phases"])) for f in spec.also)
-    herrings = tuple((h, h.realize(rngs["phases"])) for h in spec.red_herrings)
+    rngs, plan, faults, herrings = draw_incident(spec, int(seed))
     sim = simulate(resolved, faults, duration_ms, step_ms, rngs,
                    herring_restarts(herrings, duration_ms, resolved))
     traffic = sim.traffic
@@ -84,6 +78,22 @@ def generate(scenario: str | Scenario, seed: int = 1, duration_ms: int | None = 
         knobs=tuple(sorted(resolved.items())), generator_version=GENERATOR_VERSION,
         source=(("kind", "generated"),),
     )
+
+
+def draw_incident(spec: Scenario, seed: int, *span: int) -> tuple[
+        dict[str, np.random.Generator], PhasePlan | None, tuple, tuple]:
+    """The seed's random streams, and what it draws for the window from the phases stream:
+    (streams, the primary fault's phases, every fault with its phases, the red herrings
+    with their times). ``span`` (a span of a long window: its tag and index) gives that
+    span's own streams instead."""
+    entropy = [seed, zlib.crc32(spec.name.encode()), *span]
+    rngs = dict(zip(STREAMS, (np.random.default_rng(s)
+                              for s in np.random.SeedSequence(entropy).spawn(len(STREAMS)))))
+    plan = spec.phases.realize(rngs["phases"]) if spec.phases is not None else None
+    faults = (((spec.fault, plan),) if plan is not None and spec.fault != "none" else ()) + \
+        tuple((f.kind, f.phases.realize(rngs["phases"])) for f in spec.also)
+    herrings = tuple((h, h.realize(rngs["phases"])) for h in spec.red_herrings)
+    return rngs, plan, faults, herrings
 
 
 def _check_window(duration_ms: int, step_ms: int) -> None:

@@ -28,7 +28,6 @@ by its length.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 
@@ -111,17 +110,11 @@ def generate_spans(scenario: str | Scenario, seed: int = 1, duration_ms: int | N
 
 
 def _spans(sp: Spans) -> Iterator[Incident]:
-    from . import GENERATOR_VERSION, STREAMS
+    from . import GENERATOR_VERSION, draw_incident
 
     spec, knobs = sp.scenario, sp.knobs
-    entropy = [sp.seed, zlib.crc32(spec.name.encode())]
-    rngs = dict(zip(STREAMS, (np.random.default_rng(s)
-                              for s in np.random.SeedSequence(entropy).spawn(len(STREAMS)))))
     # drawn once for the window, as generate() draws them
-    plan = spec.phases.realize(rngs["phases"]) if spec.phases is not None else None
-    faults = (((spec.fault, plan),) if plan is not None and spec.fault != "none" else ()) + \
-        tuple((f.kind, f.phases.realize(rngs["phases"])) for f in spec.also)
-    herrings = tuple((h, h.realize(rngs["phases"])) for h in spec.red_herrings)
+    rngs, plan, faults, herrings = draw_incident(spec, sp.seed)
     duration_s = sp.duration_ms / 1000.0
     others = _other_clients(Active(faults, duration_s), rngs["faults"], knobs)
     bg = background(duration_s, rngs["gauges"])
@@ -139,8 +132,7 @@ def _spans(sp: Spans) -> Iterator[Incident]:
     state = Span(0.0, 0.0, WARMUP_S, others=others)
     families: dict[str, MetricFamily] = {}
     for k, (lo_ms, hi_ms) in enumerate(sp.bounds()):
-        streams = dict(zip(STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(
-            entropy + [_SPAN_STREAM, k]).spawn(len(STREAMS)))))
+        streams = draw_incident(spec, sp.seed, _SPAN_STREAM, k)[0]
         span = replace(state, lo_s=lo_ms / 1000.0, hi_s=hi_ms / 1000.0)
         sim = simulate(knobs, faults, sp.duration_ms, sp.step_ms, streams, extra, span)
         assert sim.resume is not None

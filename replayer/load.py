@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -123,6 +123,17 @@ def resolve_source(source: str | Incident, seed: int, duration_ms: int | None,
 
 STOPPED = Interrupted("stopped by Ctrl-C: what was sent before is counted; the rest was "
                       "not sent")
+
+
+def _stopped(reports: Iterable[SignalReport], left: int, total: int, parts: str) -> None:
+    """Ctrl-C between the parts of a load (copies, spans): the part in hand counted what it
+    sent; the ``left`` later ones of ``total`` were never generated."""
+    for r in reports:
+        if not r.failed:
+            r.fail(STOPPED.args[0], STOPPED.exit_code, 0, r.mark())
+        if left:
+            r.notes.append(f"stopped by Ctrl-C: {left} of {total} {parts} were not "
+                           "generated, nor sent")
 
 
 def _fail(report: SignalReport, exc: ReplayerError, items: int,
@@ -356,12 +367,7 @@ def _load_spans(req: LoadRequest, spans: Spans, now_ns: Callable[[], int],
         if verifier is not None:
             verifier.finish()
     except KeyboardInterrupt:
-        left = spans.count - done
-        if not report.failed:
-            report.fail(STOPPED.args[0], STOPPED.exit_code, 0, report.mark())
-        if left:
-            report.notes.append(f"stopped by Ctrl-C: {left} of {spans.count} spans were not "
-                                "generated, nor sent")
+        _stopped([report], spans.count - done, spans.count, "spans")
     finally:
         session.close()
     report.notes.extend(n for n in notes if n not in report.notes)
@@ -547,13 +553,7 @@ def _load_instances(req: LoadRequest, now_ns: Callable[[], int],
             verifier.finish()
     except KeyboardInterrupt:
         # the copy in hand counted what it sent; the later copies were never generated
-        left = req.instances - (i + 1)
-        for r in reports.values():
-            if not r.failed:
-                r.fail(STOPPED.args[0], STOPPED.exit_code, 0, r.mark())
-            if left:
-                r.notes.append(f"stopped by Ctrl-C: {left} of {req.instances} copies were "
-                               "not generated, nor sent")
+        _stopped(reports.values(), req.instances - (i + 1), req.instances, "copies")
     finally:
         session.close()
     if last is None:  # stopped before the copy in hand was shifted
