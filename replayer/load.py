@@ -360,8 +360,14 @@ def _load_spans(req: LoadRequest, spans: Spans, now_ns: Callable[[], int],
                 report.fail(report.failed, report.failure_code, shifted.sample_count,
                             report.mark())
                 continue
+            before = report.accepted
             _push_span(session, shifted, report, start_ns // NS_PER_MS, end_ns // NS_PER_MS,
                        progress)
+            if not report.failed and report.accepted == before and shifted.sample_count:
+                # a server that takes nothing (gone past the retry budget, refusing all):
+                # the later spans are counted, not tried each for the whole budget again
+                report.fail(f"the server took none of span {done} of {spans.count}; the "
+                            "spans after it were not sent", 1, 0, report.mark())
             if verifier is not None:
                 verifier.copy(shifted)
         if verifier is not None:

@@ -191,6 +191,70 @@ def test_ctrl_c_stops_within_seconds_with_the_summary(tmp_path: Path,
         assert _stored_samples(url, end_ms, inc.duration_ms) == accepted
 
 
+LONG = ("--duration", "50h", "--step", "60s")  # metrics only: 9 spans of 6 h
+LONG_MS = 50 * 3_600_000
+
+
+def _span_sizes() -> list[int]:
+    from generator.chunks import generate_spans
+
+    return [s.sample_count for s in generate_spans("slow_query", 1, LONG_MS, 60_000)]
+
+
+def test_a_long_window_counts_every_span_not_sent_after_an_outage(tmp_path: Path) -> None:
+    """A window loaded span by span, Prometheus gone from a write of the first spans on and
+    past the retry budget: the span it took nothing of is reported, the spans after it are
+    still generated, to be counted as not sent (not each retried for the whole budget),
+    and what is claimed is what the server holds."""
+    sizes = _span_sizes()
+    end_ms = fixed_end_ms()
+    with running_prometheus(tmp_path, ooo_window="52h") as url, fault_proxy(
+            url, make_rule=lambda p: p.outage("/api/v1/write", 3600.0, after=3)) as (via, _):
+        r = _load_metrics(via, end_ms, *LONG, "--batch-samples", "1000000", "--retry-for",
+                          "2s")
+        assert r.exit_code == 1, r.output
+        assert "Traceback" not in r.output
+        line = next(x for x in r.output.splitlines() if x.startswith("metrics: "))
+        sent, accepted, rejected, not_sent = map(int, re.match(
+            r"metrics: sent (\d+) samples, accepted (\d+), rejected (\d+), clipped 0, "
+            r"not sent (\d+); ", line).groups())  # type: ignore[union-attr]
+        stop = re.search(r"the server took none of span (\d) of 9", r.output)
+        assert stop, r.output
+        k = int(stop.group(1))
+        assert 0 < accepted == _stored_samples(url, end_ms, LONG_MS) < sum(sizes[:k])
+        assert accepted + rejected + not_sent == sum(sizes) and sent == accepted + rejected
+        assert not_sent == sum(sizes[k:])  # the spans after the stop: not tried
+
+
+def test_ctrl_c_during_a_long_window_says_which_spans_were_not_generated(
+        tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    end_ms = fixed_end_ms()
+    slow = lambda m, path, p: ("delay", 0.2) if path.startswith("/api/v1/write") else None  # noqa: E731
+    with running_prometheus(tmp_path, ooo_window="52h") as url, \
+            fault_proxy(url, slow) as (via, _px):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "replayer.cli", "load", "slow_query", "--signals",
+             "metrics", "--end", iso(end_ms), "--prometheus-url", via, "--batch-samples",
+             "500", "--concurrency", "2", *LONG], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the first span's batches are being stored
+            if line.startswith("  metrics: "):
+                break
+        out, err = _ctrl_c(proc)
+        m = re.search(r"metrics: sent (\d+) samples, accepted (\d+), rejected 0, clipped 0, "
+                      r"not sent (\d+); ", out)
+        assert m, out
+        sent, accepted, not_sent = map(int, m.groups())
+        assert sent == accepted and 0 < accepted < _span_sizes()[0]
+        assert "stopped by Ctrl-C: 8 of 9 spans were not generated, nor sent" in out
+        assert _stored_samples(url, end_ms, LONG_MS) == accepted
+
+
 class _SlowSink:
     """A loopback Loki push and OTLP/HTTP traces endpoint that decodes what it stores,
     answering each request 0.2 s late (so a load is still going when Ctrl-C comes)."""
