@@ -91,15 +91,18 @@ class Spans:
 
 def generate_spans(scenario: str | Scenario, seed: int = 1, duration_ms: int | None = None,
                    step_ms: int | None = None, knobs: Mapping[str, object] | None = None,
-                   span_ms: int = SPAN_MS) -> Spans:
+                   span_ms: int | None = None) -> Spans:
     """The metrics of ``scenario`` over a long window, span by span (nothing is generated
-    until the spans are read)."""
+    until the spans are read). The spans are :data:`SPAN_MS` long, or the whole steps
+    that fit in it."""
     from . import _check_window
 
     spec = scenario if isinstance(scenario, Scenario) else get_scenario(scenario)
     duration_ms = spec.default_duration_s * 1000 if duration_ms is None else int(duration_ms)
     step_ms = spec.default_step_s * 1000 if step_ms is None else int(step_ms)
     _check_window(duration_ms, step_ms)
+    if span_ms is None:
+        span_ms = max(SPAN_MS - SPAN_MS % step_ms, 10 * step_ms)
     if span_ms % step_ms or span_ms < 10 * step_ms:
         raise ScenarioError(f"a span ({span_ms} ms) must be a whole number of steps "
                             f"({step_ms} ms), at least 10")

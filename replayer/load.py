@@ -320,8 +320,10 @@ def _load_spans(req: LoadRequest, spans: Spans, now_ns: Callable[[], int],
     check_end(end_ns, now_ns(), first.step_ms, req.allow_future_end)
     extra = dict(req.extra_labels)
     start_ns = end_ns - spans.duration_ms * NS_PER_MS
-    notes = [f"generated in {spans.count} spans of {spans.span_ms / 3.6e6:g} h, each pushed "
-             "before the next is generated (memory follows the span, not the window)"]
+    length = f"{spans.span_ms // 3_600_000} h" if spans.span_ms % 3_600_000 == 0 else \
+        f"{spans.span_ms // 1000} s"
+    notes = [f"generated in {spans.count} spans of {length}, each pushed before the next is "
+             "generated (memory follows the span, not the window)"]
     totals = {"series": 0, "samples": 0, "exemplars": 0, "log_streams": 0, "log_lines": 0,
               "spans": 0}
     labels: set[tuple[tuple[str, str], ...]] = set()

@@ -182,6 +182,11 @@ def test_which_windows_go_span_by_span_and_their_memory_estimate() -> None:
 def test_a_span_is_a_window_of_whole_steps() -> None:
     from generator import ScenarioError
 
+    # a step that does not divide six hours: the spans are the whole steps that fit
+    odd = generate_spans("slow_query", 1, 37_100 * 7_000, 7_000)  # 3 days and a bit
+    assert odd.span_ms == SPAN_MS - SPAN_MS % 7_000
+    assert all(lo % 7_000 == 0 and hi % 7_000 == 0 for lo, hi in odd.bounds())
+    assert odd.bounds()[-1][1] == odd.duration_ms
     with pytest.raises(ScenarioError, match="whole number of steps"):
         generate_spans("slow_query", 1, 3 * 86_400_000, 15_000, span_ms=20_000)
     with pytest.raises(ScenarioError, match="seed"):
