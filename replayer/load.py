@@ -33,6 +33,7 @@ from .prometheus import (
     preflight,
     push_metrics,
     push_series,
+    push_slices,
     send_metadata,
 )
 from .recording import read_recording
@@ -394,7 +395,7 @@ def _push_span(session: _Session, shifted: Incident, report: SignalReport, start
         series = check_window(shifted.series, info, session.req.push, report, start_ms,
                               end_ms)
         if not report.failed:
-            push_series(session.prometheus, series, info, session.req.push, report, progress)
+            push_slices(session.prometheus, series, info, session.req.push, report, progress)
     except (PreflightError, TransportError) as exc:
         _fail(report, exc, shifted.sample_count - (report.clipped - clipped), mark)
     except KeyboardInterrupt:
@@ -598,7 +599,7 @@ def _metrics(session: _Session, incident: Incident, end_ns: int, is_now: bool,
         shifted = shift(incident, end_ns, dict(req.extra_labels), parts=("metrics",))
         start_ms = start_ns_for(incident, end_ns) // NS_PER_MS
         push_metrics(transport, shifted, info, req.push, report, start_ms,
-                     end_ns // NS_PER_MS, progress)
+                     end_ns // NS_PER_MS, progress, sliced=spans is not None)
     except (PreflightError, TransportError) as exc:
         _fail(report, exc, incident.sample_count - (report.clipped - clipped), mark)
     except KeyboardInterrupt:

@@ -658,15 +658,45 @@ def exemplar_note(info: ServerInfo, exemplars: int, about: bool = False) -> str 
             f"the oldest {over} will be overwritten.\n  fix: {fix}, or pass --no-exemplars")
 
 
+# A span of a long window goes out in slices of this much time, every series' samples of
+# one slice before the next: as scrapes would arrive. Sent series by series over hours
+# instead, Prometheus 2.42 took part of a series' samples in order and part out of order
+# (those an hour behind its newest), and lost some while it compacted its head: 3,617 of
+# 1.1 M samples of 50 h in 9 spans, found by --verify, none when sliced.
+SLICE_MS = 30 * 60_000
+
+
 def push_metrics(transport: HttpTransport, incident: Incident, info: ServerInfo,
                  options: PushOptions, report: SignalReport, start_ms: int, end_ms: int,
-                 progress: Callable[[SignalReport], None] | None = None) -> None:
-    """Push ``incident``'s (already time-shifted) series: window check, metadata, samples."""
+                 progress: Callable[[SignalReport], None] | None = None,
+                 sliced: bool = False) -> None:
+    """Push ``incident``'s (already time-shifted) series: window check, metadata, samples
+    (``sliced``: in time order, :data:`SLICE_MS` at a time)."""
     series = check_window(incident.series, info, options, report, start_ms, end_ms)
     if report.failed:
         return  # --clip left nothing to send
     send_metadata(transport, incident, report, options.write_url)
-    push_series(transport, series, info, options, report, progress)
+    if sliced:
+        push_slices(transport, series, info, options, report, progress)
+    else:
+        push_series(transport, series, info, options, report, progress)
+
+
+def push_slices(transport: HttpTransport, series: Sequence[Series], info: ServerInfo,
+                options: PushOptions, report: SignalReport,
+                progress: Callable[[SignalReport], None] | None = None) -> None:
+    """:func:`push_series`, :data:`SLICE_MS` of every series at a time, in time order."""
+    from .slicing import slice_series
+
+    times = [s.t_ms for s in series if len(s)]
+    if not times:
+        return
+    lo = min(int(t[0]) for t in times)
+    hi = max(int(t[-1]) for t in times)
+    for a in range(lo - lo % SLICE_MS, hi + 1, SLICE_MS):
+        part = slice_series(series, a, a + SLICE_MS)
+        if part:
+            push_series(transport, part, info, options, report, progress)
 
 
 def probe_series(series: Sequence[Series]) -> Series | None:
