@@ -54,6 +54,12 @@ from .simulate import (
 from .truth import build_truth
 
 SPAN_MS = 6 * 3_600_000
+# Requests in flight handed from one span to the next, at most. The model's queue for the
+# worker threads has no bound (no client gives up, and the process is not killed for the
+# memory the queue takes): where an incident stops the service for days (connection_leak,
+# lock_contention over a window of weeks: its phases are fractions of the window) the
+# queue grows by the arrival rate, and a span would hold all of it.
+MAX_IN_FLIGHT = 200_000
 SPANNED_FROM_MS = 2 * 86_400_000  # metrics-only windows longer than this go span by span
 _SPAN_STREAM = 0x5350414E  # "SPAN": a span's streams are spawned from (seed, scenario, this, k)
 
@@ -140,6 +146,7 @@ def _spans(sp: Spans) -> Iterator[Incident]:
         sim = simulate(knobs, faults, sp.duration_ms, sp.step_ms, streams, extra, span)
         assert sim.resume is not None
         state = sim.resume
+        held = 0 if state.prefix is None else int(state.prefix.route.shape[0])
         ids = assign_ids(sim.traffic, streams["ids"])
         up = upstream_calls(sim.traffic, streams["upstream"])
         fams, series, nxt = build_metric_span(sim, ids, knobs, plan, streams["gauges"],
@@ -155,6 +162,15 @@ def _spans(sp: Spans) -> Iterator[Incident]:
             log_streams=(), span_tables=(), truth=truth,
             knobs=tuple(sorted(knobs.items())), generator_version=GENERATOR_VERSION,
             source=(("kind", "generated"), ("span", f"{k + 1}/{sp.count}")))
+        if held > MAX_IN_FLIGHT and k + 1 < sp.count:
+            raise ScenarioError(
+                f"{spec.name} over {sp.duration_ms / 86_400_000:g} days keeps {held:,} requests "
+                f"in flight at once {hi_ms / 3_600_000:g} h into the window (the model's queue "
+                "for worker threads has no bound, and the incident's phases are fractions of "
+                "the window: a long window has a long incident); the next span cannot be "
+                "generated in "
+                f"bounded memory (the first {k + 1} of {sp.count} spans were).\n"
+                "  fix: a shorter --duration")
 
 
 def _no_traffic() -> Traffic:

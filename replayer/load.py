@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from generator import generate
+from generator import ScenarioError, generate
 from generator.chunks import Spans, generate_spans, spanned
 from generator.model import Incident
 
@@ -354,7 +354,7 @@ def _load_spans(req: LoadRequest, spans: Spans, now_ns: Callable[[], int],
         if verifier is not None:
             verifier.end_ns = end_ns
             verifier.copy(shift(first, end_ns, extra, parts=("metrics",)))
-        for inc in parts:
+        for inc in _generating(parts, report):
             done += 1
             inc = shown = shard(inc, *req.shard)
             tally(inc)
@@ -382,6 +382,17 @@ def _load_spans(req: LoadRequest, spans: Spans, now_ns: Callable[[], int],
     report.notes.extend(n for n in notes if n not in report.notes)
     return LoadResult(shift(shown, end_ns, extra, parts=("metrics",)), start_ns, end_ns,
                       [report], notes, totals)
+
+
+def _generating(parts: Iterator[Incident], report: SignalReport) -> Iterator[Incident]:
+    """The spans as they are generated; one that cannot be (a queue without bound) ends
+    the load as a failure, with the reason: what was sent before is counted."""
+    try:
+        yield from parts
+    except ScenarioError as exc:
+        if not report.failed:
+            report.fail(str(exc), 2, 0, report.mark())
+        report.notes.append("the spans after it were not generated, nor sent")
 
 
 def _push_span(session: _Session, shifted: Incident, report: SignalReport, start_ms: int,

@@ -203,3 +203,22 @@ def test_first_span_opens_like_a_whole_window() -> None:
     cpu = next(s for s in first.iter_series("process_cpu_seconds_total")
                if s.label("job") == "payment-service")
     assert cpu.values[0] > 40  # a process that ran before the window
+
+
+def test_a_queue_without_bound_stops_the_spans_with_the_reason(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """lock_contention over 12 h queues tens of thousands of requests behind the lock (the
+    model's queue for threads has no bound): past the limit of what a span hands on, the
+    spans stop, after the last one that could be generated, with the reason and the fix."""
+    import generator.chunks as chunks
+    from generator import ScenarioError
+
+    monkeypatch.setattr(chunks, "MAX_IN_FLIGHT", 5_000)
+    got = []
+    with pytest.raises(ScenarioError, match=r"(?s)requests in flight at once .* fix: a shorter "
+                                            r"--duration") as err:
+        for inc in generate_spans("lock_contention", 2, 12 * HOUR_MS, 30_000,
+                                  span_ms=HOUR_MS):
+            got.append(inc)
+    assert 0 < len(got) < 12
+    assert f"the first {len(got)} of 12 spans were" in str(err.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from generator.chunks import generate_spans
@@ -40,3 +41,16 @@ def test_a_short_or_mixed_window_is_generated_whole() -> None:
                                  signals=("metrics", "logs"))) is None
     assert _spans_of(LoadRequest("recordings/slow_query.jsonl.gz",
                                  signals=("metrics",))) is None
+
+
+def test_a_span_that_cannot_be_generated_ends_the_load_with_the_reason(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dry run stops with exit 2 and the reason; nothing is sent."""
+    import generator.chunks as chunks
+
+    monkeypatch.setattr(chunks, "MAX_IN_FLIGHT", 5_000)
+    r = CliRunner().invoke(cli, ["load", "lock_contention", "--dry-run", "--signals",
+                                 "metrics", "--duration", "50h", "--step", "60s",
+                                 "--end", "2026-01-02T03:04:00Z"])
+    assert r.exit_code == 2, r.output
+    assert "requests in flight at once" in r.output and "Traceback" not in r.output
