@@ -27,6 +27,16 @@ def _stored_samples(url: str, end_ms: int, window_ms: int) -> int:
     return sum(len(s["values"]) for s in got)
 
 
+def _summary(output: str) -> tuple[int, int, int, int]:
+    """(sent, accepted, rejected, not sent) from the metrics summary line."""
+    line = next(x for x in output.splitlines() if x.startswith("metrics: "))
+    m = re.match(r"metrics: sent (\d+) samples, accepted (\d+), rejected (\d+), clipped 0, "
+                 r"not sent (\d+); ", line)
+    assert m, line
+    sent, accepted, rejected, not_sent = map(int, m.groups())
+    return sent, accepted, rejected, not_sent
+
+
 def _load_metrics(url: str, end_ms: int, *extra: str):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(cli, ["load", "slow_query", "--signals", "metrics", "--end",
                                     iso(end_ms), "--prometheus-url", url, *extra])
@@ -63,6 +73,15 @@ def test_an_outage_past_the_budget_is_reported_as_loss(tmp_path: Path) -> None:
 
 
 THREE_COPIES = ("--duration", "10m", "--instances", "3", "--batch-samples", "1000000")
+LONG = ("--duration", "50h", "--step", "60s")  # metrics only: 9 spans of 6 h
+LONG_MS = 50 * 3_600_000
+
+
+def _span_sizes() -> list[int]:
+    from generator.chunks import generate_spans
+
+    return [s.sample_count for s in generate_spans("slow_query", 1, LONG_MS, 60_000)]
+
 
 
 def _copies(n: int, duration: str) -> list[int]:
@@ -85,10 +104,7 @@ def test_instances_count_every_copy_that_was_not_sent(tmp_path: Path) -> None:
         r = _load_metrics(via, end_ms, *THREE_COPIES, "--retry-for", "2s")
         assert r.exit_code == 4, r.output
         assert "Traceback" not in r.output
-        line = next(x for x in r.output.splitlines() if x.startswith("metrics: "))
-        sent, accepted, rejected, not_sent = map(int, re.match(
-            r"metrics: sent (\d+) samples, accepted (\d+), rejected (\d+), clipped 0, "
-            r"not sent (\d+); ", line).groups())  # type: ignore[union-attr]
+        sent, accepted, rejected, not_sent = _summary(r.output)
         # copy 1 went whole before the outage; copy 2's batches met it (sent, refused by
         # the dropped connections); copy 3 never got past the preflight (not sent)
         assert accepted == sizes[0] == _stored_samples(url, end_ms, 600_000)
@@ -153,7 +169,8 @@ def _ctrl_c(proc) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     return out, err
 
 
-@pytest.mark.parametrize("extra", [(), ("--instances", "3")], ids=["one", "copies"])
+@pytest.mark.parametrize("extra", [(), ("--instances", "3"), LONG],
+                         ids=["one", "copies", "spans"])
 def test_ctrl_c_stops_within_seconds_with_the_summary(tmp_path: Path,
                                                       extra: tuple[str, ...]) -> None:
     """SIGINT during a load printed "Aborted!", exit 1, no summary (and 1 run in 19 hung).
@@ -166,7 +183,10 @@ def test_ctrl_c_stops_within_seconds_with_the_summary(tmp_path: Path,
     inc = cached_incident("slow_query")
     end_ms = fixed_end_ms()
     slow = lambda m, path, p: ("delay", 0.2) if path.startswith("/api/v1/write") else None  # noqa: E731
-    with running_prometheus(tmp_path) as url, fault_proxy(url, slow) as (via, _px):
+    spans = extra == LONG
+    window_ms = LONG_MS if spans else inc.duration_ms
+    with running_prometheus(tmp_path, ooo_window="52h" if spans else "2h") as url, \
+            fault_proxy(url, slow) as (via, _px):
         proc = subprocess.Popen(
             [sys.executable, "-m", "replayer.cli", "load", "slow_query", "--signals",
              "metrics", "--end", iso(end_ms), "--prometheus-url", via, "--batch-samples",
@@ -182,23 +202,16 @@ def test_ctrl_c_stops_within_seconds_with_the_summary(tmp_path: Path,
                       r"not sent (\d+); ", out)
         assert m, out
         sent, accepted, not_sent = map(int, m.groups())
-        assert sent == accepted and 0 < accepted < inc.sample_count
-        if extra:  # the later copies were never generated: said, not counted
+        assert sent == accepted
+        assert 0 < accepted < (_span_sizes()[0] if spans else inc.sample_count)
+        if spans:  # stopped in the first span: the other 8 were never generated
+            assert "stopped by Ctrl-C: 8 of 9 spans were not generated, nor sent" in out
+        elif extra:  # the later copies were never generated: said, not counted
             assert "2 of 3 copies were not generated, nor sent" in out
         else:
             assert accepted + not_sent == inc.sample_count
         assert "stopped by Ctrl-C" in out
-        assert _stored_samples(url, end_ms, inc.duration_ms) == accepted
-
-
-LONG = ("--duration", "50h", "--step", "60s")  # metrics only: 9 spans of 6 h
-LONG_MS = 50 * 3_600_000
-
-
-def _span_sizes() -> list[int]:
-    from generator.chunks import generate_spans
-
-    return [s.sample_count for s in generate_spans("slow_query", 1, LONG_MS, 60_000)]
+        assert _stored_samples(url, end_ms, window_ms) == accepted
 
 
 def test_a_long_window_counts_every_span_not_sent_after_an_outage(tmp_path: Path) -> None:
@@ -214,45 +227,13 @@ def test_a_long_window_counts_every_span_not_sent_after_an_outage(tmp_path: Path
                           "2s")
         assert r.exit_code == 1, r.output
         assert "Traceback" not in r.output
-        line = next(x for x in r.output.splitlines() if x.startswith("metrics: "))
-        sent, accepted, rejected, not_sent = map(int, re.match(
-            r"metrics: sent (\d+) samples, accepted (\d+), rejected (\d+), clipped 0, "
-            r"not sent (\d+); ", line).groups())  # type: ignore[union-attr]
+        sent, accepted, rejected, not_sent = _summary(r.output)
         stop = re.search(r"the server took none of span (\d) of 9", r.output)
         assert stop, r.output
         k = int(stop.group(1))
         assert 0 < accepted == _stored_samples(url, end_ms, LONG_MS) < sum(sizes[:k])
         assert accepted + rejected + not_sent == sum(sizes) and sent == accepted + rejected
         assert not_sent == sum(sizes[k:])  # the spans after the stop: not tried
-
-
-def test_ctrl_c_during_a_long_window_says_which_spans_were_not_generated(
-        tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    end_ms = fixed_end_ms()
-    slow = lambda m, path, p: ("delay", 0.2) if path.startswith("/api/v1/write") else None  # noqa: E731
-    with running_prometheus(tmp_path, ooo_window="52h") as url, \
-            fault_proxy(url, slow) as (via, _px):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "replayer.cli", "load", "slow_query", "--signals",
-             "metrics", "--end", iso(end_ms), "--prometheus-url", via, "--batch-samples",
-             "500", "--concurrency", "2", *LONG], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        assert proc.stderr is not None
-        for line in proc.stderr:  # the first span's batches are being stored
-            if line.startswith("  metrics: "):
-                break
-        out, err = _ctrl_c(proc)
-        m = re.search(r"metrics: sent (\d+) samples, accepted (\d+), rejected 0, clipped 0, "
-                      r"not sent (\d+); ", out)
-        assert m, out
-        sent, accepted, not_sent = map(int, m.groups())
-        assert sent == accepted and 0 < accepted < _span_sizes()[0]
-        assert "stopped by Ctrl-C: 8 of 9 spans were not generated, nor sent" in out
-        assert _stored_samples(url, end_ms, LONG_MS) == accepted
 
 
 class _SlowSink:
