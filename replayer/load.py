@@ -355,28 +355,30 @@ def _load_spans(req: LoadRequest, spans: Spans, now_ns: Callable[[], int],
             verifier.end_ns = end_ns
             verifier.copy(shift(first, end_ns, extra, parts=("metrics",)))
         for inc in _generating(parts, report):
+            if report.failed:  # after a failure nothing more is generated, nor sent
+                break
             done += 1
             inc = shown = shard(inc, *req.shard)
             tally(inc)
             shifted = shift(inc, end_ns, extra, parts=("metrics",))
-            if report.failed:  # not sent after a failure; still generated, to say how much
-                report.fail(report.failed, report.failure_code, shifted.sample_count,
-                            report.mark())
-                continue
             before = report.accepted
             _push_span(session, shifted, report, start_ns // NS_PER_MS, end_ns // NS_PER_MS,
                        progress)
             if not report.failed and report.accepted == before and shifted.sample_count:
                 # a server that takes nothing (gone past the retry budget, refusing all):
-                # the later spans are counted, not tried each for the whole budget again
-                report.fail(f"the server took none of span {done} of {spans.count}; the "
-                            "spans after it were not sent", 1, 0, report.mark())
+                # the later spans are not tried, each for the whole budget again
+                report.fail(f"the server took none of span {done} of {spans.count}", 1, 0,
+                            report.mark())
             if verifier is not None:
                 verifier.copy(shifted)
         if verifier is not None:
             verifier.finish()
     except KeyboardInterrupt:
         _stopped([report], spans.count - done, spans.count, "spans")
+    else:
+        if done < spans.count:
+            report.notes.append(f"{spans.count - done} of {spans.count} spans were not "
+                                "generated, nor sent (after the failure above)")
     finally:
         session.close()
     report.notes.extend(n for n in notes if n not in report.notes)
@@ -392,7 +394,6 @@ def _generating(parts: Iterator[Incident], report: SignalReport) -> Iterator[Inc
     except ScenarioError as exc:
         if not report.failed:
             report.fail(str(exc), 2, 0, report.mark())
-        report.notes.append("the spans after it were not generated, nor sent")
 
 
 def _push_span(session: _Session, shifted: Incident, report: SignalReport, start_ms: int,
