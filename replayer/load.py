@@ -355,8 +355,6 @@ def _load_spans(req: LoadRequest, spans: Spans, now_ns: Callable[[], int],
             verifier.end_ns = end_ns
             verifier.copy(shift(first, end_ns, extra, parts=("metrics",)))
         for inc in _generating(parts, report):
-            if report.failed:  # after a failure nothing more is generated, nor sent
-                break
             done += 1
             inc = shown = shard(inc, *req.shard)
             tally(inc)
@@ -387,13 +385,18 @@ def _load_spans(req: LoadRequest, spans: Spans, now_ns: Callable[[], int],
 
 
 def _generating(parts: Iterator[Incident], report: SignalReport) -> Iterator[Incident]:
-    """The spans as they are generated; one that cannot be (a queue without bound) ends
-    the load as a failure, with the reason: what was sent before is counted."""
-    try:
-        yield from parts
-    except ScenarioError as exc:
-        if not report.failed:
+    """The spans as they are generated, until the load has failed; one that cannot be (a
+    queue without bound) ends the load as a failure, with the reason: what was sent before
+    is counted."""
+    while not report.failed:  # after a failure nothing more is generated, nor sent
+        try:
+            inc = next(parts)
+        except StopIteration:
+            return
+        except ScenarioError as exc:
             report.fail(str(exc), 2, 0, report.mark())
+            return
+        yield inc
 
 
 def _push_span(session: _Session, shifted: Incident, report: SignalReport, start_ms: int,

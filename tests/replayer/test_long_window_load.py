@@ -54,3 +54,19 @@ def test_a_span_that_cannot_be_generated_ends_the_load_with_the_reason(
                                  "--end", "2026-01-02T03:04:00Z"])
     assert r.exit_code == 2, r.output
     assert "requests in flight at once" in r.output and "Traceback" not in r.output
+
+
+def test_an_unreachable_server_ends_a_long_load_at_the_first_span() -> None:
+    """Nothing listening: the first span's preflight fails (exit 4, the fix), and the other
+    spans are neither generated nor tried, which the summary says."""
+    from replayer.stack import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    r = CliRunner().invoke(cli, ["load", "slow_query", "--signals", "metrics", "--duration",
+                                 "50h", "--step", "60s", "--prometheus-url", url,
+                                 "--retry-for", "0s", "--end", "2026-01-02T03:04:00Z"])
+    assert r.exit_code == 4, r.output
+    assert "Traceback" not in r.output
+    assert "8 of 9 spans were not generated, nor sent" in r.output
+    first = next(iter(generate_spans("slow_query", 1, 50 * HOUR_MS, 60_000)))
+    assert f"nothing sent ({first.sample_count} samples not sent)" in r.output
