@@ -39,11 +39,18 @@ def _cumulative(name: str, kinds: dict[str, str]) -> bool:
 @pytest.fixture(scope="module")
 def spanned_windows() -> dict[str, tuple]:
     """Each built-in scenario over 12 h in spans of 1 h: the incident (its phases are
-    fractions of the window) runs across several span boundaries."""
+    fractions of the window) runs across several span boundaries. connection_leak queues
+    236,854 requests by its 9th hour (the model's queue for threads has no bound): past
+    what a load lets a span hand on (test_a_queue_without_bound_stops...), allowed here,
+    where the hand-over itself is what is tested."""
+    import generator.chunks as chunks
+
     out = {}
-    for name in SCENARIOS:
-        sp = generate_spans(name, 2, 12 * HOUR_MS, 30_000, span_ms=HOUR_MS)
-        out[name] = (sp, *_joined(sp))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(chunks, "MAX_IN_FLIGHT", 10_000_000)
+        for name in SCENARIOS:
+            sp = generate_spans(name, 2, 12 * HOUR_MS, 30_000, span_ms=HOUR_MS)
+            out[name] = (sp, *_joined(sp))
     return out
 
 
