@@ -52,6 +52,17 @@ def send_lanes(batches: Iterable[tuple[int, T]], lanes: int,
         if on_interrupt:
             on_interrupt()
 
+    ended: set[int] = set()
+
+    def end_all() -> None:
+        """Tell every sender there is no more. A Ctrl-C can land in the middle of this;
+        then it is done again, for the senders not told yet: a sender never told would
+        wait for ever, and so would this function's caller, joining it."""
+        for i, q in enumerate(queues):
+            if i not in ended:
+                q.put(None)  # a full queue drains: the sender sends, or skips once stopped
+                ended.add(i)
+
     with ThreadPoolExecutor(max_workers=lanes) as pool:
         futures = [pool.submit(sender, q) for q in queues]
         try:
@@ -68,12 +79,12 @@ def send_lanes(batches: Iterable[tuple[int, T]], lanes: int,
                 interrupted()
                 raise
             finally:
-                for q in queues:
-                    q.put(None)
+                end_all()
             for fut in futures:
                 fut.result()
         except KeyboardInterrupt:
             interrupted()
+            end_all()
             for fut in futures:  # the requests in hand end; nothing more is sent
                 if not fut.cancelled():
                     fut.exception()  # a sender's own failure is in the report already

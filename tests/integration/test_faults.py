@@ -157,11 +157,17 @@ def test_exemplars_beyond_the_servers_limit_are_reported_before_and_after(
 def _ctrl_c(proc) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     """SIGINT to a running `replayer load`: it ends within 3 s, exit 130, no traceback."""
     import signal
+    import subprocess
     import time
 
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # not left running (nor its pipes open) for the tests after this one
+        out, err = proc.communicate()
+        raise AssertionError(f"no exit 30 s after Ctrl-C:\n{out}\n{err}") from None
     took = time.monotonic() - t0
     assert proc.returncode == 130, out + err
     assert took < 3.0, took
