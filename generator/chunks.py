@@ -40,7 +40,6 @@ from .model import Incident, MetricFamily
 from .scenarios import Scenario, ScenarioError, get_scenario
 from .series import Carry
 from .simulate import (
-    NS_PER_S,
     WARMUP_S,
     Active,
     Span,
@@ -168,8 +167,7 @@ def _spans(sp: Spans) -> Iterator[Incident]:
                 f"in flight at once {hi_ms / 3_600_000:g} h into the window (the model's queue "
                 "for worker threads has no bound, and the incident's phases are fractions of "
                 "the window: a long window has a long incident); the next span cannot be "
-                "generated in "
-                f"bounded memory (the first {k + 1} of {sp.count} spans were).\n"
+                f"generated in bounded memory (the first {k + 1} of {sp.count} spans were).\n"
                 "  fix: a shorter --duration")
 
 
@@ -188,4 +186,4 @@ def _no_ids() -> TraceIds:
     return TraceIds(*(np.zeros((0, w), np.uint8) for w in (16, 8, 8, 8, 8, 8, 8, 8)))
 
 
-__all__ = ["Spans", "generate_spans", "spanned", "SPAN_MS", "SPANNED_FROM_MS", "NS_PER_S"]
+__all__ = ["Spans", "generate_spans", "spanned", "SPAN_MS", "SPANNED_FROM_MS", "MAX_IN_FLIGHT"]
