@@ -229,3 +229,33 @@ def test_a_queue_without_bound_stops_the_spans_with_the_reason(
             got.append(inc)
     assert 0 < len(got) < 12
     assert f"the first {len(got)} of 12 spans were" in str(err.value)
+
+
+@pytest.mark.parametrize("scenario", sorted(set(SCENARIOS) - {"connection_leak",
+                                                              "too_many_clients"}))
+def test_the_limits_hold_across_spans(spanned_windows: dict, scenario: str) -> None:
+    """The realism rules of test_physics.py, on the published series of a spanned window:
+    a thread waits for a connection or holds one, the pool never goes over its size, and a
+    request waiting or holding is one in flight. (connection_leak and too_many_clients
+    need their traces to correct the gauges, which a spanned window does not build.)"""
+    from generator.scenarios import KNOB_DEFAULTS
+
+    sp, t, v, (kinds, parts) = spanned_windows[scenario]
+
+    def app(name: str, **labels: str) -> np.ndarray:
+        found = [v[k] for k in v if dict(k)["__name__"] == name
+                 and dict(k)["job"] == "payment-service"
+                 and all(dict(k).get(a) == b for a, b in labels.items())]
+        assert found, name
+        n = min(len(f) for f in found)  # a series of one process only is shorter
+        return np.sum([f[-n:] for f in found], axis=0)
+
+    active = app("http_server_active_requests")
+    pending = app("db_client_connection_pending_requests")
+    used = app("db_client_connections_usage_connections", state="used")
+    n = min(active.size, pending.size, used.size)
+    active, pending, used = active[-n:], pending[-n:], used[-n:]
+    pool = sp.knobs["pool_size"] + sp.knobs["max_overflow"]
+    assert used.max() <= pool
+    assert np.all(pending + used <= active)
+    assert np.all(pending <= KNOB_DEFAULTS["worker_threads"] - used)
