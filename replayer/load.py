@@ -320,7 +320,7 @@ def _load_spans(req: LoadRequest, spans: Spans, now_ns: Callable[[], int],
     end_ns, is_now = parse_end(req.end, now_ns(), first.step_ms)
     check_end(end_ns, now_ns(), first.step_ms, req.allow_future_end)
     extra = dict(req.extra_labels)
-    start_ns = end_ns - spans.duration_ms * NS_PER_MS
+    start_ns = start_ns_for(first, end_ns)
     length = f"{spans.span_ms // 3_600_000} h" if spans.span_ms % 3_600_000 == 0 else \
         f"{spans.span_ms // 1000} s"
     notes = [f"generated in {spans.count} spans of {length}, each pushed before the next is "
@@ -349,7 +349,7 @@ def _load_spans(req: LoadRequest, spans: Spans, now_ns: Callable[[], int],
     try:
         end_ns = _metrics(session, first, end_ns, is_now, report, notes, progress,
                           spans=spans.count)
-        start_ns = end_ns - spans.duration_ms * NS_PER_MS
+        start_ns = start_ns_for(first, end_ns)
         tally(first)
         if verifier is not None:
             verifier.end_ns = end_ns
