@@ -50,18 +50,6 @@ _FIRST = itemgetter(0)
 _SECOND = itemgetter(1)
 
 
-def entry_costs(stream: LogStream) -> np.ndarray:
-    """What each entry weighs for Loki's rate limit: line and structured-metadata bytes."""
-    lines = stream.lines
-    if "".join(lines).isascii():
-        size = np.fromiter(map(len, lines), np.int64, len(lines))
-    else:
-        size = np.fromiter((len(x.encode()) for x in lines), np.int64, len(lines))
-    if any(stream.metadata):
-        size += _metadata_sizes(stream.metadata)
-    return size
-
-
 def _metadata_sizes(entries: Sequence[tuple[tuple[str, str], ...]]) -> np.ndarray:
     """Bytes of each entry's metadata names and values (joined in C, no Python call an
     entry)."""
@@ -163,11 +151,11 @@ _SIZED = _Names()
 
 
 def _metadata_texts(entries: Sequence[tuple[tuple[str, str], ...]]) -> list[str]:
-    """Each entry's ``structuredMetadata`` fields as latin-1 text.
+    """Each entry's ``structuredMetadata`` fields as latin-1 text, for entries of mixed
+    shapes (different names or pair counts).
 
-    Entries are grouped by their field names (OTLP-ingested lines carry fifteen, the same
-    fifteen for most lines of a stream), and each group is built a column at a time: a
-    name's prefix depends only on the value's length, looked up in C for the column."""
+    Entries are grouped by their field names, and each group is built a column at a time:
+    a name's prefix depends only on the value's length, looked up in C for the column."""
     if not entries:
         return []
     out: list[str] = [""] * len(entries)
@@ -194,9 +182,7 @@ def _same_names(entries: Sequence[tuple[tuple[str, str], ...]], names: tuple[str
         return [""] * len(entries)
     parts: list[Iterable[str]] = []
     for column, name in zip(columns if columns is not None else zip(*entries), names):
-        values = list(map(_SECOND, column))
-        if not "".join(values).isascii():
-            values = [v.encode().decode("latin-1") for v in values]
+        values = _latin1(list(map(_SECOND, column)))
         sized = _SIZED[name]
         sizes = set(map(len, values))
         parts += (repeat(sized[sizes.pop()]) if len(sizes) == 1
@@ -204,57 +190,210 @@ def _same_names(entries: Sequence[tuple[tuple[str, str], ...]], names: tuple[str
     return list(map("".join, zip(*parts)))
 
 
-def proto_request(stream: LogStream, lo: int, hi: int) -> bytes:
-    """Uncompressed ``PushRequest`` for entries ``lo:hi`` of ``stream``, built for all
-    entries at once (canonical protobuf: equal to what push_pb2 serialises).
+def _latin1(texts: Sequence[str]) -> Sequence[str]:
+    """``texts`` with each UTF-8 byte as one code point (as they are, when ASCII), so a
+    str's length is its size on the wire and the body is encoded once, as latin-1."""
+    if "".join(texts).isascii():
+        return texts
+    return [x.encode().decode("latin-1") for x in texts]
 
-    The numeric head of every entry is built in one byte matrix; the heads, lines and
-    metadata are then joined as latin-1 text (a byte per code point), which CPython
-    concatenates in C without a bytes object per line."""
-    n = hi - lo
-    if n == 0:
-        return field(1, text(1, label_string(stream.labels)))
-    t = np.asarray(stream.t_ns[lo:hi], np.int64)
-    seconds, nanos = np.divmod(t, NS_PER_S)
-    has_s, has_n = seconds != 0, nanos != 0
-    texts: Sequence[str] = stream.lines[lo:hi]
-    if not "".join(texts).isascii():
-        texts = [x.encode().decode("latin-1") for x in texts]
-    line_len = np.fromiter(map(len, texts), np.int64, n)
-    has_line = line_len > 0
-    metadata = stream.metadata[lo:hi]
-    with_meta = list(itertools.compress(range(n), metadata))
-    meta = _metadata_texts([metadata[i] for i in with_meta])
-    meta_len = np.zeros(n, np.int64)
-    meta_len[with_meta] = [len(m) for m in meta]
-    sec = bulk.varint_piece(seconds, has_s)
-    nano = bulk.varint_piece(nanos, has_n)
-    size = bulk.varint_piece(line_len, has_line)
-    ts_len = (1 + sec[1]) * has_s + (1 + nano[1]) * has_n
-    body_len = 2 + ts_len + (1 + size[1] + line_len) * has_line + meta_len
-    body = bulk.varint_piece(body_len)
-    matrix = bulk.rows([
-        bulk.const(n, b"\x12"), body,
-        bulk.const(n, b"\x0a"), bulk.varint_piece(ts_len),
-        bulk.const(n, b"\x08", has_s), sec, bulk.const(n, b"\x10", has_n), nano,
-        bulk.const(n, b"\x12", has_line), size,
-    ])
-    heads = bulk.row_texts(matrix)
-    if np.any((t == 0) & ~has_line):
-        # Such a head ends in its empty Timestamp (0x0a 0x00), a zero taken for padding.
-        head_len = 1 + bulk.varint_len(body_len) + body_len - meta_len - line_len
-        heads = [h.ljust(k, "\0") for h, k in zip(heads, head_len.tolist())]
-    # An entry's metadata goes in front of the next entry's head, and the stream's own
-    # head (tag, size, labels) in front of the first: two parts an entry, one copy in all.
-    labels = text(1, label_string(stream.labels))
-    total = int(body_len.sum() + body[1].sum()) + n + len(labels)
-    heads.append("")
-    for i, m in zip(with_meta, meta):
-        heads[i + 1] = m + heads[i + 1]
-    heads[0] = (b"\x0a" + varint(total) + labels).decode("latin-1") + heads[0]
-    parts = list(chain.from_iterable(zip(heads, texts)))
-    parts.append(heads[n])
-    return "".join(parts).encode("latin-1")
+
+Part = str | Sequence[str]  # the same text for every entry, or one an entry
+
+
+def _append(parts: list[Part], piece: Part) -> None:
+    """Add a part; text the same for every entry joins a preceding one."""
+    if isinstance(piece, str) and parts and isinstance(parts[-1], str):
+        parts[-1] += piece
+    else:
+        parts.append(piece)
+
+
+@dataclass(frozen=True)
+class MetadataColumns:
+    """A stream's ``structuredMetadata`` ready to join entry by entry (see
+    ``_metadata_columns``): ``parts`` for the entries at ``rows`` (all of them when None),
+    each other entry's whole text in ``other_texts`` (at ``others``, in order), and every
+    entry's encoded size and cost (name and value bytes, as Loki's rate limit counts)."""
+
+    parts: list[Part]
+    rows: np.ndarray | None
+    others: np.ndarray
+    other_texts: list[str]
+    size: np.ndarray
+    cost: np.ndarray
+
+
+def _metadata_columns(entries: Sequence[tuple[tuple[str, str], ...]]) -> MetadataColumns:
+    """Every entry's ``structuredMetadata`` fields as columns.
+
+    OTLP-ingested lines carry the same fifteen names on nearly every line of a stream, and
+    ten of the values never change. The entries with the most common number of pairs, when
+    they all carry the same names in the same order, go by columns: a field whose value is
+    the same everywhere is one constant text, and so is a prefix whose values are all one
+    size; constants next to each other are one part. A request then joins a handful of
+    parts an entry instead of thirty. The other entries (a line without trace context)
+    carry their whole metadata as one text."""
+    n = len(entries)
+    zero = np.zeros(n, np.int64)
+    none = np.zeros(0, np.int64)
+    if not any(entries):
+        return MetadataColumns([], None, none, [], zero, zero)
+    counts = np.fromiter(map(len, entries), np.int64, n)
+    k = int(np.bincount(counts).argmax())
+    rows = np.flatnonzero(counts == k)
+    m = rows.shape[0]
+    group = entries if m == n else (itemgetter(*rows.tolist())(entries) if m > 1
+                                    else (entries[int(rows[0])],))
+    flat = list(chain.from_iterable(group))
+    parts: list[Part] = []
+    size = np.zeros(m, np.int64)
+    cost = np.zeros(m, np.int64)
+    fixed_size = fixed_cost = 0
+    uniform = True
+    for j in range(k):
+        pairs = flat[j::k]
+        first = pairs[0]
+        name, value = first
+        sized = _SIZED[name]
+        fixed_cost += len(name.encode())
+        if pairs.count(first) == m:  # the same pair in every entry (mostly the same object)
+            value = _latin1((value,))[0]
+            piece = sized[len(value)] + value
+            _append(parts, piece)
+            fixed_size += len(piece)
+            fixed_cost += len(value)
+            continue
+        if list(map(_FIRST, pairs)).count(name) != m:
+            uniform = False
+            break
+        column = _latin1(list(map(_SECOND, pairs)))
+        lens = np.fromiter(map(len, column), np.int64, m)
+        if lens.min() == lens.max():
+            prefix = sized[int(lens[0])]
+            _append(parts, prefix)
+            fixed_size += len(prefix)
+        else:
+            prefixes = list(map(sized.__getitem__, lens.tolist()))
+            parts.append(prefixes)
+            size += np.fromiter(map(len, prefixes), np.int64, m)
+        parts.append(column)
+        size += lens
+        cost += lens
+    if not uniform:  # the names differ: one text an entry
+        texts = _texts_of(entries, range(n))
+        return MetadataColumns([], np.zeros(0, np.int64), np.arange(n), texts,
+                               np.fromiter(map(len, texts), np.int64, n),
+                               _metadata_sizes(entries))
+    size += fixed_size
+    cost += fixed_cost
+    if m == n:
+        return MetadataColumns(parts, None, none, [], size, cost)
+    others = np.flatnonzero(counts != k)
+    other_texts = _texts_of(entries, others.tolist())
+    all_size, all_cost = zero.copy(), zero.copy()
+    all_size[rows], all_cost[rows] = size, cost
+    all_size[others] = np.fromiter(map(len, other_texts), np.int64, len(other_texts))
+    all_cost[others] = _metadata_sizes([entries[i] for i in others.tolist()])
+    return MetadataColumns(parts, rows, others, other_texts, all_size, all_cost)
+
+
+def _texts_of(entries: Sequence[tuple[tuple[str, str], ...]], idx: Sequence[int]) -> list[str]:
+    """``_metadata_texts`` of the entries at ``idx`` ("" for those without metadata)."""
+    texts = [""] * len(idx)
+    chosen = [entries[i] for i in idx]
+    with_meta = list(itertools.compress(range(len(chosen)), chosen))
+    for i, t in zip(with_meta, _metadata_texts([chosen[i] for i in with_meta])):
+        texts[i] = t
+    return texts
+
+
+class StreamEncoder:
+    """Entries of one stream ready to encode (``lo:hi`` of it; all by default): lines as
+    latin-1 text, metadata as columns, each entry's cost for pacing. Built once, then
+    ``request`` takes any range of them: the analysis is not repeated for every batch."""
+
+    def __init__(self, stream: LogStream, lo: int = 0, hi: int | None = None) -> None:
+        hi = len(stream) if hi is None else hi
+        self.stream, self.lo = stream, lo
+        self.texts = _latin1(stream.lines[lo:hi])
+        self.line_len = np.fromiter(map(len, self.texts), np.int64, hi - lo)
+        self.meta = _metadata_columns(stream.metadata[lo:hi])
+        self.costs = self.line_len + self.meta.cost
+        self.labels = text(1, label_string(stream.labels))
+
+    def request(self, lo: int, hi: int) -> bytes:
+        """Uncompressed ``PushRequest`` for entries ``lo:hi`` of the stream, built for all
+        entries at once (canonical protobuf: equal to what push_pb2 serialises).
+
+        The numeric head of every entry is built in one byte matrix; heads, lines and
+        metadata parts are then joined as latin-1 text (a byte per code point) in C,
+        without a bytes object per line."""
+        n = hi - lo
+        if n == 0:
+            return field(1, self.labels)
+        a, b = lo - self.lo, hi - self.lo
+        t = np.asarray(self.stream.t_ns[lo:hi], np.int64)
+        seconds, nanos = np.divmod(t, NS_PER_S)
+        has_s, has_n = seconds != 0, nanos != 0
+        line_len = self.line_len[a:b]
+        meta_len = self.meta.size[a:b]
+        has_line = line_len > 0
+        sec = bulk.varint_piece(seconds, has_s)
+        nano = bulk.varint_piece(nanos, has_n)
+        size = bulk.varint_piece(line_len, has_line)
+        ts_len = (1 + sec[1]) * has_s + (1 + nano[1]) * has_n
+        body_len = 2 + ts_len + (1 + size[1] + line_len) * has_line + meta_len
+        body = bulk.varint_piece(body_len)
+        matrix = bulk.rows([
+            bulk.const(n, b"\x12"), body,
+            bulk.const(n, b"\x0a"), bulk.varint_piece(ts_len),
+            bulk.const(n, b"\x08", has_s), sec, bulk.const(n, b"\x10", has_n), nano,
+            bulk.const(n, b"\x12", has_line), size,
+        ])
+        heads = bulk.row_texts(matrix)
+        if np.any((t == 0) & ~has_line):
+            # Such a head ends in its empty Timestamp (0x0a 0x00), a zero taken for padding.
+            head_len = 1 + bulk.varint_len(body_len) + body_len - meta_len - line_len
+            heads = [h.ljust(k, "\0") for h, k in zip(heads, head_len.tolist())]
+        # the stream's own head (tag, size, labels) goes in front of the first entry's
+        total = int(body_len.sum() + body[1].sum()) + n + len(self.labels)
+        heads[0] = (b"\x0a" + varint(total) + self.labels).decode("latin-1") + heads[0]
+        meta = self.meta
+        if meta.rows is None:
+            return self._run(heads, a, a, b, a).encode("latin-1")
+        # runs of entries by columns, each other entry with its own text
+        pieces: list[str] = []
+        lo_o, hi_o = np.searchsorted(meta.others, [a, b]).tolist()
+        at = a
+        for o, other in zip(meta.others[lo_o:hi_o].tolist(), meta.other_texts[lo_o:hi_o]):
+            if o > at:
+                pieces.append(self._run(heads, a, at, o, at - lo_o))
+            pieces += (heads[o - a], self.texts[o], other)
+            at, lo_o = o + 1, lo_o + 1
+        if at < b:
+            pieces.append(self._run(heads, a, at, b, at - lo_o))
+        return "".join(pieces).encode("latin-1")
+
+    def _run(self, heads: list[str], a: int, lo: int, hi: int, g: int) -> str:
+        """Entries ``lo:hi`` (of this encoder; the batch starts at ``a``), all carrying the
+        columns' names: their column rows start at ``g``."""
+        n = hi - lo
+        columns: list[Iterable[str]] = [heads[lo - a:hi - a], self.texts[lo:hi]]
+        columns += [repeat(p, n) if isinstance(p, str) else p[g:g + n]
+                    for p in self.meta.parts]
+        return "".join(chain.from_iterable(zip(*columns)))
+
+
+def entry_costs(stream: LogStream) -> np.ndarray:
+    """What each entry weighs for Loki's rate limit: line and structured-metadata bytes."""
+    return StreamEncoder(stream).costs
+
+
+def proto_request(stream: LogStream, lo: int, hi: int) -> bytes:
+    """Uncompressed ``PushRequest`` for entries ``lo:hi`` of ``stream`` (see
+    ``StreamEncoder``; a sender with many batches of a stream keeps one encoder)."""
+    return StreamEncoder(stream, lo, hi).request(lo, hi)
 
 
 def compress(body: bytes) -> bytes:

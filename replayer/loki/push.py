@@ -24,11 +24,10 @@ from .encode import (
     JSON_HEADERS,
     PROTO_HEADERS,
     EntryBatch,
+    StreamEncoder,
     compress,
-    entry_costs,
     json_request,
     plan_batches,
-    proto_request,
 )
 
 PUSH_PATH = "loki/api/v1/push"
@@ -139,13 +138,15 @@ class LokiPusher:
                  options: LokiOptions, report: SignalReport, pacer: Pacer) -> None:
         self.transport, self.streams, self.options = transport, streams, options
         self.report, self.pacer = report, pacer
-        self.costs = [entry_costs(s) for s in streams]
+        # built once a stream: each batch's request only slices them
+        self.encoders = [StreamEncoder(s) for s in streams]
+        self.costs = [e.costs for e in self.encoders]
 
     def body(self, b: EntryBatch) -> tuple[bytes, dict[str, str]]:
         stream = self.streams[b.stream]
         if self.options.format == "json":
             return json_request(stream, b.lo, b.hi), JSON_HEADERS
-        return compress(proto_request(stream, b.lo, b.hi)), PROTO_HEADERS
+        return compress(self.encoders[b.stream].request(b.lo, b.hi)), PROTO_HEADERS
 
     def send(self, b: EntryBatch, encoded: tuple[bytes, dict[str, str]] | None = None) -> None:
         self.pacer.take(int(self.costs[b.stream][b.lo:b.hi].sum()))

@@ -10,6 +10,7 @@ import pytest
 from benchmarks.naive import naive_loki_request
 from replayer.loki import push_pb2
 from replayer.loki.encode import (
+    StreamEncoder,
     compress,
     entry_costs,
     json_request,
@@ -137,6 +138,13 @@ def test_entry_costs_count_utf8_bytes_of_lines_and_metadata() -> None:
     # two pair counts, and within one of them two sets of names
     ((("a", "1"), ("o", "2")), (("b", "1"), ("o", "2")), (("o", "3"),),
      (("a", "2"), ("o", "1"))),
+    # most entries without metadata, one with
+    ((), (("k", "v"),), (), ()),
+    # a constant column but for one entry (equal pairs, not the same objects)
+    ((("c", "x"), ("t", "1")), (("c", "x"), ("t", "2")), (("c", "y"), ("t", "3")),
+     (("c", "x"), ("t", "4"))),
+    # the common shape with outliers first and last
+    ((("o", "1"),), (("c", "x"), ("t", "1")), (("c", "x"), ("t", "22")), ()),
 ])
 def test_metadata_shapes_equal_the_schema(metadata) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
@@ -147,3 +155,50 @@ def test_metadata_shapes_equal_the_schema(metadata) -> None:  # type: ignore[no-
                        ("l1", "l2", "", "l4"), metadata)
     assert proto_request(stream, 0, 4) == naive_loki_request(stream, 0, 4)
     assert proto_request(stream, 1, 3) == naive_loki_request(stream, 1, 3)
+    # one encoder for the whole stream serves every range, as the pusher uses it
+    enc = StreamEncoder(stream)
+    for lo in range(5):
+        for hi in range(lo, 5):
+            assert enc.request(lo, hi) == naive_loki_request(stream, lo, hi), (lo, hi)
+    assert enc.costs.tolist() == _costs_by_definition(stream)
+
+
+def _costs_by_definition(stream) -> list[int]:  # type: ignore[no-untyped-def]
+    return [len(line.encode()) + sum(len(k.encode()) + len(v.encode()) for k, v in meta)
+            for line, meta in zip(stream.lines, stream.metadata)]
+
+
+def test_one_encoder_per_stream_equals_the_schema_across_mixed_shapes() -> None:
+    """A payment-service-like stream: fifteen names on most lines, ten of them constant,
+    one value of varying length, lines without trace context (fewer pairs) scattered among
+    them; every batch boundary, including ones right before and after such a line."""
+    import numpy as np
+
+    from generator.model import LogStream
+
+    rng = np.random.default_rng(7)
+    const = tuple((f"c{j:02d}", f"value-{j}") for j in range(10))
+    metadata, lines = [], []
+    for i in range(300):
+        if i % 37 == 5:
+            metadata.append((("scope_name", "uvicorn.error"),))
+        elif i % 53 == 0:
+            metadata.append(())
+        else:
+            varying = (("observed", str(int(rng.integers(1, 10**int(rng.integers(1, 12)))))),
+                       ("span_id", f"{i:016x}"), ("trace_id", f"{i * 7919:032x}"),
+                       ("note", "é" if i % 11 == 0 else "e"))
+            metadata.append(tuple(sorted(const + varying)))
+        lines.append(f"line {i} " + "ü" * (i % 3))
+    stream = LogStream((("service_name", "payment-service"),),
+                       np.arange(300, dtype=np.int64) * 1_000_003 + 10**18, tuple(lines),
+                       tuple(metadata))
+    enc = StreamEncoder(stream)
+    assert enc.costs.tolist() == _costs_by_definition(stream)
+    edges = sorted({0, 300, *range(0, 300, 37), *range(4, 300, 37), *range(6, 300, 37),
+                    *range(0, 300, 53), *range(1, 300, 53)})
+    for lo, hi in zip(edges, edges[1:]):
+        assert enc.request(lo, hi) == naive_loki_request(stream, lo, hi), (lo, hi)
+    assert enc.request(0, 300) == naive_loki_request(stream, 0, 300)
+    for b in plan_batches([stream], 40, 1 << 20):
+        assert enc.request(b.lo, b.hi) == naive_loki_request(stream, b.lo, b.hi)
