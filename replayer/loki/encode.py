@@ -18,7 +18,7 @@ import numpy as np
 
 from generator.model import Labels, LogStream
 
-from .. import bulk
+from .. import bulk, columns
 from ..wire import field, text, varint
 
 PROTO_HEADERS = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
@@ -159,9 +159,9 @@ def _metadata_texts(entries: Sequence[tuple[tuple[str, str], ...]]) -> list[str]
     if not entries:
         return []
     out: list[str] = [""] * len(entries)
-    for rows, group, columns in _by_shape(entries):
-        if columns is not None:
-            built = _same_names(group, tuple(col[0][0] for col in columns), columns)
+    for rows, group, cols in _by_shape(entries):
+        if cols is not None:
+            built = _same_names(group, tuple(col[0][0] for col in cols), cols)
             if len(group) == len(entries):
                 return built
             for i, text in zip(rows.tolist(), built):
@@ -175,14 +175,14 @@ def _metadata_texts(entries: Sequence[tuple[tuple[str, str], ...]]) -> list[str]
 
 
 def _same_names(entries: Sequence[tuple[tuple[str, str], ...]], names: tuple[str, ...],
-                columns: list[tuple[tuple[str, str], ...]] | None = None) -> list[str]:
+                by_column: list[tuple[tuple[str, str], ...]] | None = None) -> list[str]:
     """``_metadata_texts`` of entries that all carry ``names``, in that order
-    (``columns``: the entries' pairs as columns, when already at hand)."""
+    (``by_column``: the entries' pairs as columns, when already at hand)."""
     if not names:
         return [""] * len(entries)
     parts: list[Iterable[str]] = []
-    for column, name in zip(columns if columns is not None else zip(*entries), names):
-        values = _latin1(list(map(_SECOND, column)))
+    for column, name in zip(by_column if by_column is not None else zip(*entries), names):
+        values = columns.latin1(list(map(_SECOND, column)))
         sized = _SIZED[name]
         sizes = set(map(len, values))
         parts += (repeat(sized[sizes.pop()]) if len(sizes) == 1
@@ -190,136 +190,51 @@ def _same_names(entries: Sequence[tuple[tuple[str, str], ...]], names: tuple[str
     return list(map("".join, zip(*parts)))
 
 
-def _latin1(texts: Sequence[str]) -> Sequence[str]:
-    """``texts`` with each UTF-8 byte as one code point (as they are, when ASCII), so a
-    str's length is its size on the wire and the body is encoded once, as latin-1."""
-    if "".join(texts).isascii():
-        return texts
-    return [x.encode().decode("latin-1") for x in texts]
+def _column(pairs: list[tuple[str, str]], same: bool,
+            ) -> tuple[list[columns.Part], columns.Sizes, columns.Sizes]:
+    """One metadata name's fields (see ``columns.by_columns``): a value's prefix depends
+    only on its size, so a column of one size is a constant prefix and the values. The
+    weight is Loki's: name and value bytes."""
+    name = pairs[0][0]
+    sized = _SIZED[name]
+    name_cost = len(name.encode())
+    if same:
+        value = columns.latin1((pairs[0][1],))[0]
+        piece = sized[len(value)] + value
+        return [piece], len(piece), name_cost + len(value)
+    values = columns.latin1(list(map(_SECOND, pairs)))
+    lens = np.fromiter(map(len, values), np.int64, len(values))
+    if lens.min() == lens.max():
+        prefix = sized[int(lens[0])]
+        return [prefix, values], lens + len(prefix), lens + name_cost
+    prefixes = list(map(sized.__getitem__, lens.tolist()))
+    return ([prefixes, values], lens + np.fromiter(map(len, prefixes), np.int64, len(lens)),
+            lens + name_cost)
 
 
-Part = str | Sequence[str]  # the same text for every entry, or one an entry
-
-
-def _append(parts: list[Part], piece: Part) -> None:
-    """Add a part; text the same for every entry joins a preceding one."""
-    if isinstance(piece, str) and parts and isinstance(parts[-1], str):
-        parts[-1] += piece
-    else:
-        parts.append(piece)
-
-
-@dataclass(frozen=True)
-class MetadataColumns:
-    """A stream's ``structuredMetadata`` ready to join entry by entry (see
-    ``_metadata_columns``): ``parts`` for the entries at ``rows`` (all of them when None),
-    each other entry's whole text in ``other_texts`` (at ``others``, in order), and every
-    entry's encoded size and cost (name and value bytes, as Loki's rate limit counts)."""
-
-    parts: list[Part]
-    rows: np.ndarray | None
-    others: np.ndarray
-    other_texts: list[str]
-    size: np.ndarray
-    cost: np.ndarray
-
-
-def _metadata_columns(entries: Sequence[tuple[tuple[str, str], ...]]) -> MetadataColumns:
-    """Every entry's ``structuredMetadata`` fields as columns.
-
-    OTLP-ingested lines carry the same fifteen names on nearly every line of a stream, and
-    ten of the values never change. The entries with the most common number of pairs, when
-    they all carry the same names in the same order, go by columns: a field whose value is
-    the same everywhere is one constant text, and so is a prefix whose values are all one
-    size; constants next to each other are one part. A request then joins a handful of
-    parts an entry instead of thirty. The other entries (a line without trace context)
-    carry their whole metadata as one text."""
-    n = len(entries)
-    zero = np.zeros(n, np.int64)
-    none = np.zeros(0, np.int64)
-    if not any(entries):
-        return MetadataColumns([], None, none, [], zero, zero)
-    counts = np.fromiter(map(len, entries), np.int64, n)
-    k = int(np.bincount(counts).argmax())
-    rows = np.flatnonzero(counts == k)
-    m = rows.shape[0]
-    group = entries if m == n else (itemgetter(*rows.tolist())(entries) if m > 1
-                                    else (entries[int(rows[0])],))
-    flat = list(chain.from_iterable(group))
-    parts: list[Part] = []
-    size = np.zeros(m, np.int64)
-    cost = np.zeros(m, np.int64)
-    fixed_size = fixed_cost = 0
-    uniform = True
-    for j in range(k):
-        pairs = flat[j::k]
-        first = pairs[0]
-        name, value = first
-        sized = _SIZED[name]
-        fixed_cost += len(name.encode())
-        if pairs.count(first) == m:  # the same pair in every entry (mostly the same object)
-            value = _latin1((value,))[0]
-            piece = sized[len(value)] + value
-            _append(parts, piece)
-            fixed_size += len(piece)
-            fixed_cost += len(value)
-            continue
-        if list(map(_FIRST, pairs)).count(name) != m:
-            uniform = False
-            break
-        column = _latin1(list(map(_SECOND, pairs)))
-        lens = np.fromiter(map(len, column), np.int64, m)
-        if lens.min() == lens.max():
-            prefix = sized[int(lens[0])]
-            _append(parts, prefix)
-            fixed_size += len(prefix)
-        else:
-            prefixes = list(map(sized.__getitem__, lens.tolist()))
-            parts.append(prefixes)
-            size += np.fromiter(map(len, prefixes), np.int64, m)
-        parts.append(column)
-        size += lens
-        cost += lens
-    if not uniform:  # the names differ: one text an entry
-        texts = _texts_of(entries, range(n))
-        return MetadataColumns([], np.zeros(0, np.int64), np.arange(n), texts,
-                               np.fromiter(map(len, texts), np.int64, n),
-                               _metadata_sizes(entries))
-    size += fixed_size
-    cost += fixed_cost
-    if m == n:
-        return MetadataColumns(parts, None, none, [], size, cost)
-    others = np.flatnonzero(counts != k)
-    other_texts = _texts_of(entries, others.tolist())
-    all_size, all_cost = zero.copy(), zero.copy()
-    all_size[rows], all_cost[rows] = size, cost
-    all_size[others] = np.fromiter(map(len, other_texts), np.int64, len(other_texts))
-    all_cost[others] = _metadata_sizes([entries[i] for i in others.tolist()])
-    return MetadataColumns(parts, rows, others, other_texts, all_size, all_cost)
-
-
-def _texts_of(entries: Sequence[tuple[tuple[str, str], ...]], idx: Sequence[int]) -> list[str]:
-    """``_metadata_texts`` of the entries at ``idx`` ("" for those without metadata)."""
-    texts = [""] * len(idx)
-    chosen = [entries[i] for i in idx]
-    with_meta = list(itertools.compress(range(len(chosen)), chosen))
-    for i, t in zip(with_meta, _metadata_texts([chosen[i] for i in with_meta])):
+def _each(entries: Sequence[tuple[tuple[str, str], ...]]) -> tuple[list[str], np.ndarray]:
+    """Entries of any shape, one text each ("" for none), and their weights."""
+    texts = [""] * len(entries)
+    with_meta = list(itertools.compress(range(len(entries)), entries))
+    for i, t in zip(with_meta, _metadata_texts([entries[i] for i in with_meta])):
         texts[i] = t
-    return texts
+    return texts, _metadata_sizes(entries)
 
 
 class StreamEncoder:
     """Entries of one stream ready to encode (``lo:hi`` of it; all by default): lines as
-    latin-1 text, metadata as columns, each entry's cost for pacing. Built once, then
-    ``request`` takes any range of them: the analysis is not repeated for every batch."""
+    latin-1 text, metadata by columns (``replayer.columns``), each entry's cost for
+    pacing. Built once, then ``request`` takes any range of them: the analysis is not
+    repeated for every batch."""
 
     def __init__(self, stream: LogStream, lo: int = 0, hi: int | None = None) -> None:
         hi = len(stream) if hi is None else hi
         self.stream, self.lo = stream, lo
-        self.texts = _latin1(stream.lines[lo:hi])
+        self.texts = columns.latin1(stream.lines[lo:hi])
         self.line_len = np.fromiter(map(len, self.texts), np.int64, hi - lo)
-        self.meta = _metadata_columns(stream.metadata[lo:hi])
-        self.costs = self.line_len + self.meta.cost
+        self.meta = columns.by_columns(stream.metadata[lo:hi], _column,  # type: ignore[arg-type]
+                                       _each)  # type: ignore[arg-type]
+        self.costs = self.line_len + self.meta.weight
         self.labels = text(1, label_string(stream.labels))
 
     def request(self, lo: int, hi: int) -> bytes:
@@ -359,30 +274,7 @@ class StreamEncoder:
         # the stream's own head (tag, size, labels) goes in front of the first entry's
         total = int(body_len.sum() + body[1].sum()) + n + len(self.labels)
         heads[0] = (b"\x0a" + varint(total) + self.labels).decode("latin-1") + heads[0]
-        meta = self.meta
-        if meta.rows is None:
-            return self._run(heads, a, a, b, a).encode("latin-1")
-        # runs of entries by columns, each other entry with its own text
-        pieces: list[str] = []
-        lo_o, hi_o = np.searchsorted(meta.others, [a, b]).tolist()
-        at = a
-        for o, other in zip(meta.others[lo_o:hi_o].tolist(), meta.other_texts[lo_o:hi_o]):
-            if o > at:
-                pieces.append(self._run(heads, a, at, o, at - lo_o))
-            pieces += (heads[o - a], self.texts[o], other)
-            at, lo_o = o + 1, lo_o + 1
-        if at < b:
-            pieces.append(self._run(heads, a, at, b, at - lo_o))
-        return "".join(pieces).encode("latin-1")
-
-    def _run(self, heads: list[str], a: int, lo: int, hi: int, g: int) -> str:
-        """Entries ``lo:hi`` (of this encoder; the batch starts at ``a``), all carrying the
-        columns' names: their column rows start at ``g``."""
-        n = hi - lo
-        columns: list[Iterable[str]] = [heads[lo - a:hi - a], self.texts[lo:hi]]
-        columns += [repeat(p, n) if isinstance(p, str) else p[g:g + n]
-                    for p in self.meta.parts]
-        return "".join(chain.from_iterable(zip(*columns)))
+        return columns.join(self.meta, a, b, [heads, self.texts[a:b]]).encode("latin-1")
 
 
 def entry_costs(stream: LogStream) -> np.ndarray:
