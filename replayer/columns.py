@@ -6,9 +6,9 @@ stream or a span table, and most values never change: payment-service's log line
 fifteen pairs, ten of them the same on every line. For the entries with the most common
 number of pairs, when they all carry the same names in the same order, each column is
 encoded once (a pair that is the same everywhere is one constant text), constants next to
-each other become one part, and a request joins a handful of parts an entry in C. The
-other entries (a log line without trace context, a span with an extra attribute) carry
-their whole encoding as one text.
+each other become one part, and each entry's text is a join of a handful of parts, in C.
+Entries are grouped by their number of pairs first (a database span with a statement and
+one without); a group whose names differ goes an entry at a time.
 
 Text here is latin-1: a code point per byte, so a str's length is its size on the wire
 and a whole request is encoded to bytes once.
@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 
-Pair = tuple[str, object]
+Pair = tuple[str, Any]
 Entry = tuple[Pair, ...]
 Part = str | Sequence[str]  # the same text for every entry, or one text an entry
 Sizes = np.ndarray | int  # one an entry, or the same for every entry
@@ -47,15 +48,11 @@ def append(parts: list[Part], piece: Part) -> None:
 
 
 @dataclass(frozen=True)
-class Columns:
-    """``parts`` for the entries at ``rows`` (every entry when None); each other entry's
-    whole text in ``other_texts`` (at ``others``, ascending); every entry's encoded size,
-    and its weight (what a caller counts besides size, e.g. Loki's rate limit)."""
+class Encoded:
+    """Every entry's pairs as one latin-1 text, its size, and its weight (what a caller
+    counts besides size, e.g. Loki's rate limit)."""
 
-    parts: list[Part]
-    rows: np.ndarray | None
-    others: np.ndarray
-    other_texts: list[str]
+    texts: list[str]
     size: np.ndarray
     weight: np.ndarray
 
@@ -66,18 +63,35 @@ ColumnCoder = Callable[[list[Pair], bool], tuple[list[Part], Sizes, Sizes]]
 EachCoder = Callable[[Sequence[Entry]], tuple[list[str], np.ndarray]]
 
 
-def by_columns(entries: Sequence[Entry], column: ColumnCoder, each: EachCoder) -> Columns:
+def by_columns(entries: Sequence[Entry], column: ColumnCoder, each: EachCoder) -> Encoded:
+    """``entries`` encoded a group at a time: the entries with the same number of pairs
+    are a group, encoded by columns when they carry the same names in the same order (else
+    by ``each``, an entry at a time)."""
     n = len(entries)
-    zero = np.zeros(n, np.int64)
-    none = np.zeros(0, np.int64)
     if not any(entries):
-        return Columns([], None, none, [], zero, zero)
+        zero = np.zeros(n, np.int64)
+        return Encoded([""] * n, zero, zero)
     counts = np.fromiter(map(len, entries), np.int64, n)
-    k = int(np.bincount(counts).argmax())
-    rows = np.flatnonzero(counts == k)
-    m = rows.shape[0]
-    group = entries if m == n else (itemgetter(*rows.tolist())(entries) if m > 1
-                                    else (entries[int(rows[0])],))
+    shapes = np.unique(counts).tolist()
+    if len(shapes) == 1:
+        return _group(entries, shapes[0], column, each)
+    texts = np.empty(n, object)
+    size, weight = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for k in shapes:
+        rows = np.flatnonzero(counts == k)
+        got = _group(itemgetter(*rows.tolist())(entries) if rows.shape[0] > 1
+                     else (entries[int(rows[0])],), k, column, each)
+        texts[rows] = np.fromiter(got.texts, object, rows.shape[0])
+        size[rows], weight[rows] = got.size, got.weight
+    return Encoded(texts.tolist(), size, weight)
+
+
+def _group(group: Sequence[Entry], k: int, column: ColumnCoder, each: EachCoder) -> Encoded:
+    """Entries of ``k`` pairs each."""
+    m = len(group)
+    if k == 0:
+        zero = np.zeros(m, np.int64)
+        return Encoded([""] * m, zero, zero)
     flat = list(chain.from_iterable(group))
     parts: list[Part] = []
     size, weight = np.zeros(m, np.int64), np.zeros(m, np.int64)
@@ -86,57 +100,20 @@ def by_columns(entries: Sequence[Entry], column: ColumnCoder, each: EachCoder) -
         first = pairs[0]
         same = pairs.count(first) == m  # mostly the very same object: a pointer compare
         if not same and list(map(_FIRST, pairs)).count(first[0]) != m:
-            texts, weights = each(entries)  # the names differ: one text an entry
-            return Columns([], np.zeros(0, np.int64), np.arange(n), texts,
-                           np.fromiter(map(len, texts), np.int64, n), weights)
+            texts, weights = each(group)  # the names differ: an entry at a time
+            return Encoded(texts, np.fromiter(map(len, texts), np.int64, m), weights)
         got, s, w = column(pairs, same)
         for p in got:
             append(parts, p)
         size += s
         weight += w
-    if m == n:
-        return Columns(parts, None, none, [], size, weight)
-    others = np.flatnonzero(counts != k)
-    other_texts, other_weights = each([entries[i] for i in others.tolist()])
-    all_size, all_weight = zero.copy(), zero.copy()
-    all_size[rows], all_weight[rows] = size, weight
-    all_size[others] = np.fromiter(map(len, other_texts), np.int64, len(other_texts))
-    all_weight[others] = other_weights
-    return Columns(parts, rows, others, other_texts, all_size, all_weight)
+    if len(parts) == 1 and isinstance(parts[0], str):
+        return Encoded([parts[0]] * m, size, weight)
+    texts = list(map("".join, zip(*[repeat(p, m) if isinstance(p, str) else p
+                                     for p in parts])))
+    return Encoded(texts, size, weight)
 
 
-def join(cols: Columns, lo: int, hi: int, before: Sequence[Part],
-         after: Sequence[Part] = ()) -> str:
-    """Entries ``lo:hi`` as one text: each entry's ``before`` parts, its columns, then its
-    ``after`` parts. ``before`` and ``after`` hold texts for these entries only (index 0
-    is entry ``lo``) or one text for all of them."""
-    if cols.rows is None:
-        return _run(cols, lo, lo, hi, lo, before, after)
-    pieces: list[str] = []
-    first, last = np.searchsorted(cols.others, [lo, hi]).tolist()
-    at = lo
-    for o, text in zip(cols.others[first:last].tolist(), cols.other_texts[first:last]):
-        if o > at:
-            pieces.append(_run(cols, lo, at, o, at - first, before, after))
-        pieces += [p if isinstance(p, str) else p[o - lo] for p in before]
-        pieces.append(text)
-        pieces += [p if isinstance(p, str) else p[o - lo] for p in after]
-        at, first = o + 1, first + 1
-    if at < hi:
-        pieces.append(_run(cols, lo, at, hi, at - first, before, after))
-    return "".join(pieces)
-
-
-def _run(cols: Columns, lo: int, a: int, b: int, g: int, before: Sequence[Part],
-         after: Sequence[Part]) -> str:
-    """Entries ``a:b``, all of the columns' shape (their rows in the columns start at
-    ``g``); ``before`` and ``after`` are indexed from ``lo``."""
-    n = b - a
-
-    def local(p: Part) -> Iterable[str]:
-        return repeat(p, n) if isinstance(p, str) else p[a - lo:b - lo]
-
-    columns = [local(p) for p in before]
-    columns += [repeat(p, n) if isinstance(p, str) else p[g:g + n] for p in cols.parts]
-    columns += [local(p) for p in after]
+def interleave(columns: Sequence[Iterable[str]]) -> str:
+    """Entry 0 of every column, then entry 1 of every column, ... as one text."""
     return "".join(chain.from_iterable(zip(*columns)))

@@ -232,8 +232,8 @@ class StreamEncoder:
         self.stream, self.lo = stream, lo
         self.texts = columns.latin1(stream.lines[lo:hi])
         self.line_len = np.fromiter(map(len, self.texts), np.int64, hi - lo)
-        self.meta = columns.by_columns(stream.metadata[lo:hi], _column,  # type: ignore[arg-type]
-                                       _each)  # type: ignore[arg-type]
+        self.meta = columns.by_columns(stream.metadata[lo:hi], _column,
+                                       _each)
         self.costs = self.line_len + self.meta.weight
         self.labels = text(1, label_string(stream.labels))
 
@@ -274,7 +274,8 @@ class StreamEncoder:
         # the stream's own head (tag, size, labels) goes in front of the first entry's
         total = int(body_len.sum() + body[1].sum()) + n + len(self.labels)
         heads[0] = (b"\x0a" + varint(total) + self.labels).decode("latin-1") + heads[0]
-        return columns.join(self.meta, a, b, [heads, self.texts[a:b]]).encode("latin-1")
+        return columns.interleave([heads, self.texts[a:b], self.meta.texts[a:b]]).encode(
+            "latin-1")
 
 
 def entry_costs(stream: LogStream) -> np.ndarray:

@@ -8,17 +8,22 @@ Spans are grouped by resource and scope, as OTLP wants.
 
 from __future__ import annotations
 
-import struct
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 
 from generator.model import Attributes, AttrValue, SpanTable
 
+from .. import bulk, columns
 from ..wire import double, field, fixed64, tag, text, uint, varint
 
 HTTP_HEADERS = {"Content-Type": "application/x-protobuf"}
+Pair = tuple[str, AttrValue]
+AnyValueBytes = bytes
+_SECOND = itemgetter(1)
 
 
 def any_value(value: AttrValue) -> bytes:
@@ -36,12 +41,13 @@ def any_value(value: AttrValue) -> bytes:
 
 class _AttrCache:
     def __init__(self) -> None:
-        self.cache: dict[tuple[str, type, AttrValue], bytes] = {}
+        self.cache: dict[tuple[str, type, AttrValue | str], bytes] = {}
 
     def key_values(self, number: int, attrs: Attributes) -> bytes:
         out = []
         for key, value in attrs:
-            k = (key, type(value), value)
+            # 0.0 and -0.0 are equal and hash alike, and are not the same bytes
+            k = (key, float, value.hex()) if type(value) is float else (key, type(value), value)
             b = self.cache.get(k)
             if b is None:
                 b = field(number, text(1, key) + field(2, any_value(value)))
@@ -51,69 +57,176 @@ class _AttrCache:
         return b"".join(out)
 
 
-_FIXED = struct.Struct("<Q")
-_FLAGS = struct.Struct("<I")
+class _PairTexts(dict[Pair, str]):
+    """One attribute's ``KeyValue`` field as latin-1 text, by (key, value): for a column
+    whose values are all of one type (so 1 and True, equal in Python, never meet)."""
+
+    def __init__(self, attrs: _AttrCache, number: int) -> None:
+        super().__init__()
+        self.attrs, self.number = attrs, number
+
+    def __missing__(self, pair: Pair) -> str:
+        out = self[pair] = self.attrs.key_values(self.number, (pair,)).decode("latin-1")
+        return out
+
+
+class _KeyPrefixes(dict[int, str]):
+    """The bytes of a ``KeyValue`` field before its value's own bytes (a string's UTF-8,
+    an int's varint), as latin-1 text, by the size of those bytes: for a string, field
+    tag, sizes, key, and the AnyValue's string tag and size; for an int, up to its varint
+    tag. ``like`` is a value of the column's type."""
+
+    def __init__(self, number: int, key: str, like: str | int) -> None:
+        super().__init__()
+        self.number, self.key, self.like = number, key, like
+
+    def __missing__(self, size: int) -> str:
+        if isinstance(self.like, str):
+            value: AnyValueBytes = field(1, b"x" * size)
+        else:
+            value = tag(3, 0) + b"\x01" * size
+        whole = field(self.number, text(1, self.key) + field(2, value))
+        out = self[size] = whole[:len(whole) - size].decode("latin-1")
+        return out
 
 
 class _Spans:
-    """Writes the spans of one table; everything that repeats across spans is cached."""
+    """Writes the spans of one table a batch at a time: the numeric fields of all of a
+    batch's spans in byte matrices, the names, attributes (by columns, see
+    ``replayer.columns``), events and statuses as texts, all joined span by span in C.
+    Everything that does not depend on the batch is read once, when the table is first
+    written."""
 
     def __init__(self, t: SpanTable, attrs: _AttrCache) -> None:
+        n = len(t)
         self.t, self.attrs = t, attrs
-        self.trace = t.trace_id.tobytes()
-        self.span_ids = t.span_id.tobytes()
-        self.parent = t.parent_span_id.tobytes()
-        self.has_parent: list[bool] = np.asarray(t.parent_span_id.any(axis=1)).tolist()
-        self.start = t.start_ns.tolist()
-        self.end = t.end_ns.tolist()
-        self.kind = t.kind.tolist()
-        self.code = t.status_code.tolist()
-        self.flags = t.span_flags().tolist()
-        self.text: dict[tuple[int, str], bytes] = {}
-        self.status: dict[tuple[str, int], bytes] = {}
-        self.attr_sets: dict[tuple, bytes] = {}
+        self.trace = np.ascontiguousarray(t.trace_id, np.uint8).reshape(n, 16)
+        self.span_id = np.ascontiguousarray(t.span_id, np.uint8).reshape(n, 8)
+        self.parent = np.ascontiguousarray(t.parent_span_id, np.uint8).reshape(n, 8)
+        self.has_parent: np.ndarray = np.asarray(self.parent.any(axis=1))
+        self.kind = np.asarray(t.kind, np.int64)
+        self.start = _le(t.start_ns, 8)
+        self.end = _le(t.end_ns, 8)
+        self.has_start = np.asarray(t.start_ns != 0, np.int64)
+        self.has_end = np.asarray(t.end_ns != 0, np.int64)
+        flags = t.span_flags().tolist()
+        self.flags: list[str] | None = None
+        if any(flags):  # Span.flags, fixed32: a few values in a table
+            by_value = {f: (b"\x85\x01" + _le(np.array([f]), 4).tobytes()).decode("latin-1")
+                        if f else "" for f in set(flags)}
+            self.flags = list(map(by_value.__getitem__, flags))
+        names: dict[str, str] = {}
+        for name in set(t.name):
+            names[name] = text(5, name).decode("latin-1")
+        self.names = list(map(names.__getitem__, t.name))
+        self.name_len = np.fromiter(map(len, self.names), np.int64, n)
+        self.columns = columns.by_columns(t.attributes, self._column, self._each)
+        self.events: list[str] | None = None
+        if any(t.events):
+            self.events = [""] * n
+            for i in itertools.compress(range(n), t.events):
+                self.events[i] = b"".join(
+                    field(11, fixed64(1, e.t_ns) + text(2, e.name)
+                          + attrs.key_values(3, e.attributes))
+                    for e in t.events[i]).decode("latin-1")
+        self.status: list[str] | None = None
+        code = t.status_code.tolist()
+        if any(code) or any(t.status_message):
+            texts: dict[tuple[str, int], str] = {}
+            for key in set(zip(t.status_message, code)):
+                texts[key] = (field(15, text(2, key[0]) + uint(3, key[1])).decode("latin-1")
+                              if key != ("", 0) else "")
+            self.status = list(map(texts.__getitem__, zip(t.status_message, code)))
+        self.tail_len = sum(np.fromiter(map(len, x), np.int64, n)
+                            for x in (self.events, self.status, self.flags) if x is not None)
 
-    def _text(self, number: int, value: str) -> bytes:
-        key = (number, value)
-        out = self.text.get(key)
-        if out is None:
-            out = self.text[key] = text(number, value)
-        return out
+    def _column(self, pairs: list[Pair], same: bool,
+                ) -> tuple[list[columns.Part], columns.Sizes, columns.Sizes]:
+        """One attribute key's ``KeyValue`` fields (see ``columns.by_columns``)."""
+        if same:
+            piece = self.attrs.key_values(9, (pairs[0],)).decode("latin-1")
+            return [piece], len(piece), 0
+        key = pairs[0][0]
+        values = list(map(_SECOND, pairs))
+        kinds = set(map(type, values))
+        if kinds == {str}:  # a value's prefix depends only on its size
+            texts = columns.latin1(values)
+            lens = np.fromiter(map(len, texts), np.int64, len(texts))
+            by_size = _KeyPrefixes(9, key, "")
+            if lens.min() == lens.max():
+                prefix = by_size[int(lens[0])]
+                return [prefix, texts], lens + len(prefix), 0
+            prefixes = list(map(by_size.__getitem__, lens.tolist()))
+            return ([prefixes, texts],
+                    lens + np.fromiter(map(len, prefixes), np.int64, len(lens)), 0)
+        if kinds == {int} and -(1 << 63) <= min(values) and max(values) < 1 << 63:
+            varints = bulk.varint_piece(np.array(values, np.int64))
+            digits = _row_texts([varints])
+            by_len = _KeyPrefixes(9, key, 0)
+            int_prefixes = list(map(by_len.__getitem__, varints[1].tolist()))
+            return ([int_prefixes, digits], varints[1] + np.fromiter(
+                map(len, int_prefixes), np.int64, len(int_prefixes)), 0)
+        if len(kinds) == 1 and kinds <= {bool}:
+            texts = list(map(_PairTexts(self.attrs, 9).__getitem__, pairs))
+        else:  # floats (0.0 and -0.0 are equal, not the same bytes), mixed types
+            texts = [self.attrs.key_values(9, (p,)).decode("latin-1") for p in pairs]
+        return [texts], np.fromiter(map(len, texts), np.int64, len(texts)), 0
 
-    def span(self, i: int) -> bytes:
-        t = self.t
-        parts = [b"\x0a\x10", self.trace[16 * i:16 * i + 16],
-                 b"\x12\x08", self.span_ids[8 * i:8 * i + 8]]
-        if self.has_parent[i]:
-            parts += (b"\x22\x08", self.parent[8 * i:8 * i + 8])
-        parts.append(self._text(5, t.name[i]))
-        if self.kind[i]:
-            parts.append(b"\x30" + varint(self.kind[i]))
-        parts += (b"\x39", _FIXED.pack(self.start[i] & _U64), b"\x41",
-                  _FIXED.pack(self.end[i] & _U64))
-        attrs = t.attributes[i]
-        encoded = self.attr_sets.get(attrs)
-        if encoded is None:
-            encoded = self.attrs.key_values(9, attrs)
-            if len(self.attr_sets) < 50_000:
-                self.attr_sets[attrs] = encoded
-        parts.append(encoded)
-        for e in t.events[i]:
-            parts.append(field(11, fixed64(1, e.t_ns) + text(2, e.name)
-                               + self.attrs.key_values(3, e.attributes)))
-        key = (t.status_message[i], self.code[i])
-        if key != ("", 0):
-            status = self.status.get(key)
-            if status is None:
-                status = self.status[key] = field(15, text(2, key[0]) + uint(3, key[1]))
-            parts.append(status)
-        if self.flags[i]:
-            parts += (b"\x85\x01", _FLAGS.pack(self.flags[i]))  # Span.flags, fixed32
-        body = b"".join(parts)
-        return b"\x12" + varint(len(body)) + body  # ScopeSpans.spans
+    def _each(self, entries: Sequence[Attributes]) -> tuple[list[str], np.ndarray]:
+        texts = [self.attrs.key_values(9, a).decode("latin-1") for a in entries]
+        return texts, np.zeros(len(texts), np.int64)
+
+    def spans(self, lo: int, hi: int) -> str:
+        """``ScopeSpans.spans`` fields of spans ``lo:hi`` as latin-1 text."""
+        n = hi - lo
+        if n == 0:
+            return ""
+        has_parent, kind = self.has_parent[lo:hi], self.kind[lo:hi]
+        has_kind = kind != 0
+        kind_piece = bulk.varint_piece(kind, has_kind)
+        ids_len = 28 + 10 * has_parent.astype(np.int64)
+        # proto3 leaves a zero time out (only a hand-made table has one)
+        has_start, has_end = self.has_start[lo:hi], self.has_end[lo:hi]
+        times_len = (1 + kind_piece[1]) * has_kind + 9 * (has_start + has_end)
+        body_len = ids_len + self.name_len[lo:hi] + times_len + self.columns.size[lo:hi]
+        if not isinstance(self.tail_len, int):
+            body_len = body_len + self.tail_len[lo:hi]
+        # tag and size, trace, span and parent IDs (each a whole row of its matrix)
+        ids = _row_texts([
+            bulk.const(n, b"\x12"), bulk.varint_piece(body_len),
+            bulk.const(n, b"\x0a\x10"), (self.trace[lo:hi], np.full(n, 16)),
+            bulk.const(n, b"\x12\x08"), (self.span_id[lo:hi], np.full(n, 8)),
+            bulk.const(n, b"\x22\x08", has_parent),
+            (self.parent[lo:hi], np.where(has_parent, 8, 0))])
+        times = _row_texts([
+            bulk.const(n, b"\x30", has_kind), kind_piece,
+            bulk.const(n, b"\x39", has_start), (self.start[lo:hi], 8 * has_start),
+            bulk.const(n, b"\x41", has_end), (self.end[lo:hi], 8 * has_end)])
+        after: list[list[str]] = []
+        for tail in (self.events, self.status, self.flags):
+            if tail is not None:
+                after.append(tail[lo:hi])
+        return columns.interleave([ids, self.names[lo:hi], times,
+                                   self.columns.texts[lo:hi], *after])
 
 
-_U64 = (1 << 64) - 1
+def _le(values: np.ndarray, width: int) -> np.ndarray:
+    """Each value's ``width`` bytes, little-endian (fixed64 / fixed32), as a matrix."""
+    kind = "<u8" if width == 8 else "<u4"
+    return np.ascontiguousarray(np.asarray(values).astype(kind)).view(np.uint8).reshape(
+        -1, width)
+
+
+def _row_texts(pieces: list[bulk.Piece]) -> list[str]:
+    """Each row of the pieces (see ``bulk.rows``) as latin-1 text. ``bulk.row_texts`` takes
+    zero bytes at a row's end for padding: an ID or a time can end in one, so such rows get
+    theirs back."""
+    texts = bulk.row_texts(bulk.rows(pieces))
+    want = np.sum([length for _, length in pieces], axis=0)
+    got = np.fromiter(map(len, texts), np.int64, len(texts))
+    for i in np.flatnonzero(got != want).tolist():
+        texts[i] = texts[i].ljust(int(want[i]), "\0")
+    return texts
 
 
 @dataclass(frozen=True)
@@ -141,7 +254,7 @@ class TraceEncoder:
         if writer is None:
             writer = self._writers[batch.table] = _Spans(t, self.attrs)
         scope = field(1, text(1, t.scope_name) + text(2, t.scope_version))
-        spans = b"".join([writer.span(i) for i in range(batch.lo, batch.hi)])
+        spans = writer.spans(batch.lo, batch.hi).encode("latin-1")
         resource = field(1, self.attrs.key_values(1, t.resource))
         schema = text(3, t.scope_schema_url) if t.scope_schema_url else b""
         return field(1, resource + field(2, scope + spans + schema))  # request.resource_spans

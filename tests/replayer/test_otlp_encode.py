@@ -173,3 +173,55 @@ def test_a_request_never_outgrows_a_grpc_message() -> None:
     assert cut >= 1  # the incident does hold requests that needed cutting
     assert max(sizes) <= MAX_REQUEST_BYTES
     assert spans == sum(len(t) for t in tables)
+
+
+def test_edge_spans_equal_opentelemetry_proto_for_every_range() -> None:
+    """IDs and times ending in zero bytes, times near the epoch, every attribute type by
+    columns (strings of varying size and non-ASCII, ints negative and past 32 bits,
+    bools, floats with 0.0 and -0.0, a column mixing types), attribute lists of several
+    lengths and names, events, statuses, flags: byte for byte what opentelemetry-proto
+    writes, for every range of spans."""
+    from generator.model import SpanEvent, SpanTable
+
+    n = 12
+    rng = np.random.default_rng(3)
+    trace = rng.integers(0, 256, (n, 16), dtype=np.uint8)
+    span = rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    parent = rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    trace[::3, -1] = span[::2, -1] = parent[1::3, -1] = 0  # rows ending in zero bytes
+    parent[::4] = 0  # roots
+    start = np.array([0, 1, 255, 256, 2**32, 2**40, 10**18, 1_795_778_400_000_000_000,
+                      7, 8, 9, 10], np.int64)
+    end = start + np.array([0, 1, 2, 2**8, 2**16, 5, 6, 7, 8, 9, 10, 2**56], np.int64)
+    attrs = []
+    for i in range(n):
+        if i == 4:
+            attrs.append((("only", "one"),))
+        elif i == 5:
+            attrs.append(())
+        elif i in (6, 7):  # same count as the rest, other names
+            attrs.append((("a", i), ("b", "x"), ("c", True), ("d", 0.5), ("e", "é")))
+        else:
+            attrs.append((("http.route", "/p" + "ä" * (i % 3) + "x" * (i * 20)),
+                          ("port", [-1, 0, 127, 128, 2**31, 2**40, -2**63, 5, 6, 7][i % 10]),
+                          ("ok", i % 2 == 0), ("ratio", [0.0, -0.0, 1.5][i % 3]),
+                          ("mixed", [1, True, "1"][i % 3])))
+    events = tuple((SpanEvent("exception", int(start[i]) + 1, (("exception.type", "E"),
+                                                               ("n", i))),)
+                   if i % 5 == 0 else () for i in range(n))
+    table = SpanTable(
+        resource=(("service.name", "s"),), scope_name="x", scope_version="1",
+        trace_id=trace, span_id=span, parent_span_id=parent, start_ns=start, end_ns=end,
+        kind=np.array([i % 6 for i in range(n)], np.int8),
+        status_code=np.array([i % 3 for i in range(n)], np.int8),
+        name=tuple("" if i == 2 else f"span-{i % 4}" for i in range(n)),
+        status_message=tuple("boom" if i % 3 == 2 else "" for i in range(n)),
+        attributes=tuple(attrs), events=events,
+        flags=np.array([0, 0x100, 0x300, 0x1] * 3, np.uint32))
+    from replayer.otlp.encode import SpanBatch
+
+    enc = TraceEncoder([table])
+    for lo in range(n + 1):
+        for hi in range(lo, n + 1):
+            batch = [SpanBatch(0, lo, hi)]
+            assert enc.request(batch) == naive_otlp_request([table], batch), (lo, hi)
