@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections.abc import Collection
 from dataclasses import replace
 
@@ -111,10 +112,26 @@ def render_prefix(kind: str | None, t_ns: int) -> str:
     raise UsageError(f"unknown log time_prefix {kind!r} (known: python, postgres)")
 
 
+def render_prefixes(kind: str | None, t_ns: np.ndarray) -> list[str]:
+    """``render_prefix`` for every time at once (numpy renders the dates)."""
+    n = int(t_ns.shape[0])
+    if kind is None:
+        return [""] * n
+    if kind not in ("python", "postgres"):
+        raise UsageError(f"unknown log time_prefix {kind!r} (known: python, postgres)")
+    # 2026-11-27T10:12:01.234 (floored to the millisecond, as render_prefix does)
+    when = np.datetime_as_string((np.asarray(t_ns, np.int64) // NS_PER_MS).astype(
+        "datetime64[ms]"), unit="ms")
+    when = np.strings.replace(when, "T", " ")
+    if kind == "python":
+        return np.strings.add(np.strings.replace(when, ".", ","), " ").tolist()
+    return np.strings.add(when, " UTC ").tolist()
+
+
 def _stream(s: LogStream, start_ns: int, extra: dict[str, str]) -> LogStream:
     t = s.t_ns + start_ns
     lines = s.lines if s.time_prefix is None else tuple(
-        render_prefix(s.time_prefix, int(ti)) + line for ti, line in zip(t.tolist(), s.lines))
+        map(operator.add, render_prefixes(s.time_prefix, t), s.lines))
     labels = make_labels({**dict(s.labels), **extra}) if extra else s.labels
     return LogStream(labels, frozen_array(t, np.int64), lines,
                      shift_metadata(s.metadata, start_ns), None)

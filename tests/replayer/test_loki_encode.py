@@ -202,3 +202,21 @@ def test_one_encoder_per_stream_equals_the_schema_across_mixed_shapes() -> None:
     assert enc.request(0, 300) == naive_loki_request(stream, 0, 300)
     for b in plan_batches([stream], 40, 1 << 20):
         assert enc.request(b.lo, b.hi) == naive_loki_request(stream, b.lo, b.hi)
+
+
+@pytest.mark.parametrize("kind", ["python", "postgres"])
+def test_printed_times_render_as_the_program_prints_them(kind: str) -> None:
+    """The prefix of every line at once equals the one-line rendering (datetime's
+    strftime), at the epoch, at millisecond and day edges, and across 1970-2100."""
+    import numpy as np
+
+    from replayer.timeshift import render_prefix, render_prefixes
+
+    rng = np.random.default_rng(5)
+    t = np.concatenate([rng.integers(0, 4_102_444_800 * 10**9, 2000, dtype=np.int64),
+                        np.array([0, 999_999, 1_000_000, 86_399_999_999_999,
+                                  86_400 * 10**9, 951_782_400 * 10**9 - 1], np.int64)])
+    assert render_prefixes(kind, t) == [render_prefix(kind, int(x)) for x in t]
+    assert render_prefixes(None, t[:3]) == ["", "", ""]
+    with pytest.raises(Exception, match="unknown log time_prefix"):
+        render_prefixes("java", t[:1])
