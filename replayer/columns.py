@@ -3,12 +3,12 @@ span's attributes), encoded a column at a time and joined entry by entry as lati
 
 Instrumentation writes the same names in the same order on nearly every entry of a
 stream or a span table, and most values never change: payment-service's log lines carry
-fifteen pairs, ten of them the same on every line. For the entries with the most common
-number of pairs, when they all carry the same names in the same order, each column is
-encoded once (a pair that is the same everywhere is one constant text), constants next to
-each other become one part, and each entry's text is a join of a handful of parts, in C.
-Entries are grouped by their number of pairs first (a database span with a statement and
-one without); a group whose names differ goes an entry at a time.
+fifteen pairs, ten of them the same on every line. Entries with the same number of pairs
+are a group (a database span with a statement and one without); when a group's entries
+all carry the same names in the same order, each column is encoded once (a pair that is
+the same everywhere is one constant text), constants next to each other become one part,
+and each entry's text is a join of a handful of parts, in C. A group whose names differ
+goes an entry at a time.
 
 Text here is latin-1: a code point per byte, so a str's length is its size on the wire
 and a whole request is encoded to bytes once.

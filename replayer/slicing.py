@@ -47,7 +47,8 @@ def take_spans(t: SpanTable, idx: np.ndarray) -> SpanTable:
         name=tuple(t.name[i] for i in rows), status_message=tuple(t.status_message[i]
                                                                   for i in rows),
         attributes=tuple(t.attributes[i] for i in rows),
-        events=tuple(t.events[i] for i in rows))
+        events=tuple(t.events[i] for i in rows),
+        flags=None if t.flags is None else t.flags[idx])
 
 
 def slice_spans(tables: Sequence[SpanTable], lo_ns: int, hi_ns: int) -> tuple[SpanTable, ...]:
