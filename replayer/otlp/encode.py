@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import itemgetter
 
 import numpy as np
@@ -94,8 +94,7 @@ class _Spans:
     """Writes the spans of one table a batch at a time: the numeric fields of all of a
     batch's spans in byte matrices, the names, attributes (by columns, see
     ``replayer.columns``), events and statuses as texts, all joined span by span in C.
-    Everything that does not depend on the batch is read once, when the table is first
-    written."""
+    Everything that does not depend on the batch is read once."""
 
     def __init__(self, t: SpanTable, attrs: _AttrCache) -> None:
         n = len(t)
@@ -242,19 +241,46 @@ class SpanBatch:
         return self.hi - self.lo
 
 
+CHUNK_SPANS = 20_000  # rows of a table read at once by a span writer
+
+
+def _rows(t: SpanTable, lo: int, hi: int) -> SpanTable:
+    """Spans ``lo:hi`` of ``t``."""
+    return replace(
+        t, trace_id=t.trace_id[lo:hi], span_id=t.span_id[lo:hi],
+        parent_span_id=t.parent_span_id[lo:hi], start_ns=t.start_ns[lo:hi],
+        end_ns=t.end_ns[lo:hi], kind=t.kind[lo:hi], status_code=t.status_code[lo:hi],
+        name=t.name[lo:hi], status_message=t.status_message[lo:hi],
+        attributes=t.attributes[lo:hi], events=t.events[lo:hi],
+        flags=None if t.flags is None else t.flags[lo:hi])
+
+
 class TraceEncoder:
+    """Requests of spans from ``tables``. Each table is read by a writer a chunk of rows
+    at a time (:data:`CHUNK_SPANS`, or the batch's rows if more), from the first row a
+    batch asks for: batches go forward through a table, so a chunk serves many requests,
+    the first request goes out without reading the whole incident first, and memory holds
+    one chunk a table."""
+
     def __init__(self, tables: Sequence[SpanTable]) -> None:
         self.tables = tables
         self.attrs = _AttrCache()
-        self._writers: dict[int, _Spans] = {}
+        self._writers: dict[int, tuple[int, int, _Spans]] = {}
+
+    def _writer(self, batch: SpanBatch) -> tuple[int, _Spans]:
+        got = self._writers.get(batch.table)
+        if got is None or not got[0] <= batch.lo <= batch.hi <= got[1]:
+            t = self.tables[batch.table]
+            lo, hi = batch.lo, min(len(t), max(batch.hi, batch.lo + CHUNK_SPANS))
+            rows = t if (lo, hi) == (0, len(t)) else _rows(t, lo, hi)
+            got = self._writers[batch.table] = (lo, hi, _Spans(rows, self.attrs))
+        return got[0], got[2]
 
     def resource_spans(self, batch: SpanBatch) -> bytes:
         t = self.tables[batch.table]
-        writer = self._writers.get(batch.table)
-        if writer is None:
-            writer = self._writers[batch.table] = _Spans(t, self.attrs)
+        lo, writer = self._writer(batch)
         scope = field(1, text(1, t.scope_name) + text(2, t.scope_version))
-        spans = writer.spans(batch.lo, batch.hi).encode("latin-1")
+        spans = writer.spans(batch.lo - lo, batch.hi - lo).encode("latin-1")
         resource = field(1, self.attrs.key_values(1, t.resource))
         schema = text(3, t.scope_schema_url) if t.scope_schema_url else b""
         return field(1, resource + field(2, scope + spans + schema))  # request.resource_spans
