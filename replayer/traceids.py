@@ -2,7 +2,7 @@
 
 Two loads of the same scenario and seed carry the same trace IDs; into one Tempo they would
 merge into each other's traces. XOR-ing every trace ID with a salt (spans, exemplars, log
-structured metadata, ``trace_id=`` in log lines, the ground truth's examples and the
+structured metadata (``trace_id`` and ``otelTraceID``), ``trace_id=`` in log lines, the ground truth's examples and the
 queries that name them) keeps them joined within the load and apart from every other load.
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from generator.model import Exemplars, Incident, LogStream, Series, frozen_array
 
+TRACE_ID_METADATA = frozenset({"trace_id", "otelTraceID"})
 _IN_LINE = re.compile(r"(trace_id=)([0-9a-f]{32})")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 
@@ -48,8 +49,10 @@ def salt_trace_ids(incident: Incident, salt: bytes) -> Incident:
         series.append(x)
     streams = []
     for st in incident.log_streams:
-        meta = tuple(tuple((k, _hex(v, salt) if k == "trace_id" and len(v) == 32 else v)
-                           for k, v in m) for m in st.metadata)
+        # the OTLP bridge writes the trace ID twice (trace_id, otelTraceID); the pairs that
+        # do not change stay the objects they were
+        meta = tuple(tuple((p[0], _hex(p[1], salt)) if p[0] in TRACE_ID_METADATA
+                           and len(p[1]) == 32 else p for p in m) for m in st.metadata)
         lines = tuple(_IN_LINE.sub(lambda m: m.group(1) + _hex(m.group(2), salt), line)
                       if "trace_id=" in line else line for line in st.lines)
         streams.append(LogStream(st.labels, st.t_ns, lines, meta, st.time_prefix))

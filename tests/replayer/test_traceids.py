@@ -26,6 +26,10 @@ def test_salted_ids_still_join_and_differ_from_the_original() -> None:
     assert not after & {t.trace_id[i].tobytes() for t in other.span_tables
                         for i in range(len(t))}
     assert salted.truth.example_trace_ids != inc.truth.example_trace_ids
+    # both the metadata that carry the trace ID name the salted one
+    pairs = [dict(m) for s in salted.log_streams for m in s.metadata if m]
+    both = [m for m in pairs if "otelTraceID" in m and "trace_id" in m]
+    assert both and all(m["otelTraceID"] == m["trace_id"] for m in both)
 
 
 def test_ground_truth_queries_name_the_salted_example_traces() -> None:
