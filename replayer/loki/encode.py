@@ -100,16 +100,24 @@ def plan_batches(streams: Sequence[LogStream], max_entries: int, max_bytes: int,
     """Consecutive entries of one stream, at most ``max_entries`` and about ``max_bytes``
     (line and metadata bytes, plus 16 an entry) each; at least one entry a batch."""
     for si, s in enumerate(streams):
-        n = len(s)
-        cost = (costs[si] if costs is not None else entry_costs(s)) + 16
-        total = np.cumsum(cost)
-        lo = 0
-        while lo < n:
-            before = int(total[lo] - cost[lo])
-            hi = int(np.searchsorted(total, before + max_bytes, "right"))
-            hi = min(max(hi, lo + 1), lo + max_entries, n)
-            yield EntryBatch(si, lo, hi)
-            lo = hi
+        yield from plan_range(si, costs[si] if costs is not None else entry_costs(s), 0,
+                              max_entries, max_bytes)
+
+
+def plan_range(stream: int, costs: np.ndarray, lo: int, max_entries: int,
+               max_bytes: int) -> Iterator[EntryBatch]:
+    """``plan_batches`` over entries ``lo:lo + len(costs)`` of one stream, whose costs
+    (without the 16 an entry) are ``costs``."""
+    cost = costs + 16
+    total = np.cumsum(cost)
+    n = cost.shape[0]
+    at = 0
+    while at < n:
+        before = int(total[at] - cost[at])
+        hi = int(np.searchsorted(total, before + max_bytes, "right"))
+        hi = min(max(hi, at + 1), at + max_entries, n)
+        yield EntryBatch(stream, lo + at, lo + hi)
+        at = hi
 
 
 class _Prefixes(dict[tuple[str, int], str]):

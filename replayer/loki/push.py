@@ -7,11 +7,10 @@ rest of the request was written (partial success); 413 for a body over its limit
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from generator.model import LogStream
 
@@ -27,7 +26,7 @@ from .encode import (
     StreamEncoder,
     compress,
     json_request,
-    plan_batches,
+    plan_range,
 )
 
 PUSH_PATH = "loki/api/v1/push"
@@ -133,32 +132,46 @@ def rejection(resp: Response, entries: int) -> tuple[int, str]:
     return entries, f"HTTP {resp.status}: {reason}"
 
 
+CHUNK_ENTRIES = 20_000  # entries of a stream read at once by an encoder
+
+Item = tuple[EntryBatch, StreamEncoder]  # a batch and the encoder holding its entries
+
+
 class LokiPusher:
     def __init__(self, transport: HttpTransport, streams: Sequence[LogStream],
                  options: LokiOptions, report: SignalReport, pacer: Pacer) -> None:
         self.transport, self.streams, self.options = transport, streams, options
         self.report, self.pacer = report, pacer
-        # built once a stream: each batch's request only slices them
-        self.encoders = [StreamEncoder(s) for s in streams]
-        self.costs = [e.costs for e in self.encoders]
 
-    def body(self, b: EntryBatch) -> tuple[bytes, dict[str, str]]:
-        stream = self.streams[b.stream]
+    def batches(self, si: int) -> Iterator[Item]:
+        """Stream ``si``'s batches, read a chunk of entries at a time (the first request
+        goes out without reading the whole stream first, and memory holds one chunk)."""
+        stream = self.streams[si]
+        step = max(CHUNK_ENTRIES, self.options.max_entries)
+        for lo in range(0, len(stream), step):
+            enc = StreamEncoder(stream, lo, min(len(stream), lo + step))
+            for b in plan_range(si, enc.costs, lo, self.options.max_entries,
+                                self.options.max_bytes):
+                yield b, enc
+
+    def body(self, item: Item) -> tuple[bytes, dict[str, str]]:
+        b, enc = item
         if self.options.format == "json":
-            return json_request(stream, b.lo, b.hi), JSON_HEADERS
-        return compress(self.encoders[b.stream].request(b.lo, b.hi)), PROTO_HEADERS
+            return json_request(self.streams[b.stream], b.lo, b.hi), JSON_HEADERS
+        return compress(enc.request(b.lo, b.hi)), PROTO_HEADERS
 
-    def send(self, b: EntryBatch, encoded: tuple[bytes, dict[str, str]] | None = None) -> None:
-        self.pacer.take(int(self.costs[b.stream][b.lo:b.hi].sum()))
-        body, headers = encoded or self.body(b)
+    def send(self, item: Item, encoded: tuple[bytes, dict[str, str]] | None = None) -> None:
+        b, enc = item
+        self.pacer.take(int(enc.costs[b.lo - enc.lo:b.hi - enc.lo].sum()))
+        body, headers = encoded or self.body(item)
         resp, retries = self.transport.post(PUSH_PATH, body, headers)
         self.report.count_request(retries)
         if 200 <= resp.status < 300:
             self.report.add(accepted=b.entries)
         elif resp.status == 413 and b.entries > 1:
             mid = (b.lo + b.hi) // 2
-            self.send(EntryBatch(b.stream, b.lo, mid))
-            self.send(EntryBatch(b.stream, mid, b.hi))
+            self.send((EntryBatch(b.stream, b.lo, mid), enc))
+            self.send((EntryBatch(b.stream, mid, b.hi), enc))
         elif resp.status == 400:
             refused, reason = rejection(resp, b.entries)
             self.report.add(accepted=b.entries - refused, rejected=refused, reason=reason)
@@ -168,31 +181,32 @@ class LokiPusher:
                             reason=f"HTTP {resp.status}: {text} (gave up after retries)")
 
 
-def lane_order(batches: list[EntryBatch], streams: Sequence[LogStream],
-               costs: Sequence[np.ndarray], lanes: int,
-               spread: bool) -> Iterator[tuple[int, EntryBatch]]:
-    """(lane, batch) for ``lanes`` lanes, the batches in time order across streams so every
-    lane has work from the start; each lane's batches stay in time order.
+def lane_order(per_stream: Sequence[Iterator[Item]], streams: Sequence[LogStream],
+               lanes: int, spread: bool) -> Iterator[tuple[int, Item]]:
+    """(lane, item) for ``lanes`` lanes, the streams' batches merged in time order so
+    every lane has work from the start; each lane's batches stay in time order. The
+    batches are taken from ``per_stream`` as they are sent.
 
     ``spread``: the batches go to the lanes in turn, a stream's too. Loki takes a stream's
     entries out of order within an hour of its newest (unordered_writes), and the lanes
     stay within a few requests of one another (the encoder feeds them in turn, two queued
     at most), so a stream needs no lane of its own; an incident has only a few streams,
     one of them most of the lines. Else each stream keeps to one lane, so its entries
-    arrive in order: the streams spread so the lanes carry about the same bytes."""
+    arrive in order: the streams spread so the lanes carry about the same line bytes."""
+    merged = heapq.merge(*per_stream, key=lambda item: int(
+        streams[item[0].stream].t_ns[item[0].lo]))  # ties: the earlier stream first
     if lanes == 1:
-        return ((0, b) for b in batches)
-    # a stream's batches are in time order already: a stable sort keeps them so
-    ordered = sorted(batches, key=lambda b: int(streams[b.stream].t_ns[b.lo]))
+        return ((0, item) for item in merged)
     if spread:
-        return ((i % lanes, b) for i, b in enumerate(ordered))
+        return ((i % lanes, item) for i, item in enumerate(merged))
+    weight = [sum(map(len, s.lines)) for s in streams]
     lane_of = [0] * len(streams)
-    load = [0.0] * lanes
-    for si in sorted(range(len(streams)), key=lambda i: -float(costs[i].sum())):
+    load = [0] * lanes
+    for si in sorted(range(len(streams)), key=lambda i: -weight[i]):
         lane = min(range(lanes), key=load.__getitem__)
         lane_of[si] = lane
-        load[lane] += float(costs[si].sum())
-    return ((lane_of[b.stream], b) for b in ordered)
+        load[lane] += weight[si]
+    return ((lane_of[item[0].stream], item) for item in merged)
 
 
 def push_logs(transport: HttpTransport, streams: Sequence[LogStream], options: LokiOptions,
@@ -204,12 +218,12 @@ def push_logs(transport: HttpTransport, streams: Sequence[LogStream], options: L
     pacer = pacer or Pacer(rate)
     report.sent += sum(len(s) for s in streams)
     pusher = LokiPusher(transport, streams, options, report, pacer)
-    batches = plan_batches(streams, options.max_entries, options.max_bytes, pusher.costs)
     lanes = max(1, options.concurrency)
     spread = info.unordered_writes is not False
-    send_lanes(lane_order(list(batches), streams, pusher.costs, lanes, spread), lanes,
-               pusher.body,
-               lambda b, body: pusher.send(b, body), progress and (lambda: progress(report)),
+    per_stream = [pusher.batches(si) for si in range(len(streams))]
+    send_lanes(lane_order(per_stream, streams, lanes, spread), lanes, pusher.body,
+               lambda item, body: pusher.send(item, body),
+               progress and (lambda: progress(report)),
                on_interrupt=transport.cancel, halted=transport.cancelled)
     if pacer.waited > 1:
         report.notes.append(f"paced under the ingestion limit ({rate / 1048576:.1f} MB/s): "

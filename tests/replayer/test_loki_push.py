@@ -11,6 +11,7 @@ import responses
 
 from replayer.errors import PreflightError, TransportError
 from replayer.loki import push_pb2
+from replayer.loki.encode import label_string
 from replayer.loki.push import (
     LokiInfo,
     LokiOptions,
@@ -65,9 +66,11 @@ def test_everything_accepted_with_the_headers_loki_needs() -> None:
     assert first.headers["Content-Type"] == "application/x-protobuf"
     assert first.headers["Content-Encoding"] == "snappy"
     assert first.headers["X-Scope-OrgID"] == "t1"
-    lines = [e.line for call in responses.calls for s in decode(call.request).streams
-             for e in s.entries]
-    assert lines == [line for s in inc.log_streams for line in s.lines]
+    got: dict[str, list[str]] = {}
+    for call in responses.calls:
+        for s in decode(call.request).streams:
+            got.setdefault(s.labels, []).extend(e.line for e in s.entries)
+    assert got == {label_string(s.labels): list(s.lines) for s in inc.log_streams}
 
 
 @responses.activate
@@ -214,28 +217,55 @@ def test_without_unordered_writes_a_stream_keeps_to_one_lane() -> None:
 
 
 def test_lane_order_keeps_a_stream_in_one_lane_and_spreads_the_bytes() -> None:
-    from replayer.loki.encode import entry_costs, plan_batches
-    from replayer.loki.push import lane_order
+    from replayer.loki.push import LokiOptions, LokiPusher, lane_order
+    from replayer.transport import Pacer
 
     inc = shift(cached_incident("slow_query"), END_NS)
     streams = inc.log_streams
-    costs = [entry_costs(s) for s in streams]
-    batches = list(plan_batches(streams, 100, 1 << 20, costs))
-    order = list(lane_order(batches, streams, costs, 3, spread=False))
-    assert sorted((b.stream, b.lo, b.hi) for _, b in order) == sorted(
-        (b.stream, b.lo, b.hi) for b in batches)  # each batch once
+    pusher = LokiPusher(None, streams, LokiOptions(max_entries=100),  # type: ignore[arg-type]
+                        SignalReport("logs", "lines"), Pacer(0))
+    order = [(lane, b) for lane, (b, _) in lane_order(
+        [pusher.batches(si) for si in range(len(streams))], streams, 3, spread=False)]
+    per_stream: dict[int, list[tuple[int, int]]] = {}
+    for _, b in order:
+        per_stream.setdefault(b.stream, []).append((b.lo, b.hi))
+    for si, s in enumerate(streams):  # each entry once, a stream's batches in order
+        ranges = per_stream[si]
+        assert ranges[0][0] == 0 and ranges[-1][1] == len(s)
+        assert all(x[1] == y[0] for x, y in zip(ranges, ranges[1:]))
+        assert all(hi - lo <= 100 for lo, hi in ranges)
     lanes: dict[int, set[int]] = {}
     for lane, b in order:
         lanes.setdefault(b.stream, set()).add(lane)
     assert all(len(v) == 1 for v in lanes.values())
-    per_stream = {}
-    for _, b in order:
-        per_stream.setdefault(b.stream, []).append(b.lo)
-    assert all(v == sorted(v) for v in per_stream.values())  # in order within a stream
-    load = [0.0] * 3
+    load = [0] * 3
+    weight = [sum(len(x) for x in s.lines) for s in streams]
     for si, (lane,) in lanes.items():
-        load[lane] += float(costs[si].sum())
-    biggest = max(float(c.sum()) for c in costs)
-    assert max(load) - min(load) <= biggest  # greedy: within one stream of even
+        load[lane] += weight[si]
+    assert max(load) - min(load) <= max(weight)  # greedy: within one stream of even
     starts = [int(streams[b.stream].t_ns[b.lo]) for _, b in order]
     assert starts == sorted(starts)  # time order across streams: every lane busy at once
+
+
+def test_a_stream_is_read_a_chunk_at_a_time_and_batches_do_not_cross_chunks(
+        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The encoder for a batch holds its entries, and what it builds is Loki's protobuf for
+    exactly those entries; chunks are read only as the batches reach them."""
+    import replayer.loki.push as push
+    from benchmarks.naive import naive_loki_request
+    from replayer.transport import Pacer
+
+    monkeypatch.setattr(push, "CHUNK_ENTRIES", 250)
+    inc = shift(cached_incident("slow_query"), END_NS)
+    stream = max(inc.log_streams, key=len)
+    pusher = push.LokiPusher(None, [stream], push.LokiOptions(max_entries=100,  # type: ignore[arg-type]
+                                                             max_bytes=16 * 1024),
+                             SignalReport("logs", "lines"), Pacer(0))
+    batches = pusher.batches(0)
+    first, enc = next(batches)
+    assert (enc.lo, first.lo) == (0, 0) and len(enc.texts) == 250  # only the first chunk
+    seen = [(first, enc)] + [next(batches) for _ in range(30)]
+    for b, e in seen:
+        assert e.lo <= b.lo < b.hi <= e.lo + len(e.texts)
+        assert e.request(b.lo, b.hi) == naive_loki_request(stream, b.lo, b.hi)
+    assert len({id(e) for _, e in seen}) > 1
