@@ -18,7 +18,7 @@ from .cli_common import signals as parse_signals
 from .cli_common import target as target_config
 from .errors import ReplayerError, UsageError
 from .load import LoadRequest, Targets, resolve_source, run_load
-from .loki.push import LokiOptions
+from .loki.push import LOKI_CONCURRENCY, LokiOptions
 from .prometheus import PushOptions
 from .recording import counts, truth_to_json, write_recording
 from .report import SignalReport
@@ -412,10 +412,10 @@ def _progress_printer() -> object:
 @click.option("--no-exemplars", is_flag=True, help="Do not send exemplars.")
 @click.option("--batch-samples", type=click.IntRange(1, 1_000_000), default=20000,
               show_default=True)
-@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
+@click.option("--concurrency", type=click.IntRange(1, 64), default=None,
               help="Requests in flight at once, for each signal: remote-write lanes (a "
-                   "series stays in one), Loki lanes (a stream stays in one, so its lines "
-                   "arrive in order) and OTLP exports.")
+                   "series stays in one), Loki lanes and OTLP exports. [default: 4; 2 for "
+                   "Loki, which took the most from 2 at once in the benchmarks]")
 @click.option("--instances", type=click.IntRange(1, 100_000), default=1, show_default=True,
               help="Load N copies of the service (instance label <host>-<i>), generated and "
                    "pushed one at a time: memory stays that of one copy.")
@@ -437,7 +437,8 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
              tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
              insecure_skip_verify: bool, labels: tuple[str, ...], trace_id_salt: str | None,
              clip: bool,
-             no_exemplars: bool, batch_samples: int, concurrency: int, instances: int,
+             no_exemplars: bool, batch_samples: int, concurrency: int | None,
+             instances: int,
              shard_spec: str,
              follow: bool, live_from: str | None, dry_run: bool, as_json: bool,
              allow_future_end: bool, grafana_url: str | None, retry_for: str,
@@ -466,11 +467,13 @@ def load_cmd(source: str, seed: int, duration: str | None, step: str | None,
         step_ms=duration_ms(step, "--step"), knobs=parse_knobs(knobs), end=end, signals=chosen,
         targets=Targets(prometheus=target(prometheus_url), loki=target(loki_url),
                         tempo=target(tempo_url), tempo_protocol=tempo_protocol),
-        push=PushOptions(max_samples=batch_samples, concurrency=concurrency, clip=clip,
+        push=PushOptions(max_samples=batch_samples,
+                         concurrency=concurrency or PushOptions.concurrency, clip=clip,
                          send_exemplars=not no_exemplars,
                          write_url=remote_write_url or "api/v1/write"),
         loki=LokiOptions(format=loki_format, rate_bytes_s=None if loki_rate_mb is None
-                         else loki_rate_mb * 1024 * 1024, concurrency=concurrency),
+                         else loki_rate_mb * 1024 * 1024,
+                         concurrency=concurrency or LOKI_CONCURRENCY),
         extra_labels=tuple(extra), dry_run=dry_run, follow=follow,
         allow_future_end=allow_future_end,
         live_from_ms=duration_ms(live_from, "--live-from"), shard=parse_shard(shard_spec),

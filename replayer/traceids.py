@@ -2,8 +2,9 @@
 
 Two loads of the same scenario and seed carry the same trace IDs; into one Tempo they would
 merge into each other's traces. XOR-ing every trace ID with a salt (spans, exemplars, log
-structured metadata (``trace_id`` and ``otelTraceID``), ``trace_id=`` in log lines, the ground truth's examples and the
-queries that name them) keeps them joined within the load and apart from every other load.
+structured metadata ``trace_id`` and ``otelTraceID``, ``trace_id=`` in log lines, the
+ground truth's examples and the queries that name them) keeps them joined within the load
+and apart from every other load.
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ from .encode import (
 
 PUSH_PATH = "loki/api/v1/push"
 DEFAULT_RATE = 3 * 1024 * 1024  # under Loki's default 4 MB/s ingestion limit
+# `load`'s default requests in flight to Loki: the most it took in the benchmarks (README,
+# "Figures"); 4 and 8 lanes took less than 2
+LOKI_CONCURRENCY = 2
 
 
 @dataclass(frozen=True)

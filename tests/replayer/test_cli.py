@@ -272,3 +272,24 @@ def test_no_tracked_file_is_ignored() -> None:
     out = subprocess.run(["git", "ls-files", "-ci", "--exclude-standard"], cwd=root,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout == "", out.stdout
+
+
+@pytest.mark.parametrize(("flag", "metrics", "logs"), [((), 4, 2),
+                                                        (("--concurrency", "3"), 3, 3)])
+def test_concurrency_defaults_per_signal_and_the_flag_sets_every_signal(
+        monkeypatch: pytest.MonkeyPatch, flag: tuple[str, ...], metrics: int,
+        logs: int) -> None:
+    """Without --concurrency, Loki gets the 2 requests in flight it took the most from in
+    the benchmarks and the other signals 4; given, it applies to every signal."""
+    import replayer.cli as cli_module
+
+    seen = []
+
+    def capture(req, progress=None):  # type: ignore[no-untyped-def]
+        seen.append(req)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli_module, "run_load", capture)
+    run("load", "baseline", "--duration", "10m", *flag)
+    (req,) = seen
+    assert (req.push.concurrency, req.loki.concurrency) == (metrics, logs)
