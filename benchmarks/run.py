@@ -40,6 +40,7 @@ from replayer.loki.encode import PROTO_HEADERS as LOKI_HEADERS
 from replayer.loki.encode import compress as compress_loki
 from replayer.loki.encode import plan_batches as loki_batches
 from replayer.loki.encode import proto_request
+from replayer.loki.push import LOKI_CONCURRENCY
 from replayer.otlp.encode import TraceEncoder
 from replayer.otlp.encode import plan_batches as span_batches
 from replayer.prometheus import PushOptions, ServerInfo, push_metrics
@@ -545,13 +546,15 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="reduced size, for CI")
     ap.add_argument("--only", default="", help="comma-separated parts to run (e.g. "
                     "loki_load,visible); the others are left out of the results")
-    ap.add_argument("--concurrency", type=int, default=4,
-                    help="the end-to-end runs' --concurrency (`replayer load`'s default: 4)")
+    ap.add_argument("--concurrency", type=int, default=None,
+                    help="the end-to-end runs' --concurrency (default: `replayer load`'s, "
+                         "4, and 2 for Loki)")
     args = ap.parse_args()
     copies, rounds = (2, 1) if args.small else (60, 3)
     concurrencies = (1, 4) if args.small else CONCURRENCIES
     scale = ("2h", 2) if args.small else ("24h", 28)
-    lanes = args.concurrency
+    lanes = args.concurrency or PushOptions.concurrency
+    loki_lanes = args.concurrency or LOKI_CONCURRENCY
     end_ms = (time.time_ns() // 1_000_000) // 60_000 * 60_000
     series, inc = replicas(copies, end_ms * 1_000_000)
     no = "not measured: no {0} binary on PATH (or {1}_BIN)"
@@ -561,7 +564,7 @@ def main() -> None:
         "prometheus_load": lambda: bench_prometheus(series, inc.families, lanes, 20000, end_ms,
                                                     rounds, concurrencies),
         "promtool": lambda: bench_promtool(series[len(series) // 2:]),
-        "loki_load": lambda: bench_loki(copies, end_ms, lanes, rounds, concurrencies)
+        "loki_load": lambda: bench_loki(copies, end_ms, loki_lanes, rounds, concurrencies)
         if _binary("loki") else no.format("loki", "LOKI"),
         "tempo_load": lambda: bench_tempo(copies, end_ms, lanes, rounds, concurrencies)
         if _binary("tempo") else no.format("tempo", "TEMPO"),
