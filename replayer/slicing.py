@@ -38,17 +38,22 @@ def slice_logs(streams: Sequence[LogStream], lo_ns: int, hi_ns: int) -> tuple[Lo
     return tuple(out)
 
 
-def take_spans(t: SpanTable, idx: np.ndarray) -> SpanTable:
-    rows = idx.tolist()
+def take_spans(t: SpanTable, idx: np.ndarray | slice) -> SpanTable:
+    """The spans of ``t`` at ``idx`` (indices, or a slice of rows), every column."""
+    if isinstance(idx, slice):
+        def pick(col: tuple) -> tuple:  # type: ignore[type-arg]
+            return col[idx]
+    else:
+        rows = idx.tolist()
+
+        def pick(col: tuple) -> tuple:  # type: ignore[type-arg]
+            return tuple(col[i] for i in rows)
     return replace(
         t, trace_id=t.trace_id[idx], span_id=t.span_id[idx],
         parent_span_id=t.parent_span_id[idx], start_ns=t.start_ns[idx], end_ns=t.end_ns[idx],
-        kind=t.kind[idx], status_code=t.status_code[idx],
-        name=tuple(t.name[i] for i in rows), status_message=tuple(t.status_message[i]
-                                                                  for i in rows),
-        attributes=tuple(t.attributes[i] for i in rows),
-        events=tuple(t.events[i] for i in rows),
-        flags=None if t.flags is None else t.flags[idx])
+        kind=t.kind[idx], status_code=t.status_code[idx], name=pick(t.name),
+        status_message=pick(t.status_message), attributes=pick(t.attributes),
+        events=pick(t.events), flags=None if t.flags is None else t.flags[idx])
 
 
 def slice_spans(tables: Sequence[SpanTable], lo_ns: int, hi_ns: int) -> tuple[SpanTable, ...]:

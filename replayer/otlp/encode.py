@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from operator import itemgetter
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from generator.model import Attributes, AttrValue, SpanTable
 
 from .. import bulk, columns
+from ..slicing import take_spans
 from ..wire import double, field, fixed64, tag, text, uint, varint
 
 HTTP_HEADERS = {"Content-Type": "application/x-protobuf"}
@@ -244,17 +245,6 @@ class SpanBatch:
 CHUNK_SPANS = 20_000  # rows of a table read at once by a span writer
 
 
-def _rows(t: SpanTable, lo: int, hi: int) -> SpanTable:
-    """Spans ``lo:hi`` of ``t``."""
-    return replace(
-        t, trace_id=t.trace_id[lo:hi], span_id=t.span_id[lo:hi],
-        parent_span_id=t.parent_span_id[lo:hi], start_ns=t.start_ns[lo:hi],
-        end_ns=t.end_ns[lo:hi], kind=t.kind[lo:hi], status_code=t.status_code[lo:hi],
-        name=t.name[lo:hi], status_message=t.status_message[lo:hi],
-        attributes=t.attributes[lo:hi], events=t.events[lo:hi],
-        flags=None if t.flags is None else t.flags[lo:hi])
-
-
 class TraceEncoder:
     """Requests of spans from ``tables``. Each table is read by a writer a chunk of rows
     at a time (:data:`CHUNK_SPANS`, or the batch's rows if more), from the first row a
@@ -272,7 +262,7 @@ class TraceEncoder:
         if got is None or not got[0] <= batch.lo <= batch.hi <= got[1]:
             t = self.tables[batch.table]
             lo, hi = batch.lo, min(len(t), max(batch.hi, batch.lo + CHUNK_SPANS))
-            rows = t if (lo, hi) == (0, len(t)) else _rows(t, lo, hi)
+            rows = t if (lo, hi) == (0, len(t)) else take_spans(t, slice(lo, hi))
             got = self._writers[batch.table] = (lo, hi, _Spans(rows, self.attrs))
         return got[0], got[2]
 
