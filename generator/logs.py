@@ -201,10 +201,10 @@ def build_logs(traffic: Traffic, ids: TraceIds, clients: Clients, knobs: dict[st
     entries.extend(_era_of(_scrape_records(*window, rng), restarts, metas))
     entries.extend(_lifecycle_records(restarts, metas, rng))
     entries.sort(key=lambda e: e[0])
+    era_labels = [stream_labels(resource_of(restarts, e)) for e in range(len(restarts) + 1)]
     by_stream: dict[tuple[tuple[str, str], ...], list] = {}
     for e in entries:
-        labels = stream_labels(resource_of(restarts, e[3]))
-        by_stream.setdefault(labels, []).append(e)
+        by_stream.setdefault(era_labels[e[3]], []).append(e)
     streams = [LogStream(labels, frozen_array(np.array([e[0] for e in es], np.int64), np.int64),
                          tuple(e[1] for e in es), tuple(e[2] for e in es), None)
                for labels, es in sorted(by_stream.items())]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import operator
 from collections.abc import Collection
 from dataclasses import replace
@@ -162,7 +163,8 @@ def shift_metadata(metadata: tuple[tuple[tuple[str, str], ...], ...],
 
 
 def _table(t: SpanTable, start_ns: int) -> SpanTable:
-    events = tuple(tuple(SpanEvent(e.name, e.t_ns + start_ns, e.attributes) for e in evs)
-                   for evs in t.events)
+    events = list(t.events)  # most spans have none: only those with events are rebuilt
+    for i in itertools.compress(range(len(events)), events):
+        events[i] = tuple(SpanEvent(e.name, e.t_ns + start_ns, e.attributes) for e in events[i])
     return replace(t, start_ns=frozen_array(t.start_ns + start_ns, np.int64),
-                   end_ns=frozen_array(t.end_ns + start_ns, np.int64), events=events)
+                   end_ns=frozen_array(t.end_ns + start_ns, np.int64), events=tuple(events))

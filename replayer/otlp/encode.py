@@ -243,25 +243,30 @@ class SpanBatch:
 
 
 CHUNK_SPANS = 20_000  # rows of a table read at once by a span writer
+FIRST_CHUNK_SPANS = 1_250  # its first chunk: growing 4x a chunk up to CHUNK_SPANS
 
 
 class TraceEncoder:
     """Requests of spans from ``tables``. Each table is read by a writer a chunk of rows
     at a time (:data:`CHUNK_SPANS`, or the batch's rows if more), from the first row a
     batch asks for: batches go forward through a table, so a chunk serves many requests,
-    the first request goes out without reading the whole incident first, and memory holds
-    one chunk a table."""
+    and memory holds one chunk a table. A table's first chunks are smaller
+    (:data:`FIRST_CHUNK_SPANS`, four times more each time), so the first request goes out
+    after reading about what it holds, not the first 20,000 spans of every table."""
 
     def __init__(self, tables: Sequence[SpanTable]) -> None:
         self.tables = tables
         self.attrs = _AttrCache()
         self._writers: dict[int, tuple[int, int, _Spans]] = {}
+        self._read: dict[int, int] = {}  # chunks read so far, per table
 
     def _writer(self, batch: SpanBatch) -> tuple[int, _Spans]:
         got = self._writers.get(batch.table)
         if got is None or not got[0] <= batch.lo <= batch.hi <= got[1]:
             t = self.tables[batch.table]
-            lo, hi = batch.lo, min(len(t), max(batch.hi, batch.lo + CHUNK_SPANS))
+            read = self._read[batch.table] = self._read.get(batch.table, 0) + 1
+            size = min(CHUNK_SPANS, FIRST_CHUNK_SPANS << 2 * min(read - 1, 8))
+            lo, hi = batch.lo, min(len(t), max(batch.hi, batch.lo + size))
             rows = t if (lo, hi) == (0, len(t)) else take_spans(t, slice(lo, hi))
             got = self._writers[batch.table] = (lo, hi, _Spans(rows, self.attrs))
         return got[0], got[2]

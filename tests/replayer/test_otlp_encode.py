@@ -234,11 +234,19 @@ def test_chunked_writers_equal_opentelemetry_proto_going_forward_and_back(monkey
     import replayer.otlp.encode as encode
 
     monkeypatch.setattr(encode, "CHUNK_SPANS", 37)
+    monkeypatch.setattr(encode, "FIRST_CHUNK_SPANS", 3)  # chunks of 3, 12, 37, 37, ...
     tables = list(shift(cached_incident("pool_exhaustion"), END_NS).span_tables)
     starts = _trace_starts(tables)
     first = sorted(starts.values())[len(starts) // 2]
     enc = TraceEncoder(tables)
-    plan = list(plan_batches(tables, 90, first_ns=first))
-    for batches in plan[:25] + plan[-25:]:
+    plan = list(plan_batches(tables, 9, first_ns=first))
+    chunks: dict[int, list[tuple[int, int]]] = {}
+    for batches in plan[:60] + plan[-60:]:
         assert enc.request(batches) == naive_otlp_request(tables, batches)
+        for table, (lo, hi, _) in enc._writers.items():
+            if not chunks.get(table) or chunks[table][-1] != (lo, hi):
+                chunks.setdefault(table, []).append((lo, hi))
     assert any(lo > 0 for lo, _, _ in enc._writers.values())  # chunks were taken
+    # a table's first chunk holds about what the first request asks of it, and they grow
+    sizes = [hi - lo for lo, hi in max(chunks.values(), key=len)]
+    assert sizes[0] <= 9 and max(sizes) == 37 and sizes[:3] == sorted(sizes[:3]), sizes
