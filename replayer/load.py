@@ -650,15 +650,21 @@ def _settle_overlap(transport: HttpTransport, incident: Incident, end_ns: int, i
 
 def _logs(session: _Session, shifted: Incident, start_ns: int, now: int, report: SignalReport,
           progress: Callable[[SignalReport], None] | None) -> None:
+    """The entries from the incident's onset on go first when Loki takes a stream's
+    entries out of order that far back (see ``replayer.loki.push.onset_first``), as
+    the traces do."""
     req = session.req
     mark = report.mark()
+    onset = shifted.truth.onset_ms
+    first_ns = None if onset is None else start_ns + onset * NS_PER_MS
     try:
         if req.say:
             req.say(f"asking {req.targets.loki.url} what it accepts")
         info = preflight_loki(session.loki)
         uses_metadata = any(m for s in shifted.log_streams for m in s.metadata)
         check_loki(info, req.targets.loki.url, start_ns, now, uses_metadata)
-        push_logs(session.loki, shifted.log_streams, req.loki, info, report, progress=progress)
+        push_logs(session.loki, shifted.log_streams, req.loki, info, report, progress=progress,
+                  first_ns=first_ns)
     except (PreflightError, TransportError) as exc:
         _fail(report, exc, shifted.log_line_count, mark)
     except KeyboardInterrupt:

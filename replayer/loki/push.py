@@ -8,9 +8,12 @@ rest of the request was written (partial success); 413 for a body over its limit
 from __future__ import annotations
 
 import heapq
+import itertools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from generator.model import LogStream
 
@@ -56,9 +59,17 @@ class LokiInfo:
     # limits_config.unordered_writes (Loki >= 2.4 defaults to true): a stream's entries
     # may arrive out of order within an hour of its newest. None: config not readable
     unordered_writes: bool | None = None
+    # how far behind its stream's newest entry an entry may arrive (half the ingester's
+    # max_chunk_age; 1 h by default); None: config not readable
+    max_behind_ms: int | None = None
 
 
-def _config_value(yaml: str, key: str) -> str | None:
+def _config_value(yaml: str, key: str, section: str | None = None) -> str | None:
+    """``key``'s value in Loki's /config (the first one, or the one in the top-level
+    ``section``: some keys, max_chunk_age among them, occur in several)."""
+    if section is not None:
+        m = re.search(rf"^{section}:[ \t]*\n((?:[ \t].*\n?|\n)*)", yaml, re.M)
+        yaml = m.group(1) if m else ""
     m = re.search(rf"^\s*{key}:\s*(\S+)\s*$", yaml, re.M)
     return m.group(1).strip("\"'") if m else None
 
@@ -88,6 +99,11 @@ def preflight(transport: HttpTransport) -> LokiInfo:
     rate = _config_value(yaml, "ingestion_rate_mb")
     sm = _config_value(yaml, "allow_structured_metadata")
     unordered = _config_value(yaml, "unordered_writes")
+    chunk_age = _config_value(yaml, "max_chunk_age", section="ingester")
+    try:
+        behind = parse_prom_duration(chunk_age) // 2 if chunk_age else None
+    except ValueError:  # a form we do not read: entries then go in time order
+        behind = None
     return LokiInfo(
         ready=ready.status == 200, version=version,
         reject_old=None if reject is None else reject == "true",
@@ -95,6 +111,7 @@ def preflight(transport: HttpTransport) -> LokiInfo:
         rate_bytes_s=float(rate) * 1024 * 1024 if rate else None,
         structured_metadata=None if sm is None else sm == "true",
         unordered_writes=None if unordered is None else unordered == "true",
+        max_behind_ms=behind,
     )
 
 
@@ -136,6 +153,7 @@ def rejection(resp: Response, entries: int) -> tuple[int, str]:
 
 
 CHUNK_ENTRIES = 20_000  # entries of a stream read at once by an encoder
+FIRST_CHUNK_ENTRIES = 2_500  # its first chunk: growing 4x a chunk up to CHUNK_ENTRIES
 
 Item = tuple[EntryBatch, StreamEncoder]  # a batch and the encoder holding its entries
 
@@ -146,16 +164,22 @@ class LokiPusher:
         self.transport, self.streams, self.options = transport, streams, options
         self.report, self.pacer = report, pacer
 
-    def batches(self, si: int) -> Iterator[Item]:
-        """Stream ``si``'s batches, read a chunk of entries at a time (the first request
-        goes out without reading the whole stream first, and memory holds one chunk)."""
+    def batches(self, si: int, lo: int = 0, hi: int | None = None) -> Iterator[Item]:
+        """Stream ``si``'s batches of its entries ``lo:hi`` (all by default), read a chunk
+        of entries at a time: memory holds one chunk, and the first chunk is small
+        (:data:`FIRST_CHUNK_ENTRIES`, four times more each time up to
+        :data:`CHUNK_ENTRIES`), so the first request goes out after reading about what
+        it holds."""
         stream = self.streams[si]
-        step = max(CHUNK_ENTRIES, self.options.max_entries)
-        for lo in range(0, len(stream), step):
-            enc = StreamEncoder(stream, lo, min(len(stream), lo + step))
+        hi = len(stream) if hi is None else hi
+        top = max(CHUNK_ENTRIES, self.options.max_entries)
+        size = min(top, FIRST_CHUNK_ENTRIES)
+        while lo < hi:
+            enc = StreamEncoder(stream, lo, min(hi, lo + size))
             for b in plan_range(si, enc.costs, lo, self.options.max_entries,
                                 self.options.max_bytes):
                 yield b, enc
+            lo, size = lo + size, min(top, size * 4)
 
     def body(self, item: Item) -> tuple[bytes, dict[str, str]]:
         b, enc = item
@@ -185,10 +209,13 @@ class LokiPusher:
 
 
 def lane_order(per_stream: Sequence[Iterator[Item]], streams: Sequence[LogStream],
-               lanes: int, spread: bool) -> Iterator[tuple[int, Item]]:
+               lanes: int, spread: bool,
+               then: Sequence[Iterator[Item]] = ()) -> Iterator[tuple[int, Item]]:
     """(lane, item) for ``lanes`` lanes, the streams' batches merged in time order so
     every lane has work from the start; each lane's batches stay in time order. The
-    batches are taken from ``per_stream`` as they are sent.
+    batches are taken from ``per_stream`` as they are sent; ``then`` (with ``spread``
+    only): more batches of the streams, merged in time order the same way, sent after
+    those of ``per_stream``.
 
     ``spread``: the batches go to the lanes in turn, a stream's too. Loki takes a stream's
     entries out of order within an hour of its newest (unordered_writes), and the lanes
@@ -196,8 +223,15 @@ def lane_order(per_stream: Sequence[Iterator[Item]], streams: Sequence[LogStream
     at most), so a stream needs no lane of its own; an incident has only a few streams,
     one of them most of the lines. Else each stream keeps to one lane, so its entries
     arrive in order: the streams spread so the lanes carry about the same line bytes."""
-    merged = heapq.merge(*per_stream, key=lambda item: int(
-        streams[item[0].stream].t_ns[item[0].lo]))  # ties: the earlier stream first
+    def at(item: Item) -> int:
+        return int(streams[item[0].stream].t_ns[item[0].lo])
+
+    # ties: the earlier stream first
+    merged: Iterator[Item] = heapq.merge(*per_stream, key=at)
+    if then:
+        if not spread:
+            raise ValueError("batches sent out of a stream's time order need spread lanes")
+        merged = itertools.chain(merged, heapq.merge(*then, key=at))
     if lanes == 1:
         return ((0, item) for item in merged)
     if spread:
@@ -212,9 +246,28 @@ def lane_order(per_stream: Sequence[Iterator[Item]], streams: Sequence[LogStream
     return ((lane_of[item[0].stream], item) for item in merged)
 
 
+def onset_first(streams: Sequence[LogStream], info: LokiInfo,
+                first_ns: int | None) -> list[int] | None:
+    """Where each stream's entries from ``first_ns`` on begin, when the server takes them
+    first and the ones before them after: it takes a stream's entries out of order
+    (unordered_writes) up to ``max_behind_ms`` behind its newest, and each stream spans
+    less than that. None otherwise (``first_ns`` None, the server's config unread or
+    not allowing it): every stream then goes in time order."""
+    if first_ns is None or info.unordered_writes is not True or info.max_behind_ms is None:
+        return None
+    limit = info.max_behind_ms * 1_000_000
+    if any(len(s) and int(s.t_ns[-1]) - int(s.t_ns[0]) >= limit for s in streams):
+        return None
+    return [int(np.searchsorted(s.t_ns, first_ns, side="left")) for s in streams]
+
+
 def push_logs(transport: HttpTransport, streams: Sequence[LogStream], options: LokiOptions,
               info: LokiInfo, report: SignalReport, pacer: Pacer | None = None,
-              progress: Callable[[SignalReport], None] | None = None) -> None:
+              progress: Callable[[SignalReport], None] | None = None,
+              first_ns: int | None = None) -> None:
+    """Push ``streams``, each stream's entries in time order; with ``first_ns``, the
+    entries from then on go first when the server allows it (see ``onset_first``), so
+    the incident is in Loki before the calm start of the window."""
     rate = options.rate_bytes_s
     if rate is None:
         rate = 0.8 * info.rate_bytes_s if info.rate_bytes_s else DEFAULT_RATE
@@ -223,8 +276,15 @@ def push_logs(transport: HttpTransport, streams: Sequence[LogStream], options: L
     pusher = LokiPusher(transport, streams, options, report, pacer)
     lanes = max(1, options.concurrency)
     spread = info.unordered_writes is not False
-    per_stream = [pusher.batches(si) for si in range(len(streams))]
-    send_lanes(lane_order(per_stream, streams, lanes, spread), lanes, pusher.body,
+    cut = onset_first(streams, info, first_ns)
+    if cut is None:
+        order = lane_order([pusher.batches(si) for si in range(len(streams))], streams,
+                           lanes, spread)
+    else:
+        order = lane_order([pusher.batches(si, at) for si, at in enumerate(cut)], streams,
+                           lanes, spread, then=[pusher.batches(si, 0, at)
+                                                for si, at in enumerate(cut)])
+    send_lanes(order, lanes, pusher.body,
                lambda item, body: pusher.send(item, body),
                progress and (lambda: progress(report)),
                on_interrupt=transport.cancel, halted=transport.cancelled)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import replace
 
@@ -150,6 +151,22 @@ def test_preflight_reads_limits_from_config() -> None:
                             unordered_writes=False)
 
 
+@responses.activate
+def test_preflight_reads_how_far_behind_entries_may_arrive_from_a_real_config() -> None:
+    """The /config of a real Loki 3.4.2 run with infra/loki/loki.yaml: the ingester's
+    max_chunk_age is 6h (a block_builder section further on has its own, 2h)."""
+    from pathlib import Path
+
+    yaml = (Path(__file__).parents[1] / "data/loki-3.4.2-config.yaml").read_text()
+    responses.get(f"{URL}/ready", body="ready")
+    responses.get(f"{URL}/loki/api/v1/status/buildinfo",
+                  json=capture("loki_buildinfo")["response"]["body"])
+    responses.get(f"{URL}/config", body=yaml)
+    info = preflight(transport(FakeTime()))
+    assert info.max_behind_ms == 3 * 3_600_000 and info.unordered_writes is True
+    assert info.max_age_ms == 30 * 86_400_000 and info.structured_metadata is True
+
+
 def test_preflight_stops_on_old_windows_and_disabled_metadata() -> None:
     now = END_NS
     with pytest.raises(PreflightError, match="reject_old_samples_max_age"):
@@ -256,6 +273,7 @@ def test_a_stream_is_read_a_chunk_at_a_time_and_batches_do_not_cross_chunks(
     from replayer.transport import Pacer
 
     monkeypatch.setattr(push, "CHUNK_ENTRIES", 250)
+    monkeypatch.setattr(push, "FIRST_CHUNK_ENTRIES", 15)  # chunks of 15, 60, 240, 250, ...
     inc = shift(cached_incident("slow_query"), END_NS)
     stream = max(inc.log_streams, key=len)
     pusher = push.LokiPusher(None, [stream], push.LokiOptions(max_entries=100,  # type: ignore[arg-type]
@@ -263,9 +281,80 @@ def test_a_stream_is_read_a_chunk_at_a_time_and_batches_do_not_cross_chunks(
                              SignalReport("logs", "lines"), Pacer(0))
     batches = pusher.batches(0)
     first, enc = next(batches)
-    assert (enc.lo, first.lo) == (0, 0) and len(enc.texts) == 250  # only the first chunk
-    seen = [(first, enc)] + [next(batches) for _ in range(30)]
+    assert (enc.lo, first.lo) == (0, 0) and len(enc.texts) == 15  # only the first chunk
+    seen = [(first, enc)] + [next(batches) for _ in range(40)]
     for b, e in seen:
         assert e.lo <= b.lo < b.hi <= e.lo + len(e.texts)
         assert e.request(b.lo, b.hi) == naive_loki_request(stream, b.lo, b.hi)
-    assert len({id(e) for _, e in seen}) > 1
+    chunks = list({id(e): len(e.texts) for _, e in seen}.values())
+    assert chunks[:5] == [15, 60, 240, 250, 250], chunks
+    # a range of the stream, as the entries from the onset on are read
+    part = list(pusher.batches(0, 1000, 1500))
+    assert part[0][0].lo == 1000 and part[-1][0].hi == 1500
+    assert all(x[0].hi == y[0].lo for x, y in zip(part, part[1:]))
+
+
+def _arrivals(info: LokiInfo, first_ns: int | None) -> tuple[dict[str, list[int]], object]:
+    """slow_query's logs pushed through two lanes: each stream's entry times in the order
+    they arrived (the lanes' requests one at a time, as the fake server takes them)."""
+    import threading
+
+    inc = shift(cached_incident("slow_query"), END_NS)
+    lock = threading.Lock()
+    arrived: dict[str, list[int]] = {}
+
+    def loki(request):  # type: ignore[no-untyped-def]
+        with lock:
+            for s in decode(request).streams:
+                arrived.setdefault(s.labels, []).extend(
+                    e.timestamp.seconds * 10**9 + e.timestamp.nanos for e in s.entries)
+        return 204, {}, ""
+
+    with responses.RequestsMock() as mock:
+        mock.add_callback(responses.POST, f"{URL}/loki/api/v1/push", callback=loki)
+        report = SignalReport("logs", "lines")
+        t = HttpTransport(TargetConfig(URL), pool_size=2, sleep=lambda s: None)
+        push_logs(t, inc.log_streams, LokiOptions(rate_bytes_s=0, max_entries=500,
+                                                  concurrency=2), info, report,
+                  first_ns=first_ns)
+    assert not report.lost and report.accepted == inc.log_line_count
+    for s in inc.log_streams:  # every entry once
+        assert sorted(arrived[label_string(s.labels)]) == s.t_ns.tolist()
+    return arrived, inc
+
+
+def test_the_onset_goes_first_where_loki_takes_entries_that_far_behind() -> None:
+    """Loki takes a stream's entries up to max_chunk_age/2 behind its newest: when every
+    stream spans less, its entries from the incident's onset on go first, so LogQL finds
+    the incident without waiting for the calm start of the window."""
+    inc = shift(cached_incident("slow_query"), END_NS)
+    onset = END_NS - inc.duration_ms * 1_000_000 + inc.truth.onset_ms * 1_000_000  # type: ignore[operator]
+    info = replace(INFO, unordered_writes=True, max_behind_ms=3_600_000)
+    arrived, _ = _arrivals(info, onset)
+    assert any(min(times) < onset for times in arrived.values())
+    for times in arrived.values():
+        cut = sum(t >= onset for t in times)
+        assert cut > 0
+        # the lanes interleave a little: nothing from before the onset while the
+        # requests from the onset on are under way, barring the last few
+        head = times[:cut - 2 * 500]
+        assert head and min(head) >= onset, "an entry before the onset went early"
+
+
+@pytest.mark.parametrize("info", [
+    # the window's 30 minutes: its longest stream spans 1,799.8 s, at least that
+    replace(INFO, unordered_writes=True, max_behind_ms=1_799_820),
+    replace(INFO, unordered_writes=True, max_behind_ms=None),  # /config not readable
+    replace(INFO, unordered_writes=None, max_behind_ms=3 * 3_600_000),
+    replace(INFO, unordered_writes=False, max_behind_ms=3 * 3_600_000),
+])
+def test_time_order_where_loki_might_refuse_entries_that_far_behind(info: LokiInfo) -> None:
+    inc = shift(cached_incident("slow_query"), END_NS)
+    onset = END_NS - inc.duration_ms * 1_000_000 + inc.truth.onset_ms * 1_000_000  # type: ignore[operator]
+    arrived, _ = _arrivals(info, onset)
+    for times in arrived.values():
+        # two lanes: a request's entries may pass the other lane's, never by more
+        worst = max(a - b for a, b in zip(itertools.accumulate(times, max), times))
+        assert worst < 10 * 60 * 10**9, worst
+    calm = [times for times in arrived.values() if min(times) < onset]
+    assert calm and all(max(times[:500]) < onset for times in calm)  # the start went first
