@@ -11,6 +11,9 @@ underscores. The field set here is what Loki 3.4 stored from live_app's records.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
+
 import numpy as np
 
 from .model import Attributes, LogStream, frozen_array, make_labels
@@ -118,7 +121,19 @@ def record_metadata(scope: str, severity: str, observed_ns: int, trace: str | No
              ("severity_number", SEVERITY[severity]), ("severity_text", severity)]
     if trace is not None and span is not None:
         pairs += [("flags", TRACE_FLAGS), ("span_id", span), ("trace_id", trace)]
-    return tuple(sorted(pairs))
+    shape = (resource, tuple(k for k, _ in attributes) if attributes else (), len(pairs))
+    order = _KEY_ORDER.get(shape)
+    if order is None:
+        if len({k for k, _ in pairs}) < len(pairs):  # a name twice: sorted by value too
+            return tuple(sorted(pairs))
+        order = _KEY_ORDER[shape] = operator.itemgetter(
+            *sorted(range(len(pairs)), key=pairs.__getitem__))
+    return order(pairs)  # type: ignore[no-any-return]
+
+
+# A record's pairs in name order, by its shape (resource, attribute names, trace or not):
+# the names of a shape are the same on every record, so the order is found once.
+_KEY_ORDER: dict[tuple[object, ...], Callable[[list[tuple[str, str]]], tuple]] = {}
 
 
 def _scrape_records(duration_ms: int, step_ms: int,
