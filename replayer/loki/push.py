@@ -42,8 +42,8 @@ LOKI_CONCURRENCY = 2
 @dataclass(frozen=True)
 class LokiOptions:
     format: str = "protobuf"  # protobuf | json
-    max_entries: int = 5000
-    max_bytes: int = 1 << 20
+    max_entries: int = 10_000
+    max_bytes: int = 2 << 20  # a push over 4 MB is refused (distributor to ingester gRPC)
     rate_bytes_s: float | None = None  # None: 80 % of what the server says, else DEFAULT_RATE
     concurrency: int = 1  # lanes posting at once; a stream always goes through one lane
 

@@ -138,6 +138,24 @@ def test_pacer_keeps_under_the_rate() -> None:
 
 
 @responses.activate
+def test_default_requests_are_the_best_ceilings_size_and_under_lokis_4_mb() -> None:
+    """Up to 10,000 lines and 2 MB of lines and metadata a request, as Loki counts them
+    (the size Loki took the most lines a second in, in the benchmark). Loki's distributor
+    hands a push to its ingester in one gRPC message, refused over 4 MB: with protobuf's
+    framing, error_spike's requests (stack traces in the metadata) stay under 3 MB."""
+    inc = shift(cached_incident("error_spike"), END_NS)  # stack traces in its metadata
+    responses.post(f"{URL}/loki/api/v1/push", status=204)
+    report = SignalReport("logs", "lines")
+    push_logs(transport(FakeTime()), inc.log_streams, LokiOptions(rate_bytes_s=0), INFO,
+              report)
+    assert not report.lost and report.accepted == inc.log_line_count
+    sizes = [(sum(len(s.entries) for s in decode(c.request).streams),
+              len(cramjam.snappy.decompress_raw(c.request.body))) for c in responses.calls]
+    assert max(n for n, _ in sizes) == 10_000 or max(b for _, b in sizes) > 1.9 * 2**20
+    assert all(n <= 10_000 and b < 3 * 2**20 for n, b in sizes), max(sizes)
+
+
+@responses.activate
 def test_preflight_reads_limits_from_config() -> None:
     responses.get(f"{URL}/ready", body="ready")
     responses.get(f"{URL}/loki/api/v1/status/buildinfo",
