@@ -286,7 +286,8 @@ class TraceEncoder:
 
 
 def plan_batches(tables: Sequence[SpanTable], max_spans: int,
-                 first_ns: int | None = None) -> Iterator[list[SpanBatch]]:
+                 first_ns: int | None = None,
+                 first_spans: int | None = None) -> Iterator[list[SpanBatch]]:
     """Requests of at most ``max_spans`` spans, whole traces in time order: each request
     holds, from every table, the spans of the traces that began in one stretch of time.
 
@@ -295,29 +296,34 @@ def plan_batches(tables: Sequence[SpanTable], max_spans: int,
     ``first_ns``: the traces that began from then on go first, in time order, then the
     ones before it (Tempo takes traces in any order). A single trace of more than
     ``max_spans`` spans goes alone. Tables whose spans are not in order of their trace's
-    start (a hand-made recording) are sent table by table."""
+    start (a hand-made recording) are sent table by table. ``first_spans``: the first
+    request holds at most that many (it is encoded, sent and written sooner)."""
     keys = _trace_starts(tables)
     if keys is None:
         yield from _table_by_table(tables, max_spans)
         return
     flat = np.sort(np.concatenate(keys)) if keys else np.empty(0, np.int64)
+    first = max_spans if first_spans is None else min(first_spans, max_spans)
     if first_ns is None:
-        yield from _stretches(keys, flat, max_spans, None, None)
+        yield from _stretches(keys, flat, max_spans, None, None, first)
     else:
-        yield from _stretches(keys, flat, max_spans, first_ns, None)
+        yield from _stretches(keys, flat, max_spans, first_ns, None, first)
         yield from _stretches(keys, flat, max_spans, None, first_ns)
 
 
 def _stretches(keys: list[np.ndarray], flat: np.ndarray, max_spans: int,
-               from_key: int | None, stop_key: int | None) -> Iterator[list[SpanBatch]]:
+               from_key: int | None, stop_key: int | None,
+               first_spans: int | None = None) -> Iterator[list[SpanBatch]]:
     """The requests of the traces that began in [``from_key``, ``stop_key``) (None: no
-    bound); ``keys``: each table's trace starts, ``flat``: all of them, sorted."""
+    bound), the first of at most ``first_spans``; ``keys``: each table's trace starts,
+    ``flat``: all of them, sorted."""
     done = 0 if from_key is None else int(np.searchsorted(flat, from_key, side="left"))
     last = flat.shape[0] if stop_key is None else int(np.searchsorted(flat, stop_key,
                                                                        side="left"))
     lo_key = from_key
+    size = max_spans if first_spans is None else first_spans
     while done < last:
-        target = done + max_spans
+        target, size = done + size, max_spans
         if target >= last:
             cut, hi_key = last, stop_key
         else:

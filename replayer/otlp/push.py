@@ -199,7 +199,9 @@ def push_traces(exporter: GrpcTraces | HttpTraces, tables: Sequence[SpanTable],
         for batches, request in body:
             _send(exporter, request, batches, report)
 
-    plan = plan_batches(tables, max_spans, first_ns)
+    # the incident's first traces in a small request: encoded, sent and written sooner
+    plan = plan_batches(tables, max_spans, first_ns,
+                        first_spans=None if first_ns is None else max_spans // 4)
     send_lanes(((i % lanes, b) for i, b in enumerate(plan)), lanes,
                encode, send, progress and (lambda: progress(report)),
                on_interrupt=exporter.cancel, halted=exporter.cancelled)

@@ -110,12 +110,18 @@ def _trace_starts(tables):  # type: ignore[no-untyped-def]
     return starts
 
 
-def test_the_traces_from_first_ns_on_go_first_then_the_ones_before() -> None:
+@pytest.mark.parametrize("first_spans", [None, 120])
+def test_the_traces_from_first_ns_on_go_first_then_the_ones_before(
+        first_spans: int | None) -> None:
+    """... and with ``first_spans``, the first request is that small, the others not."""
     tables = cached_incident("slow_query").span_tables
     starts = _trace_starts(tables)
     first = sorted(starts.values())[len(starts) * 2 // 3]
-    groups = list(plan_batches(tables, 500, first_ns=first))
+    groups = list(plan_batches(tables, 500, first_ns=first, first_spans=first_spans))
     assert sum(b.spans for g in groups for b in g) == sum(len(t) for t in tables)
+    sizes = [sum(b.spans for b in g) for g in groups]
+    assert 490 <= max(sizes[1:]) <= 500
+    assert 0 < sizes[0] <= (first_spans or 500) and sizes[0] > (first_spans or 500) - 20
     lo_hi = [(min(starts[t] for t in _traces_of(tables, g)),
               max(starts[t] for t in _traces_of(tables, g))) for g in groups]
     after = [i for i, (lo, _) in enumerate(lo_hi) if lo >= first]

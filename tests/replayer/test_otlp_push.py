@@ -226,3 +226,21 @@ def test_a_load_sends_the_incidents_traces_first() -> None:
     assert flips == 1  # the incident's on, then the window's start up to the onset
     (report,) = result.reports
     assert report.accepted == result.incident.span_count and not report.rejected
+
+
+def test_the_incidents_first_traces_go_in_a_small_first_request(collector_server) -> None:  # type: ignore[no-untyped-def]
+    """With the onset given, the first request holds a quarter of a request's spans, all
+    of traces that began from the onset on; every span still arrives once."""
+    inc = shift(cached_incident("slow_query"), END_NS)
+    onset = END_NS - inc.duration_ms * 1_000_000 + inc.truth.onset_ms * 1_000_000  # type: ignore[operator]
+    collector = Collector()
+    report = SignalReport("traces", "spans")
+    push_traces(_exporter(collector_server(collector), []), inc.span_tables, report,
+                max_spans=2000, first_ns=onset)
+    assert not report.lost and report.accepted == inc.span_count
+    spans = [[sp for rs in r.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+             for r in collector.requests]
+    assert sum(map(len, spans)) == inc.span_count
+    assert 400 < len(spans[0]) <= 500 and max(map(len, spans)) > 1900
+    roots = [sp.start_time_unix_nano for sp in spans[0] if not sp.parent_span_id]
+    assert roots and min(roots) >= onset
