@@ -245,7 +245,8 @@ def test_a_long_window_counts_every_span_not_sent_after_an_outage(tmp_path: Path
 
 class _SlowSink:
     """A loopback Loki push and OTLP/HTTP traces endpoint that decodes what it stores,
-    answering each request 0.2 s late (so a load is still going when Ctrl-C comes)."""
+    answering each request 0.2 s late, and a push 0.4 ms a line later still (so a load
+    is still going when Ctrl-C comes)."""
 
     def __init__(self) -> None:
         import threading
@@ -273,16 +274,22 @@ class _SlowSink:
                 import time
 
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                time.sleep(0.2)  # the server's own slowness, not the test's timing
+                lines = spans = 0
+                if self.path.startswith("/loki/"):
+                    push = push_pb2.PushRequest.FromString(
+                        bytes(cramjam.snappy.decompress_raw(body)))
+                    lines = sum(len(st.entries) for st in push.streams)
+                else:
+                    export = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+                    spans = sum(len(ss.spans) for rs in export.resource_spans
+                                for ss in rs.scope_spans)
+                # the server's own slowness, not the test's timing: a log line takes
+                # 0.4 ms to write, so logs are still going when Ctrl-C comes, whatever
+                # the size of a request (10,000 lines: 4 s)
+                time.sleep(0.2 + lines / 2500)
                 with lock:
-                    if self.path.startswith("/loki/"):
-                        req = push_pb2.PushRequest.FromString(
-                            bytes(cramjam.snappy.decompress_raw(body)))
-                        sink.lines += sum(len(st.entries) for st in req.streams)
-                    else:
-                        req = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
-                        sink.spans += sum(len(ss.spans) for rs in req.resource_spans
-                                          for ss in rs.scope_spans)
+                    sink.lines += lines
+                    sink.spans += spans
                 self.send_response(204 if self.path.startswith("/loki/") else 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
