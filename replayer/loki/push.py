@@ -57,7 +57,7 @@ class LokiInfo:
     rate_bytes_s: float | None
     structured_metadata: bool | None
     # limits_config.unordered_writes (Loki >= 2.4 defaults to true): a stream's entries
-    # may arrive out of order within an hour of its newest. None: config not readable
+    # may arrive out of order, up to max_behind_ms behind its newest. None: not readable
     unordered_writes: bool | None = None
     # how far behind its stream's newest entry an entry may arrive (half the ingester's
     # max_chunk_age; 1 h by default); None: config not readable
@@ -218,7 +218,8 @@ def lane_order(per_stream: Sequence[Iterator[Item]], streams: Sequence[LogStream
     those of ``per_stream``.
 
     ``spread``: the batches go to the lanes in turn, a stream's too. Loki takes a stream's
-    entries out of order within an hour of its newest (unordered_writes), and the lanes
+    entries out of order up to half its max_chunk_age (1 h by default) behind its newest
+    (unordered_writes), and the lanes
     stay within a few requests of one another (the encoder feeds them in turn, two queued
     at most), so a stream needs no lane of its own; an incident has only a few streams,
     one of them most of the lines. Else each stream keeps to one lane, so its entries
